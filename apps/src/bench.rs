@@ -1,0 +1,177 @@
+//! `updraft bench join`: the distributed-join benchmark on local workers, with a raw loopback
+//! TCP stream measured in the same run as the baseline for the shuffle.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use updraft_runtime::plan::Phase;
+
+use crate::output::{bytes, ms, print_job};
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Distributed inner join of two generated tables on local workers.
+    Join {
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Rows per side per worker.
+        #[arg(long, default_value_t = 4_000_000)]
+        rows: u64,
+        /// Key range as a fraction of the total rows of a side.
+        #[arg(long, default_value_t = 0.9)]
+        unique_factor: f64,
+        /// Runs (the table shows each; the summary the median).
+        #[arg(long, default_value_t = 1)]
+        repeats: u32,
+        /// Bytes sent through the raw loopback baseline stream.
+        #[arg(long, default_value = "1GiB")]
+        baseline_bytes: String,
+    },
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Join { workers, rows, unique_factor, repeats, baseline_bytes } => {
+            let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
+            join(workers, rows, unique_factor, repeats.max(1), baseline_bytes)
+        }
+    }
+}
+
+/// One TCP stream over loopback, one thread each side: bytes per second.
+pub fn loopback_throughput(total: u64) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let receiver = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got += n as u64;
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = chunk.len().min((total - sent) as usize);
+        s.write_all(&chunk[..n])?;
+        sent += n as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let got = receiver.join().map_err(|_| anyhow::anyhow!("baseline receiver panicked"))??;
+    let secs = start.elapsed().as_secs_f64();
+    if got != total {
+        bail!("baseline stream delivered {got} of {total} bytes");
+    }
+    Ok(total as f64 / secs)
+}
+
+fn join(
+    workers: u32,
+    rows: u64,
+    unique_factor: f64,
+    repeats: u32,
+    baseline_bytes: u64,
+) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let pipeline = dir.path().join("bench-join.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"[job]
+name = "bench-join"
+
+[source.left]
+kind = "generate"
+rows = {rows}
+unique_factor = {unique_factor}
+seed = 1
+
+[source.right]
+kind = "generate"
+rows = {rows}
+unique_factor = {unique_factor}
+seed = 2
+
+[operator.joined]
+kind = "join"
+left = "left"
+right = "right"
+on = ["key"]
+
+[sink.summary]
+kind = "summary"
+input = "joined"
+"#
+        ),
+    )?;
+    println!(
+        "bench join: {workers} workers, {rows} rows per side per worker, unique factor {unique_factor}, {repeats} run(s)"
+    );
+    let mut results = Vec::new();
+    for i in 0..repeats {
+        let base = loopback_throughput(baseline_bytes).context("loopback baseline")?;
+        let run =
+            crate::cluster::run_local(&pipeline, workers, Duration::from_secs(900), Duration::from_secs(15))?;
+        let Some(job) = run.job else {
+            for (rank, e) in run.failures {
+                eprintln!("  rank {rank}: {e}");
+            }
+            bail!("benchmark run {} failed", i + 1);
+        };
+        println!("\nrun {}:", i + 1);
+        print_job(&job, run.mesh_us);
+        let input_rows = 2 * rows * u64::from(workers);
+        let compute_us = job.wall_us.saturating_sub(job.setup_us).max(1);
+        let join_rows_per_s = input_rows as f64 / (compute_us as f64 / 1e6);
+        // Per worker: bytes it sent / time from set-up end to its last shuffle stage's end.
+        let mut rates = Vec::new();
+        for w in &job.workers {
+            let end =
+                w.operators.iter().filter(|o| o.phase == Phase::Shuffle).map(|o| o.end_us).max().unwrap_or(0);
+            let span = end.saturating_sub(w.setup_us).max(1);
+            rates.push(w.bytes_sent as f64 / (span as f64 / 1e6));
+        }
+        let shuffle = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        println!(
+            "  join input rows/s          {:>14.0}  ({} rows in {})",
+            join_rows_per_s,
+            input_rows,
+            ms(compute_us)
+        );
+        println!("  shuffle bytes/s per worker {:>14}/s", bytes(shuffle as u64));
+        println!("  raw loopback TCP, 1 stream {:>14}/s  (baseline, same run)", bytes(base as u64));
+        println!("  shuffle / loopback         {:>14.3}", shuffle / base);
+        results.push((job.setup_us, join_rows_per_s, shuffle / base));
+    }
+    if repeats > 1 {
+        let mut setup: Vec<u64> = results.iter().map(|r| r.0).collect();
+        let mut rps: Vec<f64> = results.iter().map(|r| r.1).collect();
+        let mut ratio: Vec<f64> = results.iter().map(|r| r.2).collect();
+        setup.sort_unstable();
+        rps.sort_by(f64::total_cmp);
+        ratio.sort_by(f64::total_cmp);
+        let mid = results.len() / 2;
+        println!(
+            "\nmedian of {repeats}: set-up {}, join input rows/s {:.0}, shuffle/loopback {:.3}",
+            ms(setup[mid]),
+            rps[mid],
+            ratio[mid]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

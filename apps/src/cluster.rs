@@ -1,0 +1,248 @@
+//! The local cluster, updraft's embedded default: an in-process rendezvous on 127.0.0.1 and N
+//! `updraft worker` processes, watched until they all finish. If one fails, the others get the
+//! peer deadline to fail on their own (naming the lost rank), then are killed; none outlives the
+//! launcher (each also exits when its standard input, held by the launcher, closes).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use updraft_runtime::report::JobReport;
+use updraft_transports::rendezvous::{RendezvousServer, ServerConfig};
+
+use crate::output;
+use crate::worker::WorkerOutput;
+
+/// `updraft run` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Number of local worker processes.
+    #[arg(long, default_value_t = 4)]
+    pub workers: u32,
+    /// Also write the job report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print only the JSON report (no table).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Outcome of a local run.
+pub struct LocalRun {
+    /// The job report (when every worker succeeded).
+    pub job: Option<JobReport>,
+    /// Rank 0's mesh set-up time.
+    pub mesh_us: Option<u64>,
+    /// Per-rank failures.
+    pub failures: Vec<(u32, String)>,
+}
+
+/// Runs `updraft run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_pipeline(&args.pipeline) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
+    let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
+    let result = run_local(&args.pipeline, args.workers, deadline, grace)?;
+    if let (Some(path), Some(job)) = (&args.report, &result.job) {
+        std::fs::write(path, serde_json::to_vec_pretty(job)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match (&result.job, result.failures.is_empty()) {
+        (Some(job), true) => {
+            if !args.quiet {
+                output::print_job(job, result.mesh_us);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("updraft: job failed on {} of {} workers:", result.failures.len(), args.workers);
+            for (rank, e) in &result.failures {
+                eprintln!("  rank {rank}: {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+enum Line {
+    Out(u32, String),
+    Err(u32, String),
+}
+
+/// Starts the rendezvous and `workers` worker processes for `pipeline`, and waits for them.
+///
+/// # Errors
+/// If the rendezvous or a process cannot be started.
+pub fn run_local(
+    pipeline: &Path,
+    workers: u32,
+    deadline: Duration,
+    grace: Duration,
+) -> anyhow::Result<LocalRun> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let secret = crate::secret::fresh();
+    let server = rt.block_on(RendezvousServer::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerConfig::new(secret.clone().into_bytes()),
+    ))?;
+    let rendezvous = server.local_addr();
+    let job = format!(
+        "local-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    );
+    let exe = std::env::current_exe().context("cannot find the updraft executable")?;
+    let (tx, rx) = crossbeam_channel::bounded::<Line>(1024);
+    let mut children: Vec<Child> = Vec::new();
+    let mut readers = Vec::new();
+    for rank in 0..workers {
+        let mut child = Command::new(&exe)
+            .args(["worker", "--json", "--watch-stdin", "--bind", "127.0.0.1"])
+            .arg("--rendezvous")
+            .arg(rendezvous.to_string())
+            .arg("--job")
+            .arg(&job)
+            .arg("--rank")
+            .arg(rank.to_string())
+            .arg("--world")
+            .arg(workers.to_string())
+            .arg("--pipeline")
+            .arg(pipeline)
+            .env(crate::secret::ENV, &secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start worker {rank}"))?;
+        tracing::info!(rank, pid = child.id(), "worker started");
+        if let Some(out) = child.stdout.take() {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || forward(out, |l| Line::Out(rank, l), &tx)));
+        }
+        if let Some(err) = child.stderr.take() {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || forward(err, |l| Line::Err(rank, l), &tx)));
+        }
+        children.push(child);
+    }
+    drop(tx);
+    eprintln!(
+        "updraft: {workers} workers started (pids {}), rendezvous {rendezvous}",
+        children.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(", ")
+    );
+
+    let mut outputs: Vec<Option<WorkerOutput>> = (0..workers).map(|_| None).collect();
+    let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; workers as usize];
+    let start = Instant::now();
+    let mut first_failure: Option<Instant> = None;
+    let mut killed: Vec<(u32, String)> = Vec::new();
+    loop {
+        drain(&rx, Duration::from_millis(20), &mut outputs);
+        for (rank, child) in children.iter_mut().enumerate() {
+            if status[rank].is_none()
+                && let Some(s) = child.try_wait()?
+            {
+                status[rank] = Some(s);
+                if !s.success() && first_failure.is_none() {
+                    first_failure = Some(Instant::now());
+                }
+            }
+        }
+        if status.iter().all(Option::is_some) {
+            break;
+        }
+        let overdue = start.elapsed() > deadline;
+        let grace_over = first_failure.is_some_and(|t| t.elapsed() > grace);
+        if overdue || grace_over {
+            for (rank, child) in children.iter_mut().enumerate() {
+                if status[rank].is_none() {
+                    let _ = child.kill();
+                    status[rank] = child.wait().ok();
+                    let why = if overdue {
+                        format!("killed: no result within {deadline:?}")
+                    } else {
+                        format!("killed: still running {grace:?} after another worker failed")
+                    };
+                    killed.push((rank as u32, why));
+                }
+            }
+            break;
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    drain(&rx, Duration::ZERO, &mut outputs);
+    rt.block_on(server.shutdown());
+
+    let mut failures = Vec::new();
+    for rank in 0..workers as usize {
+        if let Some((_, why)) = killed.iter().find(|(r, _)| *r as usize == rank) {
+            failures.push((rank as u32, why.clone()));
+            continue;
+        }
+        match (&outputs[rank], status[rank]) {
+            (Some(o), _) if o.error.is_some() => {
+                failures.push((rank as u32, o.error.clone().unwrap_or_default()))
+            }
+            (Some(_), Some(s)) if s.success() => {}
+            (_, Some(s)) => failures.push((rank as u32, format!("exited with {s}"))),
+            (_, None) => failures.push((rank as u32, "no exit status".into())),
+        }
+    }
+    let job = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.job.clone());
+    let mesh_us = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.mesh_us);
+    Ok(LocalRun { job: if failures.is_empty() { job } else { None }, mesh_us, failures })
+}
+
+fn forward<R: std::io::Read>(r: R, wrap: impl Fn(String) -> Line, tx: &crossbeam_channel::Sender<Line>) {
+    for line in BufReader::new(r).lines() {
+        let Ok(line) = line else { break };
+        if tx.send(wrap(line)).is_err() {
+            break;
+        }
+    }
+}
+
+fn drain(rx: &Receiver<Line>, wait: Duration, outputs: &mut [Option<WorkerOutput>]) {
+    let mut first = true;
+    loop {
+        let line = if first && !wait.is_zero() {
+            first = false;
+            match rx.recv_timeout(wait) {
+                Ok(l) => l,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(l) => l,
+                Err(_) => return,
+            }
+        };
+        match line {
+            Line::Out(rank, text) => match serde_json::from_str::<WorkerOutput>(&text) {
+                Ok(o) => outputs[rank as usize] = Some(o),
+                Err(_) => println!("[rank {rank}] {text}"),
+            },
+            Line::Err(rank, text) => {
+                let _ = writeln!(std::io::stderr(), "[rank {rank}] {text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `updraft`: run a pipeline on local workers, run one worker, serve the rendezvous, validate a
+//! pipeline, benchmark.
+
+mod bench;
+mod cluster;
+mod output;
+mod secret;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Distributed data frames over hole-punched TCP links.
+#[derive(Parser, Debug)]
+#[command(name = "updraft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline on N local worker processes with an embedded rendezvous.
+    Run(cluster::RunArgs),
+    /// Run one worker of a job (the same code the local cluster starts N times).
+    Worker(worker::WorkerArgs),
+    /// Serve the rendezvous for any number of jobs.
+    Rendezvous {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7000")]
+        listen: SocketAddr,
+        /// File holding the shared secret (default: the UPDRAFT_SECRET environment variable).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
+    /// Check a pipeline file and print its plan; every error is reported with its key path.
+    Validate {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Workers to plan for.
+        #[arg(long, default_value_t = 4)]
+        workers: u32,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cluster::run(args),
+        Command::Worker(args) => worker::main(args),
+        Command::Rendezvous { listen, secret_file } => serve_rendezvous(listen, secret_file),
+        Command::Validate { file, workers } => validate(&file, workers),
+        Command::Bench { which } => bench::run(which),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("updraft: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let secret = secret::load(secret_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let server = updraft_transports::rendezvous::RendezvousServer::bind(
+            listen,
+            updraft_transports::rendezvous::ServerConfig::new(secret),
+        )
+        .await?;
+        println!("rendezvous listening on {}", server.local_addr());
+        server.wait().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_pipeline(file) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let plan = updraft_operators::build_plan(
+        &spec,
+        updraft_operators::PlanContext { rank: 0, world: workers.max(1) },
+    )?;
+    println!("{}: ok", file.display());
+    println!("plan for {} workers (stage [phase] <- inputs):", workers.max(1));
+    for line in plan.describe() {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

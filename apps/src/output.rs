@@ -1,0 +1,77 @@
+//! Loading pipelines and printing job summaries.
+
+use std::path::Path;
+
+use updraft_config::{ConfigError, ConfigErrors, PipelineSpec, parse_pipeline};
+use updraft_runtime::report::JobReport;
+
+/// Reads and validates a pipeline file.
+///
+/// # Errors
+/// Every problem in the file, or one saying it cannot be read.
+pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_pipeline(&text, &name),
+        Err(e) => Err(ConfigErrors {
+            source_name: name,
+            errors: vec![ConfigError {
+                path: String::new(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Milliseconds with one decimal.
+pub fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+/// Bytes in binary units.
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+/// Prints the job summary: sinks (rows, checksum), the phase table, traffic.
+pub fn print_job(job: &JobReport, mesh_us: Option<u64>) {
+    println!("job `{}` on {} workers: ok", job.job, job.world);
+    for s in &job.sinks {
+        if s.summary.columns.is_empty() {
+            println!("  sink {:<16} rows {:>12}", s.name, s.summary.rows);
+        } else {
+            println!(
+                "  sink {:<16} rows {:>12}   checksum {:016x}",
+                s.name, s.summary.rows, s.summary.row_checksum
+            );
+            for c in &s.summary.columns {
+                println!("       {:<16} column {:<20} {:016x}", "", c.name, c.checksum);
+            }
+        }
+    }
+    println!();
+    println!("  {:<20} {:>12} {:>12} {:>12}", "phase", "busy max", "busy mean", "done at");
+    for p in &job.phases {
+        println!(
+            "  {:<20} {:>12} {:>12} {:>12}",
+            p.phase.label(),
+            ms(p.busy_max_us),
+            ms(p.busy_mean_us),
+            ms(p.end_max_us)
+        );
+    }
+    println!("  {:<20} {:>12} {:>12} {:>12}", "total (wall)", "", "", ms(job.wall_us));
+    if let Some(m) = mesh_us {
+        println!("  mesh set-up on rank 0: {}", ms(m));
+    }
+    println!("  sent over links: {}", bytes(job.bytes_sent));
+}

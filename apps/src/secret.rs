@@ -1,0 +1,34 @@
+//! The shared secret that job keys derive from: a file, or the `UPDRAFT_SECRET` variable.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+/// Environment variable holding the secret.
+pub const ENV: &str = "UPDRAFT_SECRET";
+
+/// Loads the secret from `file` or, without one, from [`ENV`].
+///
+/// # Errors
+/// When neither gives a non-empty secret.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let secret = match file {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read the secret file {}", path.display()))?
+        }
+        None => std::env::var(ENV).map(String::into_bytes).unwrap_or_default(),
+    };
+    let trimmed = secret.trim_ascii().to_vec();
+    if trimmed.is_empty() {
+        bail!(
+            "no shared secret: set {ENV} or pass --secret-file (every worker and the rendezvous need the same one)"
+        );
+    }
+    Ok(trimmed)
+}
+
+/// A fresh random secret (hex), for a local cluster.
+pub fn fresh() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,206 @@
+//! One worker: register at the rendezvous, punch links to every peer, run the plan in an actix
+//! system, exchange reports, close the links.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use updraft_config::PipelineSpec;
+use updraft_operators::{PlanContext, build_plan};
+use updraft_runtime::ids::job_hash;
+use updraft_runtime::job::{JobContext, run_job};
+use updraft_runtime::report::{JobReport, WorkerReport};
+use updraft_transports::punch::handshake::Identity;
+use updraft_transports::punch::{MeshConfig, punch_mesh};
+use updraft_transports::rendezvous::{Registration, register};
+use updraft_transports::transport::await_writers;
+use updraft_transports::{JobKey, Shutdown, TransportActor};
+
+use crate::output;
+
+/// `updraft worker` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Rendezvous address.
+    #[arg(long)]
+    pub rendezvous: SocketAddr,
+    /// Job id (the same on every worker of the job).
+    #[arg(long)]
+    pub job: String,
+    /// This worker's rank.
+    #[arg(long)]
+    pub rank: u32,
+    /// Number of workers.
+    #[arg(long)]
+    pub world: u32,
+    /// Pipeline file.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    /// Local address to bind (port is picked by the kernel).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+    /// File holding the shared secret (default: the UPDRAFT_SECRET environment variable).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Print one JSON line (for launchers) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit when standard input closes (the launcher went away).
+    #[arg(long)]
+    pub watch_stdin: bool,
+}
+
+/// What a worker prints with `--json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerOutput {
+    /// Rank.
+    pub rank: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Error, if the job failed here.
+    pub error: Option<String>,
+    /// Mesh set-up, in µs.
+    pub mesh_us: Option<u64>,
+    /// Punch attempts per linked peer.
+    pub punch_attempts: Vec<(u32, u32)>,
+    /// This worker's report.
+    pub report: Option<WorkerReport>,
+    /// The whole job's report (rank 0 only).
+    pub job: Option<JobReport>,
+}
+
+/// Runs `updraft worker`.
+pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.watch_stdin {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            eprintln!("updraft worker: the launcher went away; exiting");
+            std::process::exit(3);
+        });
+    }
+    let spec = match output::load_pipeline(&args.pipeline) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.world == 0 || args.rank >= args.world {
+        anyhow::bail!("--rank {} is outside 0..{} (--world)", args.rank, args.world);
+    }
+    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let out = run(&args, spec, &secret);
+    let failed = out.error.is_some();
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else if let Some(e) = &out.error {
+        eprintln!("updraft worker {}: job failed: {e}", args.rank);
+    } else if let Some(job) = &out.job {
+        output::print_job(job, out.mesh_us);
+    } else {
+        println!("updraft worker {}: done", args.rank);
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs the worker to completion; errors end up in the output.
+pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8]) -> WorkerOutput {
+    let mut out = WorkerOutput {
+        rank: args.rank,
+        pid: std::process::id(),
+        error: None,
+        mesh_us: None,
+        punch_attempts: Vec::new(),
+        report: None,
+        job: None,
+    };
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("updraft-io")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the tokio runtime: {e}"))
+    });
+    let result = system.block_on(run_async(args, &spec, secret, &mut out));
+    if let Err(e) = result {
+        out.error = Some(format!("{e:#}"));
+    }
+    out
+}
+
+async fn run_async(
+    args: &WorkerArgs,
+    spec: &PipelineSpec,
+    secret: &[u8],
+    out: &mut WorkerOutput,
+) -> anyhow::Result<()> {
+    let started_at = Instant::now();
+    let settings = spec.runtime.clone();
+    let deadline = tokio::time::Instant::now() + settings.job_timeout;
+    let key = JobKey::derive(secret, &args.job);
+    let hash = job_hash(&args.job);
+    let registration = Registration {
+        job: args.job.clone(),
+        rank: args.rank,
+        world: args.world,
+        key: key.clone(),
+        bind: SocketAddr::new(args.bind, 0),
+        rendezvous: args.rendezvous,
+    };
+    let registered = register(&registration, settings.rendezvous_timeout).await.context("rendezvous")?;
+    tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
+    let identity = Identity { me: args.rank, world: args.world, key, job_hash: hash };
+    let mesh_cfg = MeshConfig {
+        attempt: settings.punch_attempt,
+        handshake_timeout: settings.handshake_timeout,
+        timeout: settings.mesh_timeout,
+    };
+    let mesh = punch_mesh(
+        &identity,
+        registered.local,
+        registered.public,
+        &registered.listener,
+        &registered.peers,
+        &mesh_cfg,
+    )
+    .await
+    .context("making links")?;
+    drop(registered);
+    out.mesh_us = Some(mesh.elapsed.as_micros() as u64);
+    out.punch_attempts = mesh.pairs.iter().map(|p| (p.peer, p.attempts)).collect();
+    let setup = started_at.elapsed();
+    tracing::info!(rank = args.rank, links = mesh.links.len(), ?setup, "links up; job running");
+
+    let plan = build_plan(spec, PlanContext { rank: args.rank, world: args.world })?;
+    let transport = TransportActor::new(args.rank, hash, &settings, mesh.links);
+    let (port, addr) = transport.start_port();
+    let ctx = JobContext {
+        me: args.rank,
+        world: args.world,
+        settings: settings.clone(),
+        transport: port,
+        started_at,
+        setup,
+        deadline,
+    };
+    let result = run_job(plan, ctx).await;
+    let flush = if result.is_ok() { settings.peer_timeout } else { Duration::from_secs(2) };
+    match addr.send(Shutdown).await {
+        Ok(writers) => await_writers(writers, flush).await,
+        Err(e) => tracing::warn!(%e, "transport gone before shutdown"),
+    }
+    let outcome = result?;
+    if args.rank == 0 {
+        let mut all = outcome.peers.clone();
+        all.push(outcome.mine.clone());
+        out.job = Some(JobReport::combine(&spec.name, all));
+    }
+    out.report = Some(outcome.mine);
+    Ok(())
+}

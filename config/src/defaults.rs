@@ -1,0 +1,47 @@
+//! Every default in one place, with its unit and the assumption behind it.
+
+use std::time::Duration;
+
+/// Rows per batch made by sources. The benchmark tables have 16 bytes a row, so a batch is
+/// about 1 MiB: large enough to amortise per-batch costs, small enough to keep a pipeline busy.
+pub const BATCH_ROWS: usize = 65_536;
+
+/// Credit per channel (one producer, one consumer, one edge), in bytes. Eight 1 MiB batches in
+/// flight keep a loopback link (about 1.5 GiB/s) busy across a consumer pause of a few ms, and
+/// 64 workers × 2 edges × 8 MiB stays well below a 10 GB function.
+pub const CHANNEL_CREDIT: u64 = 8 * 1024 * 1024;
+
+/// Largest frame body accepted from the network, in bytes. A bigger length means a corrupt or
+/// hostile stream; senders split batches well below it.
+pub const MAX_FRAME: u64 = 256 * 1024 * 1024;
+
+/// Deadline for making every link of the mesh (all pairs punched at once).
+pub const MESH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time given to one TCP connect attempt before the next one is fired. A SYN dropped by a NAT
+/// that has not been punched yet is retried after this; 250 ms is a few RTTs on a continent.
+pub const PUNCH_ATTEMPT: Duration = Duration::from_millis(250);
+
+/// Deadline for the hello/proof/decision exchange on a fresh connection.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a worker waits for the rendezvous to answer with the peer table (all ranks must
+/// register within it: it covers process start-up skew, which is seconds on Lambda).
+pub const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Silence on a link after which the peer is declared lost. Heartbeats keep live links loud.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval between heartbeats on an otherwise idle link.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Deadline for the whole job on one worker, set-up included.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Frames a link's writer queue holds before the transport keeps further frames aside (those
+/// are bounded by credit).
+pub const LINK_QUEUE_FRAMES: usize = 1024;
+
+/// How long a registration may wait at the rendezvous for the rest of its job before the whole
+/// half-registered job is dropped.
+pub const RENDEZVOUS_JOB_TTL: Duration = Duration::from_secs(60);

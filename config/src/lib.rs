@@ -1,0 +1,27 @@
+//! Pipeline and runtime specs for updraft: pure data plus validation.
+//!
+//! A pipeline file is TOML. [`parse_pipeline`] reads it into a [`PipelineSpec`] and reports
+//! *every* problem it finds at once, each with the dotted path of the offending key and its
+//! line and column ([`ConfigErrors`]). Unknown keys are errors, so a typo never silently falls
+//! back to a default.
+//!
+//! ```text
+//!   text ──DeTable::parse──▶ spanned TOML tree ──Reader──▶ PipelineSpec ──validate──▶ ok / errors
+//! ```
+//!
+//! Defaults, with their units and the assumption behind each, live in [`defaults`].
+
+pub mod defaults;
+mod error;
+mod pipeline;
+mod reader;
+mod settings;
+mod units;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use pipeline::{
+    FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec, SinkKind,
+    SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+};
+pub use settings::RuntimeSettings;
+pub use units::{parse_bytes, parse_duration};

@@ -1,0 +1,119 @@
+//! Runtime settings: deadlines, credit and batch sizes. Read from a pipeline's `[runtime]` table;
+//! anything left out takes its value from [`crate::defaults`].
+
+use std::time::Duration;
+
+use crate::defaults;
+use crate::reader::Table;
+
+/// Deadlines and sizes a worker runs with. Passed explicitly; there is no global config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSettings {
+    /// Rows per batch made by sources.
+    pub batch_rows: usize,
+    /// Credit per channel in bytes.
+    pub channel_credit: u64,
+    /// Largest frame body accepted, in bytes.
+    pub max_frame: u64,
+    /// Deadline for making all links.
+    pub mesh_timeout: Duration,
+    /// One connect attempt while punching.
+    pub punch_attempt: Duration,
+    /// Deadline for a link's handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for the rendezvous answer.
+    pub rendezvous_timeout: Duration,
+    /// Silence after which a peer is lost.
+    pub peer_timeout: Duration,
+    /// Heartbeat interval on idle links.
+    pub heartbeat: Duration,
+    /// Deadline for the whole job.
+    pub job_timeout: Duration,
+    /// Writer queue length per link, in frames.
+    pub link_queue_frames: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            batch_rows: defaults::BATCH_ROWS,
+            channel_credit: defaults::CHANNEL_CREDIT,
+            max_frame: defaults::MAX_FRAME,
+            mesh_timeout: defaults::MESH_TIMEOUT,
+            punch_attempt: defaults::PUNCH_ATTEMPT,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            rendezvous_timeout: defaults::RENDEZVOUS_TIMEOUT,
+            peer_timeout: defaults::PEER_TIMEOUT,
+            heartbeat: defaults::HEARTBEAT,
+            job_timeout: defaults::JOB_TIMEOUT,
+            link_queue_frames: defaults::LINK_QUEUE_FRAMES,
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "batch_rows",
+    "channel_credit",
+    "max_frame",
+    "mesh_timeout",
+    "punch_attempt",
+    "handshake_timeout",
+    "rendezvous_timeout",
+    "peer_timeout",
+    "heartbeat",
+    "job_timeout",
+    "link_queue_frames",
+];
+
+impl RuntimeSettings {
+    pub(crate) fn read(t: &Table<'_, '_>) -> RuntimeSettings {
+        let d = RuntimeSettings::default();
+        let positive = |key: &str, v: Option<u64>| -> Option<u64> {
+            match v {
+                Some(0) => {
+                    t.error(key, "must be greater than zero");
+                    None
+                }
+                other => other,
+            }
+        };
+        let nonzero = |key: &str, v: Option<Duration>| -> Option<Duration> {
+            match v {
+                Some(d) if d.is_zero() => {
+                    t.error(key, "must be longer than zero");
+                    None
+                }
+                other => other,
+            }
+        };
+        let s = RuntimeSettings {
+            batch_rows: positive("batch_rows", t.opt_u64("batch_rows")).map_or(d.batch_rows, |v| v as usize),
+            channel_credit: positive("channel_credit", t.opt_bytes("channel_credit"))
+                .unwrap_or(d.channel_credit),
+            max_frame: positive("max_frame", t.opt_bytes("max_frame")).unwrap_or(d.max_frame),
+            mesh_timeout: nonzero("mesh_timeout", t.opt_duration("mesh_timeout")).unwrap_or(d.mesh_timeout),
+            punch_attempt: nonzero("punch_attempt", t.opt_duration("punch_attempt"))
+                .unwrap_or(d.punch_attempt),
+            handshake_timeout: nonzero("handshake_timeout", t.opt_duration("handshake_timeout"))
+                .unwrap_or(d.handshake_timeout),
+            rendezvous_timeout: nonzero("rendezvous_timeout", t.opt_duration("rendezvous_timeout"))
+                .unwrap_or(d.rendezvous_timeout),
+            peer_timeout: nonzero("peer_timeout", t.opt_duration("peer_timeout")).unwrap_or(d.peer_timeout),
+            heartbeat: nonzero("heartbeat", t.opt_duration("heartbeat")).unwrap_or(d.heartbeat),
+            job_timeout: nonzero("job_timeout", t.opt_duration("job_timeout")).unwrap_or(d.job_timeout),
+            link_queue_frames: positive("link_queue_frames", t.opt_u64("link_queue_frames"))
+                .map_or(d.link_queue_frames, |v| v as usize),
+        };
+        if s.heartbeat >= s.peer_timeout {
+            t.error("heartbeat", "must be shorter than `peer_timeout`, or live peers would be declared lost");
+        }
+        if s.max_frame > u32::MAX as u64 {
+            t.error("max_frame", "must be below 4GiB (frame lengths are 32-bit)");
+        }
+        s
+    }
+
+    pub(crate) fn keys() -> &'static [&'static str] {
+        KEYS
+    }
+}

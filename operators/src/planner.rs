@@ -1,0 +1,186 @@
+//! Pipeline spec → physical plan. Every worker runs this with the same spec and gets the same
+//! stages in the same order, so stage indices and edge ids agree across the job.
+//!
+//! Stages come out in topological order: sources, then operators (each after its inputs), then
+//! sinks. A join gets a shuffle stage in front of each input (`<join>.shuffle-left`,
+//! `<join>.shuffle-right`), and any stage that reads a shuffle reads it from every rank.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use updraft_config::{OperatorKind, PipelineSpec, SinkKind, SourceKind};
+use updraft_runtime::JobError;
+use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
+
+use crate::files::{FileSource, assign_files};
+use crate::generate::{Generate, GenerateSpec};
+use crate::join::{HashJoin, JoinParams};
+use crate::shuffle::Shuffle;
+use crate::sinks::{ParquetSink, SummarySink};
+
+/// Where the plan runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanContext {
+    /// This worker's rank.
+    pub rank: u32,
+    /// Number of workers.
+    pub world: u32,
+}
+
+struct Builder {
+    plan: PhysicalPlan,
+    index: HashMap<String, usize>,
+    shuffles: Vec<bool>,
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        name: String,
+        phase: Phase,
+        operator: Box<dyn updraft_runtime::Operator>,
+        inputs: &[usize],
+    ) -> usize {
+        let inputs = inputs.iter().map(|&from| InputPlan { from, exchange: self.shuffles[from] }).collect();
+        let i = self.plan.stages.len();
+        self.shuffles.push(false);
+        self.plan.stages.push(StagePlan { name: name.clone(), phase, operator, inputs });
+        self.index.insert(name, i);
+        i
+    }
+
+    fn lookup(&self, name: &str) -> Result<usize, JobError> {
+        self.index.get(name).copied().ok_or_else(|| JobError::Plan(format!("unknown stage `{name}`")))
+    }
+}
+
+/// Builds the plan for one worker.
+///
+/// # Errors
+/// [`JobError::Plan`] if the spec refers to unknown stages or has a cycle (a validated spec
+/// has neither).
+pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan, JobError> {
+    let batch_rows = spec.runtime.batch_rows;
+    let mut b = Builder { plan: PhysicalPlan::default(), index: HashMap::new(), shuffles: Vec::new() };
+    for s in &spec.sources {
+        let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
+            SourceKind::Generate { rows, unique_factor, seed } => Box::new(Generate::new(GenerateSpec {
+                rows: *rows,
+                unique_factor: *unique_factor,
+                seed: *seed,
+                rank: ctx.rank,
+                world: ctx.world,
+                batch_rows,
+            })),
+            SourceKind::Files { format, files } => Box::new(FileSource::new(
+                &s.name,
+                format.clone(),
+                assign_files(files, ctx.rank, ctx.world),
+                batch_rows,
+            )),
+        };
+        b.push(s.name.clone(), Phase::Read, op, &[]);
+    }
+    let mut remaining: Vec<&updraft_config::OperatorSpec> = spec.operators.iter().collect();
+    while !remaining.is_empty() {
+        let ready = remaining.iter().position(|o| o.kind.inputs().iter().all(|i| b.index.contains_key(*i)));
+        let Some(pos) = ready else {
+            let names: Vec<&str> = remaining.iter().map(|o| o.name.as_str()).collect();
+            return Err(JobError::Plan(format!(
+                "operators {names:?} wait on each other or on unknown stages"
+            )));
+        };
+        let o = remaining.remove(pos);
+        match &o.kind {
+            OperatorKind::Shuffle { input, keys } => {
+                let from = b.lookup(input)?;
+                let i = b.push(
+                    o.name.clone(),
+                    Phase::Shuffle,
+                    Box::new(Shuffle::new(&o.name, keys.clone(), ctx.world)),
+                    &[from],
+                );
+                b.shuffles[i] = true;
+            }
+            OperatorKind::Join(j) => {
+                let mut inputs = Vec::new();
+                for (side, input, keys) in [("left", &j.left, &j.left_on), ("right", &j.right, &j.right_on)] {
+                    let from = b.lookup(input)?;
+                    let name = format!("{}.shuffle-{side}", o.name);
+                    let i = b.push(
+                        name.clone(),
+                        Phase::Shuffle,
+                        Box::new(Shuffle::new(&name, keys.clone(), ctx.world)),
+                        &[from],
+                    );
+                    b.shuffles[i] = true;
+                    inputs.push(i);
+                }
+                let params = JoinParams {
+                    name: o.name.clone(),
+                    left_on: j.left_on.clone(),
+                    right_on: j.right_on.clone(),
+                    suffixes: j.suffixes.clone(),
+                    batch_rows,
+                };
+                b.push(o.name.clone(), Phase::Join, Box::new(HashJoin::new(params)), &inputs);
+            }
+        }
+    }
+    for s in &spec.sinks {
+        let from = b.lookup(&s.input)?;
+        let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
+            SinkKind::Summary => Box::new(SummarySink::default()),
+            SinkKind::Parquet { path } => Box::new(ParquetSink::new(
+                &s.name,
+                PathBuf::from(path.replace("{rank}", &ctx.rank.to_string())),
+            )),
+        };
+        b.push(s.name.clone(), Phase::Write, op, &[from]);
+    }
+    Ok(b.plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_get_a_shuffle_per_input() {
+        let spec = updraft_config::parse_pipeline(
+            r#"
+[source.l]
+kind = "generate"
+rows = 10
+[source.r]
+kind = "generate"
+rows = 10
+[operator.j]
+kind = "join"
+left = "l"
+right = "r"
+on = ["key"]
+[sink.s]
+kind = "summary"
+input = "j"
+"#,
+            "t",
+        )
+        .expect("valid");
+        let plan = build_plan(&spec, PlanContext { rank: 0, world: 2 }).expect("plan");
+        assert_eq!(
+            plan.describe(),
+            vec![
+                "l [read] <- -",
+                "r [read] <- -",
+                "j.shuffle-left [partition+shuffle] <- l",
+                "j.shuffle-right [partition+shuffle] <- r",
+                "j [join] <- j.shuffle-left (all ranks), j.shuffle-right (all ranks)",
+                "s [write] <- j",
+            ]
+        );
+        let edges = plan.edges().expect("edges");
+        assert_eq!(edges.len(), 5);
+        assert!(edges.iter().filter(|e| e.exchange).count() == 2);
+    }
+}

@@ -1,0 +1,246 @@
+//! The output side of an operator actor: one [`OutEdge`] per consumer stage. It routes each
+//! emitted batch to its destination rank, zero-copy on the same worker and as Arrow IPC through
+//! the transport otherwise, and holds batches back while the destination has no credit.
+//!
+//! ```text
+//!  push(target, batch) ──▶ queue[dest] ──credit ≥ cost (or nothing in flight)──▶ send
+//!                            ▲                                                     │
+//!                            └────────────── on_credit(dest, bytes) ◀── consumer ──┘
+//!  finish(): an empty batch (carrying the schema) to every destination that got none, then End.
+//! ```
+
+use std::collections::VecDeque;
+
+use actix::Recipient;
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::writer::StreamEncoder;
+use arrow_schema::SchemaRef;
+
+use crate::credit::CreditGuard;
+use crate::ids::{EdgeId, Rank};
+use crate::messages::{SendFrame, ToOperator};
+use crate::operator::Target;
+use crate::wire::{Control, FrameKind, OutBody, OutFrame};
+
+enum Pending {
+    Local { batch: RecordBatch, cost: u64 },
+    Remote { buffers: Vec<Buffer>, cost: u64, rows: u64 },
+    End,
+}
+
+#[derive(Default)]
+struct Dest {
+    credit: i64,
+    in_flight: u64,
+    queue: VecDeque<Pending>,
+    encoder: Option<StreamEncoder>,
+    seq: u64,
+    batches: u64,
+    rows: u64,
+    ended: bool,
+}
+
+/// Where an edge's producer, consumer and transport are.
+pub struct EdgeWiring {
+    /// Channel id.
+    pub id: EdgeId,
+    /// True if every rank's consumer receives from this producer.
+    pub exchange: bool,
+    /// Consumer input port.
+    pub port: usize,
+    /// Consumer actor on this worker.
+    pub local: Recipient<ToOperator>,
+    /// The transport.
+    pub transport: Recipient<SendFrame>,
+}
+
+/// One output edge of an operator on one worker.
+pub struct OutEdge {
+    wiring: EdgeWiring,
+    me: Rank,
+    world: u32,
+    window: u64,
+    max_frame: u64,
+    dests: Vec<Dest>,
+    schema: Option<SchemaRef>,
+}
+
+impl OutEdge {
+    /// A new edge with `window` bytes of credit per destination.
+    pub fn new(wiring: EdgeWiring, me: Rank, world: u32, window: u64, max_frame: u64) -> OutEdge {
+        let dests = (0..world).map(|_| Dest { credit: window as i64, ..Dest::default() }).collect();
+        OutEdge { wiring, me, world, window, max_frame, dests, schema: None }
+    }
+
+    /// Channel id.
+    pub fn id(&self) -> EdgeId {
+        self.wiring.id
+    }
+
+    fn dest_ranks(&self) -> Vec<Rank> {
+        if self.wiring.exchange { (0..self.world).collect() } else { vec![self.me] }
+    }
+
+    /// Routes a batch. `producer` is the producing actor, where local credit returns.
+    ///
+    /// # Errors
+    /// A target that this edge cannot reach, or a batch that cannot be encoded.
+    pub fn push(
+        &mut self,
+        target: Target,
+        batch: &RecordBatch,
+        producer: &Recipient<ToOperator>,
+    ) -> Result<(), String> {
+        let dest = match target {
+            Target::Local => self.me,
+            Target::Rank(r) if r >= self.world => {
+                return Err(format!("emitted to rank {r}, but the job has {} workers", self.world));
+            }
+            Target::Rank(r) if !self.wiring.exchange && r != self.me => {
+                return Err(format!(
+                    "emitted to rank {r} on {}, which only reaches its own rank",
+                    self.wiring.id
+                ));
+            }
+            Target::Rank(r) => r,
+        };
+        if self.schema.is_none() {
+            self.schema = Some(batch.schema());
+        }
+        self.enqueue(dest, batch)?;
+        self.flush(dest, producer);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, dest: Rank, batch: &RecordBatch) -> Result<(), String> {
+        if dest == self.me {
+            let cost = batch.get_array_memory_size() as u64;
+            self.dests[dest as usize].queue.push_back(Pending::Local { batch: batch.clone(), cost });
+            return Ok(());
+        }
+        // Keep frames well below the receiver's limit: split big batches.
+        let size = batch.get_array_memory_size() as u64;
+        if size > self.max_frame / 4 && batch.num_rows() > 1 {
+            let half = batch.num_rows() / 2;
+            self.enqueue(dest, &batch.slice(0, half))?;
+            return self.enqueue(dest, &batch.slice(half, batch.num_rows() - half));
+        }
+        let d = &mut self.dests[dest as usize];
+        let encoder = match &mut d.encoder {
+            Some(e) => e,
+            None => d.encoder.insert(
+                StreamEncoder::try_new(&batch.schema())
+                    .map_err(|e| format!("cannot encode for rank {dest}: {e}"))?,
+            ),
+        };
+        let buffers = encoder.encode(batch).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
+        let cost = buffers.iter().map(|b| b.len() as u64).sum();
+        d.queue.push_back(Pending::Remote { buffers, cost, rows: batch.num_rows() as u64 });
+        Ok(())
+    }
+
+    fn flush(&mut self, dest: Rank, producer: &Recipient<ToOperator>) {
+        let me = self.me;
+        let d = &mut self.dests[dest as usize];
+        while let Some(front) = d.queue.front() {
+            let cost = match front {
+                Pending::Local { cost, .. } | Pending::Remote { cost, .. } => *cost,
+                Pending::End => 0,
+            };
+            // A batch larger than the whole window still goes when nothing else is in flight.
+            if cost > 0 && d.credit < cost as i64 && d.in_flight > 0 {
+                return;
+            }
+            let Some(item) = d.queue.pop_front() else { return };
+            match item {
+                Pending::Local { batch, cost } => {
+                    d.credit -= cost as i64;
+                    d.in_flight += cost;
+                    d.batches += 1;
+                    d.rows += batch.num_rows() as u64;
+                    let guard = CreditGuard::local(producer.clone(), self.wiring.id, me, cost);
+                    self.wiring.local.do_send(ToOperator::Local {
+                        edge: self.wiring.id,
+                        port: self.wiring.port,
+                        from: me,
+                        batch,
+                        guard,
+                    });
+                }
+                Pending::Remote { buffers, cost, rows } => {
+                    d.credit -= cost as i64;
+                    d.in_flight += cost;
+                    d.batches += 1;
+                    d.rows += rows;
+                    let frame = OutFrame {
+                        kind: FrameKind::Data,
+                        channel: self.wiring.id.0,
+                        seq: d.seq,
+                        body: OutBody::Buffers(buffers),
+                    };
+                    d.seq += 1;
+                    self.wiring.transport.do_send(SendFrame { peer: dest, frame });
+                }
+                Pending::End => {
+                    d.ended = true;
+                    if dest == me {
+                        self.wiring.local.do_send(ToOperator::LocalEnd {
+                            edge: self.wiring.id,
+                            port: self.wiring.port,
+                            from: me,
+                            batches: d.batches,
+                            rows: d.rows,
+                        });
+                    } else {
+                        match OutFrame::control(
+                            self.wiring.id.0,
+                            d.seq,
+                            &Control::End { batches: d.batches, rows: d.rows },
+                        ) {
+                            Ok(frame) => self.wiring.transport.do_send(SendFrame { peer: dest, frame }),
+                            Err(e) => tracing::error!(%e, "cannot encode an end frame"),
+                        }
+                        d.seq += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Credit came back from the consumer on `dest`.
+    pub fn on_credit(&mut self, dest: Rank, bytes: u64, producer: &Recipient<ToOperator>) {
+        let Some(d) = self.dests.get_mut(dest as usize) else { return };
+        d.credit = (d.credit + bytes as i64).min(self.window as i64);
+        d.in_flight = d.in_flight.saturating_sub(bytes);
+        self.flush(dest, producer);
+    }
+
+    /// The producer is done: make sure every destination learns the schema, then end the
+    /// channel.
+    ///
+    /// # Errors
+    /// If the empty schema-carrying batch cannot be encoded.
+    pub fn finish(&mut self, producer: &Recipient<ToOperator>) -> Result<(), String> {
+        for dest in self.dest_ranks() {
+            let d = &self.dests[dest as usize];
+            let sent_any = d.batches > 0 || d.queue.iter().any(|p| !matches!(p, Pending::End));
+            if !sent_any && let Some(schema) = self.schema.clone() {
+                self.enqueue(dest, &RecordBatch::new_empty(schema))?;
+            }
+            self.dests[dest as usize].queue.push_back(Pending::End);
+            self.flush(dest, producer);
+        }
+        Ok(())
+    }
+
+    /// True while some destination is waiting for credit.
+    pub fn blocked(&self) -> bool {
+        self.dests.iter().any(|d| !d.queue.is_empty())
+    }
+
+    /// True once every destination got its End.
+    pub fn ended(&self) -> bool {
+        self.dest_ranks().iter().all(|r| self.dests[*r as usize].ended)
+    }
+}

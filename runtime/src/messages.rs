@@ -1,0 +1,215 @@
+//! Messages between operator actors, the transport and the job driver, and the port through
+//! which the runtime uses a transport it does not name.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::prelude::*;
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+
+use crate::credit::CreditGuard;
+use crate::ids::{EdgeId, Rank};
+use crate::report::{OperatorStats, TableSummary, WorkerReport};
+use crate::wire::OutFrame;
+
+/// Everything an operator actor receives.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ToOperator {
+    /// Routes are installed: sources may start.
+    Start,
+    /// A batch from a producer on this worker (zero-copy).
+    Local {
+        /// Channel.
+        edge: EdgeId,
+        /// Input port.
+        port: usize,
+        /// Always this worker's rank.
+        from: Rank,
+        /// The batch.
+        batch: RecordBatch,
+        /// Returns the credit when dropped.
+        guard: CreditGuard,
+    },
+    /// A producer on this worker ended a channel.
+    LocalEnd {
+        /// Channel.
+        edge: EdgeId,
+        /// Input port.
+        port: usize,
+        /// This worker's rank.
+        from: Rank,
+        /// Batches it sent.
+        batches: u64,
+        /// Rows it sent.
+        rows: u64,
+    },
+    /// A data frame from a peer: Arrow IPC messages.
+    RemoteData {
+        /// Channel.
+        edge: EdgeId,
+        /// Sender.
+        from: Rank,
+        /// Sequence number on the channel.
+        seq: u64,
+        /// Aligned body.
+        body: Buffer,
+    },
+    /// A peer ended a channel.
+    RemoteEnd {
+        /// Channel.
+        edge: EdgeId,
+        /// Sender.
+        from: Rank,
+        /// Sequence number on the channel.
+        seq: u64,
+        /// Batches it sent.
+        batches: u64,
+        /// Rows it sent.
+        rows: u64,
+    },
+    /// Credit returned by the consumer of `edge` on rank `dest`.
+    Credit {
+        /// Channel.
+        edge: EdgeId,
+        /// The consumer's rank.
+        dest: Rank,
+        /// Bytes returned.
+        bytes: u64,
+    },
+}
+
+/// Send a frame to a peer.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendFrame {
+    /// Destination rank.
+    pub peer: Rank,
+    /// The frame.
+    pub frame: OutFrame,
+}
+
+/// Where the transport delivers inbound frames, by edge id.
+#[derive(Clone)]
+pub struct Routes {
+    /// Consumer actor of each edge (data and end frames).
+    pub consumers: Vec<Recipient<ToOperator>>,
+    /// Producer actor of each edge (credit frames).
+    pub producers: Vec<Recipient<ToOperator>>,
+}
+
+/// Install routes and start reading links; peer events go to `events`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InstallRoutes {
+    /// Routes by edge.
+    pub routes: Routes,
+    /// Where peer events go.
+    pub events: EventSink,
+}
+
+/// Something the job driver must know about.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// A stage finished.
+    OperatorDone {
+        /// Stage index.
+        stage: usize,
+        /// Its counters.
+        stats: OperatorStats,
+        /// Sink summary, if it is a sink.
+        summary: Option<TableSummary>,
+    },
+    /// A stage failed.
+    OperatorFailed {
+        /// Stage index.
+        stage: usize,
+        /// Why.
+        error: String,
+    },
+    /// A data channel broke the protocol.
+    Protocol {
+        /// Channel.
+        edge: EdgeId,
+        /// Sender.
+        peer: Rank,
+        /// What.
+        detail: String,
+    },
+    /// A link failed or went silent.
+    PeerLost {
+        /// The peer.
+        peer: Rank,
+        /// What happened.
+        error: String,
+    },
+    /// A peer aborted.
+    PeerAborted {
+        /// The peer.
+        peer: Rank,
+        /// Its reason.
+        reason: String,
+    },
+    /// A peer finished.
+    PeerDone {
+        /// The peer.
+        peer: Rank,
+        /// Its report.
+        report: Box<WorkerReport>,
+    },
+}
+
+/// The sending side of the job's event queue. The queue is bounded by construction: every
+/// stage sends one terminal event and every peer at most three, and the capacity is sized from
+/// that (see [`EventSink::capacity`]).
+#[derive(Clone, Debug)]
+pub struct EventSink(tokio::sync::mpsc::Sender<JobEvent>);
+
+impl EventSink {
+    /// Capacity that can hold every event a job of this shape produces, with room to spare.
+    pub fn capacity(stages: usize, world: u32) -> usize {
+        stages * 2 + world as usize * 4 + 64
+    }
+
+    /// A new queue.
+    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<JobEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (EventSink(tx), rx)
+    }
+
+    /// Sends without blocking. A full queue means the bound above was wrong: logged loudly, and
+    /// the driver still fails the job by its deadline.
+    pub fn send(&self, event: JobEvent) {
+        if let Err(e) = self.0.try_send(event) {
+            tracing::error!("job event queue refused an event ({e}); the job will fail at its deadline");
+        }
+    }
+}
+
+/// Bytes moved over links, counted by the transport, read by the job driver.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes written.
+    pub bytes_sent: AtomicU64,
+    /// Bytes read.
+    pub bytes_received: AtomicU64,
+}
+
+impl Traffic {
+    /// Current (sent, received).
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.bytes_sent.load(Ordering::Relaxed), self.bytes_received.load(Ordering::Relaxed))
+    }
+}
+
+/// How the runtime uses a transport: send frames, install routes, read counters.
+#[derive(Clone)]
+pub struct TransportPort {
+    /// Frames to peers.
+    pub send: Recipient<SendFrame>,
+    /// Route installation.
+    pub install: Recipient<InstallRoutes>,
+    /// Traffic counters.
+    pub traffic: Arc<Traffic>,
+}

@@ -1,0 +1,78 @@
+//! Control messages: everything on a link that is not table data.
+
+use bytes::Bytes;
+use rkyv::rancor;
+
+use crate::report::WorkerReport;
+use crate::wire::frame::WireError;
+
+/// A control message. Channel-scoped ones (`Credit`, `End`) name their channel in the frame
+/// header.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Control {
+    /// First message on a fresh link: who I am, and a fresh nonce to prove it against.
+    Hello {
+        /// Sender's rank.
+        rank: u32,
+        /// Sender's world size.
+        world: u32,
+        /// Random per connection.
+        nonce: [u8; 16],
+    },
+    /// MAC over both nonces and both ranks with the job key: proves the sender knows the key.
+    Proof {
+        /// HMAC-SHA256.
+        mac: [u8; 32],
+    },
+    /// Sent by the lower rank of a pair: keep this connection as the pair's link, or drop it
+    /// (another connection already won).
+    Decision {
+        /// Keep or drop.
+        keep: bool,
+    },
+    /// The consumer processed `bytes` of this channel's data: the producer may send that much
+    /// more.
+    Credit {
+        /// Bytes returned.
+        bytes: u64,
+    },
+    /// The producer will send nothing more on this channel; counts let the consumer check that
+    /// nothing was lost.
+    End {
+        /// Data batches sent on the channel.
+        batches: u64,
+        /// Rows sent on the channel.
+        rows: u64,
+    },
+    /// Heartbeat on an idle link.
+    Ping,
+    /// The sender failed; the job is over.
+    Abort {
+        /// Human-readable cause.
+        reason: String,
+    },
+    /// The sender finished its part of the job; it carries the sender's report.
+    Done {
+        /// The sender's report.
+        report: WorkerReport,
+    },
+}
+
+/// Serialises a control message into a frame body.
+///
+/// # Errors
+/// [`WireError::Encode`] if rkyv fails (it does not for these types, but it is fallible).
+pub fn encode_control(msg: &Control) -> Result<Bytes, WireError> {
+    rkyv::to_bytes::<rancor::Error>(msg)
+        .map(|v| Bytes::from(v.into_vec()))
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Validates and deserialises a control body. `body` must be 16-byte aligned (receive buffers
+/// are 64-byte aligned).
+///
+/// # Errors
+/// [`WireError::BadControl`] if the bytes are not a valid archived [`Control`].
+pub fn decode_control(body: &[u8]) -> Result<Control, WireError> {
+    rkyv::from_bytes::<Control, rancor::Error>(body).map_err(|e| WireError::BadControl(e.to_string()))
+}

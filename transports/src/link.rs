@@ -1,0 +1,128 @@
+//! A link: the two tokio tasks that own one connected socket. The writer drains a bounded
+//! queue of frames (and sends a heartbeat when idle); the reader validates frames and hands
+//! them to the transport actor. Both end with a message naming the peer and what happened.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::Recipient;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use updraft_runtime::messages::Traffic;
+use updraft_runtime::metrics as names;
+use updraft_runtime::wire::{Control, InFrame, OutFrame, WireLimits, read_frame, write_frame};
+
+/// A frame read from a peer.
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    /// The peer.
+    pub peer: u32,
+    /// The frame.
+    pub frame: InFrame,
+}
+
+/// A link task ended.
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub struct LinkEnded {
+    /// The peer.
+    pub peer: u32,
+    /// `None`: the peer closed the stream cleanly between frames. `Some`: what went wrong.
+    pub error: Option<String>,
+}
+
+/// Link timing.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkTiming {
+    /// Heartbeat interval when idle.
+    pub heartbeat: Duration,
+    /// Silence (or a stuck write) after which the peer is lost.
+    pub peer_timeout: Duration,
+}
+
+const IO_BUFFER: usize = 256 * 1024;
+
+/// Runs the writer until the queue closes (then flushes and half-closes) or a write fails.
+pub async fn writer(
+    peer: u32,
+    half: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<OutFrame>,
+    job: u64,
+    timing: LinkTiming,
+    traffic: Arc<Traffic>,
+    ended: Recipient<LinkEnded>,
+) {
+    let mut w = BufWriter::with_capacity(IO_BUFFER, half);
+    let sent = metrics::counter!(names::LINK_BYTES_SENT, "peer" => peer.to_string(), "link" => "direct");
+    let frames = metrics::counter!(names::LINK_FRAMES_SENT, "peer" => peer.to_string(), "link" => "direct");
+    let error = loop {
+        let frame = match tokio::time::timeout(timing.heartbeat, rx.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(_) => match OutFrame::control(0, 0, &Control::Ping) {
+                Ok(ping) => ping,
+                Err(e) => break Some(e.to_string()),
+            },
+        };
+        let step = async {
+            let n = write_frame(&mut w, job, &frame).await?;
+            if rx.is_empty() {
+                w.flush().await?;
+            }
+            Ok::<u64, updraft_runtime::wire::WireError>(n)
+        };
+        match tokio::time::timeout(timing.peer_timeout, step).await {
+            Ok(Ok(n)) => {
+                traffic.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                sent.increment(n);
+                frames.increment(1);
+            }
+            Ok(Err(e)) => break Some(format!("write failed: {e}")),
+            Err(_) => break Some(format!("peer accepted no data for {:?}", timing.peer_timeout)),
+        }
+    };
+    if error.is_none() {
+        let close = async {
+            w.flush().await?;
+            w.shutdown().await
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(timing.peer_timeout, close).await {
+            tracing::debug!(peer, %e, "closing a link failed");
+        }
+    }
+    if let Some(e) = &error {
+        ended.do_send(LinkEnded { peer, error: Some(e.clone()) });
+    }
+}
+
+/// Runs the reader until the stream ends or fails; every frame goes to `inbound`.
+pub async fn reader(
+    peer: u32,
+    half: OwnedReadHalf,
+    limits: WireLimits,
+    timing: LinkTiming,
+    traffic: Arc<Traffic>,
+    inbound: Recipient<Inbound>,
+    ended: Recipient<LinkEnded>,
+) {
+    let mut r = BufReader::with_capacity(IO_BUFFER, half);
+    let received =
+        metrics::counter!(names::LINK_BYTES_RECEIVED, "peer" => peer.to_string(), "link" => "direct");
+    let error = loop {
+        match tokio::time::timeout(timing.peer_timeout, read_frame(&mut r, limits)).await {
+            Err(_) => break Some(format!("no data or heartbeat for {:?}", timing.peer_timeout)),
+            Ok(Ok(None)) => break None,
+            Ok(Err(e)) => break Some(e.to_string()),
+            Ok(Ok(Some(frame))) => {
+                let n = (4 + updraft_runtime::wire::HEADER_LEN + frame.body.len()) as u64;
+                traffic.bytes_received.fetch_add(n, Ordering::Relaxed);
+                received.increment(n);
+                inbound.do_send(Inbound { peer, frame });
+            }
+        }
+    };
+    ended.do_send(LinkEnded { peer, error });
+}

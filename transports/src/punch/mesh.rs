@@ -1,0 +1,219 @@
+//! The punching driver: fires the attempts [`PunchSchedule`] asks for, accepts on the shared
+//! port, authenticates every connection, and keeps one link per pair.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use updraft_runtime::metrics as names;
+
+use crate::punch::handshake::{How, Identity, decide, handshake};
+use crate::punch::schedule::PunchSchedule;
+use crate::rendezvous::PeerAddr;
+use crate::sock::bound_socket;
+
+/// Punching settings.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// One connect attempt.
+    pub attempt: Duration,
+    /// One handshake.
+    pub handshake_timeout: Duration,
+    /// The whole mesh.
+    pub timeout: Duration,
+}
+
+/// How one pair was linked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairStats {
+    /// The peer.
+    pub peer: u32,
+    /// Connect attempts made towards it (all endpoints).
+    pub attempts: u32,
+    /// Whether our connect or our listener produced the link.
+    pub how: How,
+    /// From the start of punching to the link.
+    pub elapsed: Duration,
+}
+
+/// The links of one worker.
+#[derive(Debug)]
+pub struct Mesh {
+    /// One authenticated connection per peer.
+    pub links: Vec<(u32, TcpStream)>,
+    /// Per pair.
+    pub pairs: Vec<PairStats>,
+    /// Whole mesh.
+    pub elapsed: Duration,
+}
+
+/// Why the mesh could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PunchError {
+    /// Some pairs were not linked by the deadline.
+    #[error("no link to ranks {missing:?} within {after:?} ({attempts}); {nat}")]
+    Unreachable {
+        /// Ranks without a link.
+        missing: Vec<u32>,
+        /// The deadline.
+        after: Duration,
+        /// Attempts per missing rank, as text.
+        attempts: String,
+        /// What this worker saw of its own NAT.
+        nat: String,
+    },
+}
+
+enum Event {
+    Attempt { target: usize, peer: u32, result: std::io::Result<TcpStream>, took: Duration },
+    Shaken(Result<crate::punch::handshake::Handshaken, String>),
+}
+
+/// Punches every peer at once from `local`, accepting on `listener` (bound to the same port).
+/// `public` is this worker's address as the rendezvous saw it, used to describe the NAT when
+/// punching fails.
+///
+/// # Errors
+/// [`PunchError::Unreachable`] naming the ranks not linked by the deadline.
+pub async fn punch_mesh(
+    id: &Identity,
+    local: SocketAddr,
+    public: SocketAddr,
+    listener: &TcpListener,
+    peers: &[PeerAddr],
+    cfg: &MeshConfig,
+) -> Result<Mesh, PunchError> {
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let targets: Vec<(u32, Vec<SocketAddr>)> =
+        peers.iter().map(|p| (p.rank, vec![p.public, p.private])).collect();
+    let mut schedule = PunchSchedule::new(start.into_std(), &targets, cfg.attempt, deadline.into_std());
+    let (tx, mut rx) = mpsc::channel::<Event>(peers.len() * 4 + 16);
+    let mut tasks = JoinSet::new();
+    let mut links: BTreeMap<u32, TcpStream> = BTreeMap::new();
+    let mut pairs = Vec::new();
+
+    while !schedule.complete() {
+        for (target, peer, endpoint) in schedule.due(std::time::Instant::now()) {
+            metrics::counter!(names::PUNCH_ATTEMPTS).increment(1);
+            let tx = tx.clone();
+            let attempt = cfg.attempt;
+            tasks.spawn(async move {
+                let t0 = Instant::now();
+                let result = match bound_socket(local) {
+                    Ok(socket) => match tokio::time::timeout(attempt, socket.connect(endpoint)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect attempt timed out",
+                        )),
+                    },
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(Event::Attempt { target, peer, result, took: t0.elapsed() }).await;
+            });
+        }
+        let wake = Instant::from_std(schedule.next_wakeup());
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    spawn_handshake(&mut tasks, &tx, stream, id, How::Accept, cfg.handshake_timeout);
+                }
+            }
+            Some(event) = rx.recv() => match event {
+                Event::Attempt { target, peer, result, took } => match result {
+                    Ok(stream) => {
+                        schedule.connected(target, std::time::Instant::now());
+                        if !links.contains_key(&peer) {
+                            spawn_handshake(&mut tasks, &tx, stream, id, How::Connect, cfg.handshake_timeout);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::trace!(peer, %e, "punch attempt failed");
+                        schedule.failed(target, std::time::Instant::now(), took < cfg.attempt / 2);
+                    }
+                },
+                Event::Shaken(Ok(mut h)) => {
+                    let peer = h.peer;
+                    let keep = match h.keep {
+                        // We are the higher rank: the lower one decided.
+                        Some(keep) => keep && !links.contains_key(&peer),
+                        // We are the lower rank: the first authenticated connection wins.
+                        None => {
+                            let keep = !links.contains_key(&peer);
+                            if let Err(e) = decide(&mut h.stream, id.job_hash, keep, cfg.handshake_timeout).await {
+                                tracing::debug!(peer, %e, "could not send the link decision");
+                                continue;
+                            }
+                            keep
+                        }
+                    };
+                    if keep {
+                        let how = h.how;
+                        let elapsed = start.elapsed();
+                        metrics::counter!(names::PUNCH_SUCCESSES, "how" => how_label(how)).increment(1);
+                        metrics::histogram!(names::PUNCH_SECONDS).record(elapsed.as_secs_f64());
+                        pairs.push(PairStats { peer, attempts: schedule.attempts(peer), how, elapsed });
+                        links.insert(peer, h.stream);
+                        schedule.linked(peer);
+                    }
+                }
+                Event::Shaken(Err(e)) => tracing::debug!(%e, "connection refused during the handshake"),
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= deadline && !schedule.complete() {
+            break;
+        }
+    }
+    tasks.abort_all();
+    if !schedule.complete() {
+        let missing = schedule.missing();
+        metrics::counter!(names::PUNCH_FAILURES).increment(missing.len() as u64);
+        let attempts: Vec<String> =
+            missing.iter().map(|p| format!("rank {p}: {} attempts", schedule.attempts(*p))).collect();
+        let nat = if public.port() == local.port() && public.ip() == local.ip() {
+            format!("this worker is not behind a NAT ({local})")
+        } else if public.port() == local.port() {
+            format!("this worker's NAT keeps ports ({local} appears as {public})")
+        } else {
+            format!(
+                "this worker's NAT translates ports ({local} appears as {public}); a symmetric NAT cannot be punched"
+            )
+        };
+        return Err(PunchError::Unreachable {
+            missing,
+            after: cfg.timeout,
+            attempts: attempts.join(", "),
+            nat,
+        });
+    }
+    Ok(Mesh { links: links.into_iter().collect(), pairs, elapsed: start.elapsed() })
+}
+
+fn how_label(how: How) -> &'static str {
+    match how {
+        How::Connect => "connect",
+        How::Accept => "accept",
+    }
+}
+
+fn spawn_handshake(
+    tasks: &mut JoinSet<()>,
+    tx: &mpsc::Sender<Event>,
+    stream: TcpStream,
+    id: &Identity,
+    how: How,
+    timeout: Duration,
+) {
+    let tx = tx.clone();
+    let id = id.clone();
+    tasks.spawn(async move {
+        let r = handshake(stream, &id, how, timeout).await;
+        let _ = tx.send(Event::Shaken(r)).await;
+    });
+}

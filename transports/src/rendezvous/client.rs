@@ -1,0 +1,179 @@
+//! Registering with the rendezvous from the port the worker will punch from.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use updraft_runtime::wire::{read_frame, write_frame};
+
+use crate::auth::JobKey;
+use crate::rendezvous::protocol::{RendezvousMsg, client_limits, rendezvous_job_hash};
+use crate::sock::{bound_socket, shared_listener};
+
+/// What a worker registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Job id.
+    pub job: String,
+    /// This worker's rank.
+    pub rank: u32,
+    /// Number of workers.
+    pub world: u32,
+    /// The job key.
+    pub key: JobKey,
+    /// Local address to bind (`0.0.0.0:0` or `127.0.0.1:0`; port 0 lets the kernel pick).
+    pub bind: SocketAddr,
+    /// The rendezvous.
+    pub rendezvous: SocketAddr,
+}
+
+/// A peer's two endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// Rank.
+    pub rank: u32,
+    /// As the rendezvous saw it (the NAT's binding).
+    pub public: SocketAddr,
+    /// As the peer sees itself.
+    pub private: SocketAddr,
+}
+
+/// A registered worker: its punching port, listener, and the peer table.
+#[derive(Debug)]
+pub struct Registered {
+    /// The local address every punch attempt binds (from `getsockname`, never from the table).
+    pub local: SocketAddr,
+    /// Listener on the same port, opened before registering so that early peers find it.
+    pub listener: TcpListener,
+    /// The rendezvous connection; kept open until punching ends so the NAT binding stays.
+    pub rendezvous_conn: TcpStream,
+    /// This worker's public address as the rendezvous saw it.
+    pub public: SocketAddr,
+    /// Every other rank.
+    pub peers: Vec<PeerAddr>,
+}
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    /// Could not reach the rendezvous before the deadline.
+    #[error("cannot reach the rendezvous at {addr} within {after:?}: {last}")]
+    Unreachable {
+        /// Its address.
+        addr: SocketAddr,
+        /// The deadline.
+        after: Duration,
+        /// Last error seen.
+        last: String,
+    },
+    /// The rendezvous did not answer in time.
+    #[error(
+        "the rendezvous at {addr} did not send the peer table within {after:?} (are all {world} workers started?)"
+    )]
+    Timeout {
+        /// Its address.
+        addr: SocketAddr,
+        /// The deadline.
+        after: Duration,
+        /// World size.
+        world: u32,
+    },
+    /// The rendezvous refused us.
+    #[error("the rendezvous refused the registration: {0}")]
+    Refused(String),
+    /// Local socket trouble.
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Malformed answer.
+    #[error("bad answer from the rendezvous: {0}")]
+    Protocol(String),
+}
+
+/// Binds a port, opens a listener on it, registers from it and waits for the peer table.
+/// Connecting is retried until `timeout` (the rendezvous may still be starting).
+///
+/// # Errors
+/// See [`RendezvousError`].
+pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registered, RendezvousError> {
+    let deadline = Instant::now() + timeout;
+    let (stream, listener) = connect(reg, deadline, timeout).await?;
+    let local = stream.local_addr()?;
+    let private = local.to_string();
+    let msg = RendezvousMsg::Register {
+        job: reg.job.clone(),
+        rank: reg.rank,
+        world: reg.world,
+        private: private.clone(),
+        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private),
+    };
+    let mut stream = stream;
+    let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+    let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
+    tokio::time::timeout_at(deadline, write_frame(&mut stream, rendezvous_job_hash(), &frame))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+    let reply = tokio::time::timeout_at(deadline, read_frame(&mut stream, client_limits()))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| RendezvousError::Protocol(e.to_string()))?
+        .ok_or_else(|| RendezvousError::Protocol("connection closed without an answer".into()))?;
+    match RendezvousMsg::from_frame(&reply).map_err(|e| RendezvousError::Protocol(e.to_string()))? {
+        RendezvousMsg::Peers { peers } => {
+            let mut out = Vec::with_capacity(peers.len());
+            let mut public = None;
+            for p in peers {
+                let parse = |s: &str| {
+                    s.parse::<SocketAddr>().map_err(|_| {
+                        RendezvousError::Protocol(format!("bad address `{s}` for rank {}", p.rank))
+                    })
+                };
+                let entry = PeerAddr { rank: p.rank, public: parse(&p.public)?, private: parse(&p.private)? };
+                if p.rank == reg.rank {
+                    public = Some(entry.public);
+                } else {
+                    out.push(entry);
+                }
+            }
+            if out.len() + 1 != reg.world as usize {
+                return Err(RendezvousError::Protocol(format!(
+                    "peer table has {} entries for a world of {}",
+                    out.len() + 1,
+                    reg.world
+                )));
+            }
+            let public =
+                public.ok_or_else(|| RendezvousError::Protocol("peer table lacks this rank".into()))?;
+            Ok(Registered { local, listener, rendezvous_conn: stream, public, peers: out })
+        }
+        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason)),
+        RendezvousMsg::Register { .. } => {
+            Err(RendezvousError::Protocol("unexpected registration from the server".into()))
+        }
+    }
+}
+
+async fn connect(
+    reg: &Registration,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(TcpStream, TcpListener), RendezvousError> {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let socket = bound_socket(reg.bind)?;
+        let port = socket.local_addr()?.port();
+        let listener = shared_listener(SocketAddr::new(reg.bind.ip(), port))?;
+        let err = match tokio::time::timeout_at(deadline, socket.connect(reg.rendezvous)).await {
+            Ok(Ok(stream)) => return Ok((stream, listener)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(RendezvousError::Unreachable { addr: reg.rendezvous, after: timeout, last: err });
+        }
+        tracing::debug!(%err, "rendezvous not reachable yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}

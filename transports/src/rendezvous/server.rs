@@ -1,0 +1,203 @@
+//! The rendezvous server: a tokio driver around [`RendezvousState`]. One task per connection
+//! reads the registration and waits for the reply; one central task owns the state.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use updraft_config::defaults;
+use updraft_runtime::wire::{read_frame, write_frame};
+
+use crate::rendezvous::protocol::{RendezvousMsg, rendezvous_job_hash, server_limits};
+use crate::rendezvous::state::{ConnId, Registration, RendezvousState};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Shared secret that job keys derive from.
+    pub secret: Vec<u8>,
+    /// How long a half-registered job may wait for its other ranks.
+    pub job_ttl: Duration,
+    /// How long a new connection may take to send its registration.
+    pub register_timeout: Duration,
+    /// Most connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// Defaults with `secret`.
+    pub fn new(secret: Vec<u8>) -> Self {
+        ServerConfig {
+            secret,
+            job_ttl: defaults::RENDEZVOUS_JOB_TTL,
+            register_timeout: Duration::from_secs(5),
+            max_connections: 8192,
+        }
+    }
+}
+
+enum Event {
+    Register { conn: ConnId, public: SocketAddr, msg: RendezvousMsg, reply: oneshot::Sender<RendezvousMsg> },
+    Gone { conn: ConnId },
+}
+
+/// A running rendezvous server. Dropping it stops it.
+pub struct RendezvousServer {
+    local: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RendezvousServer {
+    /// Binds `addr` and serves until stopped.
+    ///
+    /// # Errors
+    /// If the address cannot be bound.
+    pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<RendezvousServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, config, stop_rx));
+        tracing::info!(%local, "rendezvous listening");
+        Ok(RendezvousServer { local, stop: Some(stop_tx), task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops accepting and ends every connection.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+
+    /// Serves until the task ends (it ends only on shutdown or a listener failure).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RendezvousServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, config: ServerConfig, mut stop: oneshot::Receiver<()>) {
+    let mut state = RendezvousState::new(config.secret.clone(), config.job_ttl);
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let mut waiting: HashMap<ConnId, oneshot::Sender<RendezvousMsg>> = HashMap::new();
+    let mut conns = JoinSet::new();
+    let mut next_conn: ConnId = 0;
+    loop {
+        let expiry = state.next_expiry().map(Instant::from_std);
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if conns.len() >= config.max_connections {
+                        tracing::warn!(%peer, "rendezvous at its connection limit; closing");
+                        continue;
+                    }
+                    next_conn += 1;
+                    conns.spawn(connection(next_conn, stream, peer, tx.clone(), config.register_timeout, config.job_ttl));
+                }
+                Err(e) => tracing::warn!(%e, "rendezvous accept failed"),
+            },
+            Some(event) = rx.recv() => match event {
+                Event::Register { conn, public, msg, reply } => {
+                    let RendezvousMsg::Register { job, rank, world, private, mac } = msg else {
+                        let _ = reply.send(RendezvousMsg::Refused { reason: "expected a registration".into() });
+                        continue;
+                    };
+                    waiting.insert(conn, reply);
+                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, mac: &mac });
+                    for r in replies {
+                        if let Some(tx) = waiting.remove(&r.conn) {
+                            let _ = tx.send(r.msg);
+                        }
+                    }
+                }
+                Event::Gone { conn } => {
+                    waiting.remove(&conn);
+                    state.disconnected(conn);
+                }
+            },
+            _ = sleep_until_opt(expiry) => {
+                for r in state.expire(std::time::Instant::now()) {
+                    if let Some(tx) = waiting.remove(&r.conn) {
+                        let _ = tx.send(r.msg);
+                    }
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection(
+    conn: ConnId,
+    mut stream: TcpStream,
+    public: SocketAddr,
+    events: mpsc::Sender<Event>,
+    register_timeout: Duration,
+    ttl: Duration,
+) {
+    let first = tokio::time::timeout(register_timeout, read_frame(&mut stream, server_limits())).await;
+    let msg = match first {
+        Ok(Ok(Some(frame))) => match RendezvousMsg::from_frame(&frame) {
+            Ok(msg) => msg,
+            Err(e) => return refuse(&mut stream, format!("not a registration: {e}")).await,
+        },
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return refuse(&mut stream, format!("bad frame: {e}")).await,
+        Err(_) => return refuse(&mut stream, format!("no registration within {register_timeout:?}")).await,
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if events.send(Event::Register { conn, public, msg, reply: reply_tx }).await.is_err() {
+        return;
+    }
+    // Wait for the reply while watching the socket: a worker that goes away is forgotten.
+    let mut probe = [0u8; 1];
+    let reply = tokio::select! {
+        r = reply_rx => r.ok(),
+        _ = stream.read(&mut probe) => None,
+        _ = tokio::time::sleep(ttl + Duration::from_secs(1)) => None,
+    };
+    match reply {
+        Some(msg) => send(&mut stream, &msg).await,
+        None => {
+            let _ = events.send(Event::Gone { conn }).await;
+        }
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, reason: String) {
+    tracing::debug!(%reason, "rendezvous refused a connection");
+    send(stream, &RendezvousMsg::Refused { reason }).await;
+}
+
+async fn send(stream: &mut TcpStream, msg: &RendezvousMsg) {
+    if let Ok(frame) = msg.to_frame() {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), write_frame(stream, rendezvous_job_hash(), &frame))
+                .await;
+    }
+}

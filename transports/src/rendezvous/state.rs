@@ -1,0 +1,296 @@
+//! The rendezvous server's state machine, without I/O: registrations in, replies out, time
+//! passed in explicitly so tests can drive it with a fake clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::auth::JobKey;
+use crate::rendezvous::protocol::{PeerEntry, RendezvousMsg};
+
+/// Identifies one client connection.
+pub type ConnId = u64;
+
+/// Largest world a job may declare.
+pub const MAX_WORLD: u32 = 4096;
+
+/// A reply for a connection; the connection ends after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Which connection.
+    pub conn: ConnId,
+    /// What to send.
+    pub msg: RendezvousMsg,
+}
+
+struct Member {
+    conn: ConnId,
+    public: SocketAddr,
+    private: String,
+}
+
+struct PendingJob {
+    world: u32,
+    since: Instant,
+    members: BTreeMap<u32, Member>,
+}
+
+/// All half-registered jobs.
+pub struct RendezvousState {
+    secret: Vec<u8>,
+    ttl: Duration,
+    jobs: HashMap<String, PendingJob>,
+}
+
+/// A registration as received.
+#[derive(Debug, Clone)]
+pub struct Registration<'a> {
+    /// Job id.
+    pub job: &'a str,
+    /// Rank.
+    pub rank: u32,
+    /// World.
+    pub world: u32,
+    /// Private address as sent.
+    pub private: &'a str,
+    /// MAC as sent.
+    pub mac: &'a [u8; 32],
+}
+
+impl RendezvousState {
+    /// A server state that authenticates with `secret` and expires jobs after `ttl`.
+    pub fn new(secret: Vec<u8>, ttl: Duration) -> Self {
+        RendezvousState { secret, ttl, jobs: HashMap::new() }
+    }
+
+    fn refuse(conn: ConnId, reason: String) -> Vec<Reply> {
+        metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
+        vec![Reply { conn, msg: RendezvousMsg::Refused { reason } }]
+    }
+
+    /// A worker registered from `public` on connection `conn`.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        public: SocketAddr,
+        reg: Registration<'_>,
+    ) -> Vec<Reply> {
+        let Registration { job, rank, world, private, mac } = reg;
+        if world == 0 || world > MAX_WORLD {
+            return Self::refuse(conn, format!("world size {world} is outside 1..={MAX_WORLD}"));
+        }
+        if rank >= world {
+            return Self::refuse(conn, format!("rank {rank} is outside 0..{world}"));
+        }
+        if private.parse::<SocketAddr>().is_err() {
+            return Self::refuse(conn, format!("private address `{private}` is not ip:port"));
+        }
+        let key = JobKey::derive(&self.secret, job);
+        if !key.verify_register(job, rank, world, private, mac) {
+            return Self::refuse(
+                conn,
+                format!("authentication failed for job `{job}` rank {rank}: wrong secret"),
+            );
+        }
+        let entry = self.jobs.entry(job.to_string()).or_insert_with(|| PendingJob {
+            world,
+            since: now,
+            members: BTreeMap::new(),
+        });
+        if entry.world != world {
+            return Self::refuse(
+                conn,
+                format!("job `{job}` has world size {}, this registration says {world}", entry.world),
+            );
+        }
+        let mut out = Vec::new();
+        if let Some(old) = entry.members.insert(rank, Member { conn, public, private: private.to_string() })
+            && old.conn != conn
+        {
+            out.push(Reply {
+                conn: old.conn,
+                msg: RendezvousMsg::Refused {
+                    reason: format!(
+                        "rank {rank} of job `{job}` registered again; this registration is replaced"
+                    ),
+                },
+            });
+        }
+        if entry.members.len() == world as usize {
+            let peers: Vec<PeerEntry> = entry
+                .members
+                .iter()
+                .map(|(r, m)| PeerEntry {
+                    rank: *r,
+                    public: m.public.to_string(),
+                    private: m.private.clone(),
+                })
+                .collect();
+            for m in entry.members.values() {
+                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Peers { peers: peers.clone() } });
+            }
+            self.jobs.remove(job);
+        }
+        out
+    }
+
+    /// A connection went away before its job completed: forget its registration.
+    pub fn disconnected(&mut self, conn: ConnId) {
+        self.jobs.retain(|_, j| {
+            j.members.retain(|_, m| m.conn != conn);
+            !j.members.is_empty()
+        });
+    }
+
+    /// Expires jobs older than the TTL; their waiting workers are told which ranks never came.
+    pub fn expire(&mut self, now: Instant) -> Vec<Reply> {
+        let ttl = self.ttl;
+        let expired: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| now.duration_since(j.since) >= ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for job in expired {
+            if let Some(j) = self.jobs.remove(&job) {
+                let missing: Vec<String> =
+                    (0..j.world).filter(|r| !j.members.contains_key(r)).map(|r| r.to_string()).collect();
+                let reason = format!(
+                    "job `{job}` expired after {:?} at the rendezvous: ranks {} never registered",
+                    ttl,
+                    missing.join(", ")
+                );
+                out.extend(
+                    j.members.values().map(|m| Reply {
+                        conn: m.conn,
+                        msg: RendezvousMsg::Refused { reason: reason.clone() },
+                    }),
+                );
+            }
+        }
+        out
+    }
+
+    /// When the next job expires.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.jobs.values().map(|j| j.since + self.ttl).min()
+    }
+
+    /// Number of half-registered jobs.
+    pub fn pending_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret";
+
+    fn reg(
+        state: &mut RendezvousState,
+        now: Instant,
+        conn: ConnId,
+        job: &str,
+        rank: u32,
+        world: u32,
+    ) -> Vec<Reply> {
+        reg_with(state, now, conn, job, rank, world, SECRET)
+    }
+
+    fn reg_with(
+        state: &mut RendezvousState,
+        now: Instant,
+        conn: ConnId,
+        job: &str,
+        rank: u32,
+        world: u32,
+        secret: &[u8],
+    ) -> Vec<Reply> {
+        let private = format!("10.0.0.{}:{}", rank + 1, 5000 + rank);
+        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private);
+        let public: SocketAddr = format!("198.51.100.{}:{}", rank + 1, 6000 + rank).parse().expect("addr");
+        state.register(now, conn, public, Registration { job, rank, world, private: &private, mac: &mac })
+    }
+
+    fn refused(r: &[Reply]) -> Vec<(ConnId, String)> {
+        r.iter()
+            .filter_map(|r| match &r.msg {
+                RendezvousMsg::Refused { reason } => Some((r.conn, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn peers_go_to_everyone_once_the_job_is_complete() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(reg(&mut s, t, 1, "j", 1, 3).is_empty());
+        assert!(reg(&mut s, t, 2, "j", 0, 3).is_empty());
+        let out = reg(&mut s, t, 3, "j", 2, 3);
+        assert_eq!(out.len(), 3);
+        let RendezvousMsg::Peers { peers } = &out[0].msg else { panic!("peers expected") };
+        assert_eq!(peers.iter().map(|p| p.rank).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(peers[2].public, "198.51.100.3:6002");
+        assert_eq!(peers[2].private, "10.0.0.3:5002");
+        assert_eq!(s.pending_jobs(), 0);
+    }
+
+    #[test]
+    fn bad_registrations_are_refused_with_a_reason() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        let r = reg_with(&mut s, t, 1, "j", 0, 2, b"wrong");
+        assert!(refused(&r)[0].1.contains("authentication failed"), "{r:?}");
+        assert!(refused(&reg(&mut s, t, 2, "j", 5, 2))[0].1.contains("outside 0..2"));
+        assert!(refused(&reg(&mut s, t, 3, "j", 0, 0))[0].1.contains("world size 0"));
+        assert!(reg(&mut s, t, 4, "j", 0, 2).is_empty());
+        assert!(refused(&reg(&mut s, t, 5, "j", 1, 3))[0].1.contains("has world size 2"));
+    }
+
+    #[test]
+    fn a_rank_registering_again_replaces_its_entry() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(reg(&mut s, t, 1, "j", 0, 2).is_empty());
+        let out = reg(&mut s, t, 2, "j", 0, 2);
+        assert_eq!(
+            refused(&out),
+            vec![(1, "rank 0 of job `j` registered again; this registration is replaced".to_string())]
+        );
+        let out = reg(&mut s, t, 3, "j", 1, 2);
+        let conns: Vec<ConnId> = out.iter().map(|r| r.conn).collect();
+        assert_eq!(conns, vec![2, 3]);
+    }
+
+    #[test]
+    fn stale_jobs_expire_and_name_the_missing_ranks() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(10));
+        let t = Instant::now();
+        reg(&mut s, t, 1, "j", 0, 3);
+        reg(&mut s, t + Duration::from_secs(2), 2, "j", 2, 3);
+        assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(10)));
+        assert!(s.expire(t + Duration::from_secs(9)).is_empty());
+        let out = s.expire(t + Duration::from_secs(10));
+        let r = refused(&out);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].1.contains("ranks 1 never registered"), "{r:?}");
+        assert_eq!(s.pending_jobs(), 0);
+    }
+
+    #[test]
+    fn disconnects_forget_registrations_and_jobs_are_separate() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        reg(&mut s, t, 1, "a", 0, 2);
+        reg(&mut s, t, 2, "b", 0, 2);
+        s.disconnected(1);
+        assert_eq!(s.pending_jobs(), 1);
+        assert_eq!(reg(&mut s, t, 3, "b", 1, 2).len(), 2);
+        assert!(reg(&mut s, t, 4, "a", 1, 2).is_empty(), "rank 0 of job a left, so a is incomplete");
+    }
+}

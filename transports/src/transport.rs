@@ -1,0 +1,354 @@
+//! The transport actor: owns every link of a worker. Operator actors hand it frames for peers;
+//! it hands the link readers' frames to the operator actors that consume (data, end) or produce
+//! (credit) on that channel, and peer-level messages (abort, done) and link failures to the job.
+//!
+//! ```text
+//!  SendFrame{peer} ─▶ link queue (bounded) ─▶ writer task ─▶ socket
+//!                      └ full: frames wait in a backlog (bounded by credit), drained in order
+//!  socket ─▶ reader task ─▶ Inbound ─▶ route by (kind, channel):
+//!       data, End ─▶ consumer of the edge    Credit ─▶ producer of the edge
+//!       Abort, Done ─▶ job events             Ping ─▶ (keeps the link alive)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use updraft_config::RuntimeSettings;
+use updraft_runtime::ids::EdgeId;
+use updraft_runtime::messages::{
+    EventSink, InstallRoutes, JobEvent, Routes, SendFrame, ToOperator, Traffic, TransportPort,
+};
+use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_control};
+
+use crate::link::{Inbound, LinkEnded, LinkTiming, reader, writer};
+
+struct Link {
+    tx: Option<mpsc::Sender<OutFrame>>,
+    backlog: VecDeque<OutFrame>,
+    draining: bool,
+    read_half: Option<OwnedReadHalf>,
+    writer: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+/// Owns the links of one worker.
+pub struct TransportActor {
+    me: u32,
+    job_hash: u64,
+    limits: WireLimits,
+    timing: LinkTiming,
+    queue: usize,
+    links: BTreeMap<u32, Link>,
+    pending_links: Vec<(u32, TcpStream)>,
+    routes: Option<Routes>,
+    events: Option<EventSink>,
+    done: BTreeSet<u32>,
+    traffic: Arc<Traffic>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl TransportActor {
+    /// A transport for `links` (one connected stream per peer). Must be created inside a tokio
+    /// runtime: link tasks are spawned on it.
+    pub fn new(
+        me: u32,
+        job_hash: u64,
+        settings: &RuntimeSettings,
+        links: Vec<(u32, TcpStream)>,
+    ) -> TransportActor {
+        TransportActor {
+            me,
+            job_hash,
+            limits: WireLimits {
+                job: job_hash,
+                max_body: settings.max_frame.min(u64::from(u32::MAX)) as u32,
+            },
+            timing: LinkTiming { heartbeat: settings.heartbeat, peer_timeout: settings.peer_timeout },
+            queue: settings.link_queue_frames.max(1),
+            links: BTreeMap::new(),
+            pending_links: links,
+            routes: None,
+            events: None,
+            done: BTreeSet::new(),
+            traffic: Arc::new(Traffic::default()),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Starts the actor and returns the port the runtime uses, plus its address.
+    pub fn start_port(self) -> (TransportPort, Addr<TransportActor>) {
+        let traffic = Arc::clone(&self.traffic);
+        let addr = self.start();
+        (TransportPort { send: addr.clone().recipient(), install: addr.clone().recipient(), traffic }, addr)
+    }
+
+    fn event(&self, event: JobEvent) {
+        match &self.events {
+            Some(events) => events.send(event),
+            None => tracing::warn!(?event, "transport event before routes were installed"),
+        }
+    }
+
+    fn route(&mut self, peer: u32, frame: updraft_runtime::wire::InFrame) {
+        let Some(routes) = &self.routes else { return };
+        let edge = EdgeId(frame.channel);
+        let idx = frame.channel as usize;
+        match frame.kind {
+            FrameKind::Data => match routes.consumers.get(idx) {
+                Some(c) => {
+                    c.do_send(ToOperator::RemoteData { edge, from: peer, seq: frame.seq, body: frame.body })
+                }
+                None => self.event(JobEvent::Protocol {
+                    edge,
+                    peer,
+                    detail: "data for an unknown channel".into(),
+                }),
+            },
+            FrameKind::Control => match decode_control(frame.body.as_slice()) {
+                Ok(Control::End { batches, rows }) => match routes.consumers.get(idx) {
+                    Some(c) => {
+                        c.do_send(ToOperator::RemoteEnd { edge, from: peer, seq: frame.seq, batches, rows })
+                    }
+                    None => self.event(JobEvent::Protocol {
+                        edge,
+                        peer,
+                        detail: "end for an unknown channel".into(),
+                    }),
+                },
+                Ok(Control::Credit { bytes }) => match routes.producers.get(idx) {
+                    Some(p) => p.do_send(ToOperator::Credit { edge, dest: peer, bytes }),
+                    None => self.event(JobEvent::Protocol {
+                        edge,
+                        peer,
+                        detail: "credit for an unknown channel".into(),
+                    }),
+                },
+                Ok(Control::Ping) => {}
+                Ok(Control::Abort { reason }) => self.event(JobEvent::PeerAborted { peer, reason }),
+                Ok(Control::Done { report }) => {
+                    self.done.insert(peer);
+                    self.event(JobEvent::PeerDone { peer, report: Box::new(report) });
+                }
+                Ok(other) => self.event(JobEvent::Protocol {
+                    edge,
+                    peer,
+                    detail: format!("unexpected {other:?} on an established link"),
+                }),
+                Err(e) => self.event(JobEvent::Protocol { edge, peer, detail: e.to_string() }),
+            },
+        }
+    }
+
+    fn send(&mut self, peer: u32, frame: OutFrame, ctx: &mut Context<Self>) {
+        let Some(link) = self.links.get_mut(&peer) else {
+            if peer != self.me {
+                tracing::warn!(peer, "frame for a rank without a link dropped");
+            }
+            return;
+        };
+        if link.closed {
+            return; // the peer is gone; the job already knows
+        }
+        let Some(tx) = &link.tx else { return };
+        if !link.backlog.is_empty() {
+            link.backlog.push_back(frame);
+            return;
+        }
+        match tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                link.backlog.push_back(frame);
+                self.drain(peer, ctx);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => link.closed = true,
+        }
+    }
+
+    /// Moves backlog frames into the link queue, in order, as room appears.
+    fn drain(&mut self, peer: u32, ctx: &mut Context<Self>) {
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        if link.draining {
+            return;
+        }
+        let Some(tx) = link.tx.clone() else { return };
+        link.draining = true;
+        ctx.spawn(async move { tx.reserve_owned().await }.into_actor(self).map(move |permit, act, ctx| {
+            let Some(link) = act.links.get_mut(&peer) else { return };
+            link.draining = false;
+            let Ok(permit) = permit else {
+                link.backlog.clear();
+                return;
+            };
+            if let Some(frame) = link.backlog.pop_front() {
+                permit.send(frame);
+            }
+            let Some(tx) = &link.tx else { return };
+            while let Some(frame) = link.backlog.pop_front() {
+                match tx.try_send(frame) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(frame)) => {
+                        link.backlog.push_front(frame);
+                        act.drain(peer, ctx);
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        link.backlog.clear();
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for TransportActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let ended: Recipient<LinkEnded> = ctx.address().recipient();
+        for (peer, stream) in std::mem::take(&mut self.pending_links) {
+            let (read_half, write_half) = stream.into_split();
+            let (tx, rx) = mpsc::channel(self.queue);
+            let task = writer(
+                peer,
+                write_half,
+                rx,
+                self.job_hash,
+                self.timing,
+                Arc::clone(&self.traffic),
+                ended.clone(),
+            );
+            let handle = self.runtime.spawn(task);
+            self.links.insert(
+                peer,
+                Link {
+                    tx: Some(tx),
+                    backlog: VecDeque::new(),
+                    draining: false,
+                    read_half: Some(read_half),
+                    writer: Some(handle),
+                    reader: None,
+                    closed: false,
+                },
+            );
+        }
+    }
+}
+
+impl Handler<SendFrame> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFrame, ctx: &mut Self::Context) {
+        self.send(msg.peer, msg.frame, ctx);
+    }
+}
+
+impl Handler<InstallRoutes> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InstallRoutes, ctx: &mut Self::Context) {
+        self.routes = Some(msg.routes);
+        self.events = Some(msg.events);
+        let inbound: Recipient<Inbound> = ctx.address().recipient();
+        let ended: Recipient<LinkEnded> = ctx.address().recipient();
+        for (peer, link) in &mut self.links {
+            if let Some(half) = link.read_half.take() {
+                let task = reader(
+                    *peer,
+                    half,
+                    self.limits,
+                    self.timing,
+                    Arc::clone(&self.traffic),
+                    inbound.clone(),
+                    ended.clone(),
+                );
+                link.reader = Some(self.runtime.spawn(task));
+            }
+        }
+    }
+}
+
+impl Handler<Inbound> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, _ctx: &mut Self::Context) {
+        self.route(msg.peer, msg.frame);
+    }
+}
+
+impl Handler<LinkEnded> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkEnded, _ctx: &mut Self::Context) {
+        let already_closed = self.links.get(&msg.peer).is_none_or(|l| l.closed);
+        if let Some(link) = self.links.get_mut(&msg.peer) {
+            link.closed = true;
+            link.backlog.clear();
+        }
+        let clean_after_done = msg.error.is_none() && self.done.contains(&msg.peer);
+        if !clean_after_done && !already_closed {
+            let error = msg.error.unwrap_or_else(|| "connection closed by the peer".to_string());
+            tracing::debug!(peer = msg.peer, %error, "link ended");
+            self.event(JobEvent::PeerLost { peer: msg.peer, error });
+        }
+    }
+}
+
+/// Flush every link and close it: queued frames are written, then each socket is half-closed.
+/// Answers with the writer tasks to await (with a deadline).
+#[derive(Message)]
+#[rtype(result = "Vec<JoinHandle<()>>")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for TransportActor {
+    type Result = MessageResult<Shutdown>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let mut writers = Vec::new();
+        for link in self.links.values_mut() {
+            let backlog = std::mem::take(&mut link.backlog);
+            if let Some(tx) = link.tx.take()
+                && !backlog.is_empty()
+            {
+                self.runtime.spawn(async move {
+                    for frame in backlog {
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            if let Some(w) = link.writer.take() {
+                writers.push(w);
+            }
+        }
+        MessageResult(writers)
+    }
+}
+
+impl Drop for TransportActor {
+    fn drop(&mut self) {
+        for link in self.links.values_mut() {
+            if let Some(r) = link.reader.take() {
+                r.abort();
+            }
+        }
+    }
+}
+
+/// Waits for writer tasks returned by [`Shutdown`], at most `limit`.
+pub async fn await_writers(writers: Vec<JoinHandle<()>>, limit: Duration) {
+    let all = async {
+        for w in writers {
+            let _ = w.await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, all).await;
+}

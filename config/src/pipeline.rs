@@ -222,20 +222,32 @@ fn read_pipeline(top: &Table<'_, '_>) -> PipelineSpec {
         }
         None => RuntimeSettings::default(),
     };
-    let sources: Vec<SourceSpec> = top
-        .opt_table("source")
-        .map(|t| t.named_tables().into_iter().filter_map(|(n, t)| read_source(n, &t)).collect())
-        .unwrap_or_default();
-    let operators: Vec<OperatorSpec> = top
-        .opt_table("operator")
-        .map(|t| t.named_tables().into_iter().filter_map(|(n, t)| read_operator(n, &t)).collect())
-        .unwrap_or_default();
-    let sinks: Vec<SinkSpec> = top
-        .opt_table("sink")
-        .map(|t| t.named_tables().into_iter().filter_map(|(n, t)| read_sink(n, &t)).collect())
-        .unwrap_or_default();
+    // Every declared stage, whether or not its own keys are valid, so that one bad key does not
+    // also make every stage that reads it look broken.
+    let mut declared: Vec<(&'static str, String)> = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(t) = top.opt_table("source") {
+        for (n, t) in t.named_tables() {
+            declared.push(("source", n.clone()));
+            sources.extend(read_source(n, &t));
+        }
+    }
+    let mut operators = Vec::new();
+    if let Some(t) = top.opt_table("operator") {
+        for (n, t) in t.named_tables() {
+            declared.push(("operator", n.clone()));
+            operators.extend(read_operator(n, &t));
+        }
+    }
+    let mut sinks = Vec::new();
+    if let Some(t) = top.opt_table("sink") {
+        for (n, t) in t.named_tables() {
+            declared.push(("sink", n.clone()));
+            sinks.extend(read_sink(n, &t));
+        }
+    }
     let spec = PipelineSpec { name, runtime, sources, operators, sinks };
-    check_graph(top, &spec);
+    check_graph(top, &spec, &declared);
     spec
 }
 
@@ -454,21 +466,15 @@ impl OperatorKind {
 }
 
 /// Names unique, inputs known, no cycles, something to read and somewhere to write.
-fn check_graph(top: &Table<'_, '_>, spec: &PipelineSpec) {
+fn check_graph(top: &Table<'_, '_>, spec: &PipelineSpec, declared: &[(&'static str, String)]) {
     let doc = top.doc();
     let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
-    let stages = spec
-        .sources
-        .iter()
-        .map(|s| (s.name.as_str(), "source"))
-        .chain(spec.operators.iter().map(|o| (o.name.as_str(), "operator")))
-        .chain(spec.sinks.iter().map(|s| (s.name.as_str(), "sink")));
-    for (name, kind) in stages {
-        if let Some(prev) = kinds.insert(name, kind) {
+    for (kind, name) in declared {
+        if let Some(prev) = kinds.insert(name.as_str(), kind) {
             let path = format!("{kind}.{name}");
             doc.error(
                 &path,
-                0..0,
+                find_line(top, &path),
                 format!("name `{name}` is already used by a {prev}; stage names must be unique"),
             );
         }
@@ -498,10 +504,10 @@ fn check_graph(top: &Table<'_, '_>, spec: &PipelineSpec) {
         let path = format!("operator.{}", cycle[0]);
         doc.error(&path, position(&path), format!("operators form a cycle: {}", cycle.join(" -> ")));
     }
-    if spec.sources.is_empty() {
+    if !declared.iter().any(|(k, _)| *k == "source") {
         doc.error("source", 0..0, "the pipeline has no source; add e.g. [source.left] kind = \"generate\"");
     }
-    if spec.sinks.is_empty() {
+    if !declared.iter().any(|(k, _)| *k == "sink") {
         doc.error("sink", 0..0, "the pipeline has no sink; add e.g. [sink.summary] kind = \"summary\"");
     }
 }

@@ -79,21 +79,45 @@ impl HashJoin {
         if port == 0 { "left" } else { "right" }
     }
 
+    /// All batches of one side as one batch. Batches from different ranks must have the same
+    /// column names and types; nullability is widened and metadata dropped.
     fn concat(&self, port: usize) -> Result<RecordBatch, OperatorError> {
         let batches = &self.sides[port];
-        let schema = batches[0].schema();
+        let first = batches[0].schema();
+        let mut nullable: Vec<bool> = first.fields().iter().map(|f| f.is_nullable()).collect();
         for b in &batches[1..] {
-            if b.schema().fields() != schema.fields() {
+            let schema = b.schema();
+            let same = schema.fields().len() == first.fields().len()
+                && schema
+                    .fields()
+                    .iter()
+                    .zip(first.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same {
                 return Err(OperatorError::Invalid(format!(
                     "`{}`: the {} input has batches with different columns ({} vs {}); do all ranks read the same kind of data?",
                     self.p.name,
                     Self::side_name(port),
-                    describe(&schema),
-                    describe(&b.schema())
+                    describe(&first),
+                    describe(&schema)
                 )));
             }
+            for (n, f) in nullable.iter_mut().zip(schema.fields()) {
+                *n |= f.is_nullable();
+            }
         }
-        Ok(concat_batches(&schema, batches)?)
+        let fields: Vec<Field> = first
+            .fields()
+            .iter()
+            .zip(nullable)
+            .map(|(f, n)| Field::new(f.name(), f.data_type().clone(), n))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batches = batches
+            .iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(concat_batches(&schema, &batches)?)
     }
 
     fn prepare(&mut self) -> Result<Option<Probe>, OperatorError> {

@@ -50,7 +50,6 @@ impl InputPort {
 
 #[derive(Default)]
 struct SenderState {
-    decoder: Option<StreamDecoder>,
     next_seq: u64,
     batches: u64,
     rows: u64,
@@ -278,7 +277,7 @@ impl OperatorActor {
             return self.protocol(edge, from, detail);
         }
         s.next_seq += 1;
-        let decoder = s.decoder.get_or_insert_with(|| StreamDecoder::new().with_require_alignment(true));
+        let mut decoder = StreamDecoder::new().with_require_alignment(true);
         let mut buf = body;
         let mut batches = Vec::new();
         while !buf.is_empty() {
@@ -288,6 +287,9 @@ impl OperatorActor {
                 Err(e) => return self.protocol(edge, from, format!("undecodable Arrow IPC: {e}")),
             }
         }
+        if let Err(e) = decoder.finish() {
+            return self.protocol(edge, from, format!("incomplete Arrow IPC stream in frame {seq}: {e}"));
+        }
         s.batches += batches.len() as u64;
         s.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let mut guard = Some(CreditGuard::remote(transport, from, edge, me, bytes));
@@ -296,7 +298,7 @@ impl OperatorActor {
             let g = if i + 1 == n { guard.take() } else { None };
             self.inbox.push_back(Item::Batch { port, batch, _guard: g });
         }
-        drop(guard); // a frame with no batch (schema only) returns its credit at once
+        drop(guard); // a frame without a batch returns its credit at once
     }
 
     fn on_end(&mut self, edge: EdgeId, port: usize, from: Rank, seq: Option<u64>, batches: u64, rows: u64) {

@@ -8,6 +8,11 @@
 //!                            └────────────── on_credit(dest, bytes) ◀── consumer ──┘
 //!  finish(): an empty batch (carrying the schema) to every destination that got none, then End.
 //! ```
+//!
+//! A remote batch travels as a self-contained Arrow IPC stream (schema, dictionaries, batch,
+//! end-of-stream marker): frames can be decoded one by one, a zero-length body is never left
+//! half-read, and dictionaries need no state across frames. The schema costs a few hundred
+//! bytes per frame, well under 1% of a typical batch.
 
 use std::collections::VecDeque;
 
@@ -34,11 +39,18 @@ struct Dest {
     credit: i64,
     in_flight: u64,
     queue: VecDeque<Pending>,
-    encoder: Option<StreamEncoder>,
     seq: u64,
     batches: u64,
     rows: u64,
     ended: bool,
+}
+
+/// One batch as a complete Arrow IPC stream.
+fn encode(batch: &RecordBatch) -> Result<Vec<Buffer>, arrow_schema::ArrowError> {
+    let mut encoder = StreamEncoder::try_new(&batch.schema())?;
+    let mut buffers = encoder.encode(batch)?;
+    buffers.extend(encoder.finish()?);
+    Ok(buffers)
 }
 
 /// Where an edge's producer, consumer and transport are.
@@ -126,15 +138,8 @@ impl OutEdge {
             self.enqueue(dest, &batch.slice(0, half))?;
             return self.enqueue(dest, &batch.slice(half, batch.num_rows() - half));
         }
+        let buffers = encode(batch).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
         let d = &mut self.dests[dest as usize];
-        let encoder = match &mut d.encoder {
-            Some(e) => e,
-            None => d.encoder.insert(
-                StreamEncoder::try_new(&batch.schema())
-                    .map_err(|e| format!("cannot encode for rank {dest}: {e}"))?,
-            ),
-        };
-        let buffers = encoder.encode(batch).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
         let cost = buffers.iter().map(|b| b.len() as u64).sum();
         d.queue.push_back(Pending::Remote { buffers, cost, rows: batch.num_rows() as u64 });
         Ok(())

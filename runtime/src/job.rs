@@ -123,12 +123,16 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
     for arbiter in &arbiters {
         arbiter.stop();
     }
-    let joined = tokio::task::spawn_blocking(move || {
-        for arbiter in arbiters {
-            let _ = arbiter.join();
-        }
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+    if result.is_ok() {
+        // Idle by now: joining is quick. After a failure an arbiter may be in the middle of a
+        // long operator call; it stops after that call, and nobody waits for it.
+        let joined = tokio::task::spawn_blocking(move || {
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+    }
     match result {
         Ok(mine) => Ok(JobOutcome { mine, peers: driver.peers_done.into_values().collect() }),
         Err(e) => {

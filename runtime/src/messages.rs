@@ -179,10 +179,16 @@ impl EventSink {
     }
 
     /// Sends without blocking. A full queue means the bound above was wrong: logged loudly, and
-    /// the driver still fails the job by its deadline.
+    /// the driver still fails the job by its deadline. After the job ended, events are dropped.
     pub fn send(&self, event: JobEvent) {
-        if let Err(e) = self.0.try_send(event) {
-            tracing::error!("job event queue refused an event ({e}); the job will fail at its deadline");
+        match self.0.try_send(event) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(event)) => {
+                tracing::debug!(?event, "event after the job ended");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                tracing::error!(?event, "job event queue full; the job will fail at its deadline");
+            }
         }
     }
 }

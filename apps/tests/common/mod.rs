@@ -1,0 +1,228 @@
+//! Test helpers: write inputs with Arrow directly, run the real `updraft` binary, read its
+//! report and output files, and compute joins and checksums independently of the code under
+//! test (plain Rust values, the checksum specification re-implemented here).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::DataType;
+
+/// A value in a test table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum V {
+    I(Option<i64>),
+    S(Option<String>),
+}
+
+pub type Row = Vec<V>;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_updraft")
+}
+
+/// Runs `updraft run PIPELINE --workers N --report R --quiet`; returns the process output and
+/// the parsed report (when written).
+pub fn run_cluster(dir: &Path, pipeline: &str, workers: u32) -> (Output, Option<serde_json::Value>) {
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, pipeline).expect("write pipeline");
+    let report = dir.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = Command::new(bin())
+        .current_dir(dir)
+        .args(["run", "--quiet", "--workers", &workers.to_string(), "--report"])
+        .arg(&report)
+        .arg(&file)
+        .output()
+        .expect("run updraft");
+    let parsed = std::fs::read(&report).ok().map(|b| serde_json::from_slice(&b).expect("report is JSON"));
+    (out, parsed)
+}
+
+/// The sink named `name` in a job report: (rows, row checksum, column checksums).
+pub fn sink(report: &serde_json::Value, name: &str) -> (u64, u64, Vec<(String, u64)>) {
+    let s =
+        report["sinks"].as_array().expect("sinks").iter().find(|s| s["name"] == name).expect("sink present");
+    let sum = &s["summary"];
+    let cols = sum["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| (c["name"].as_str().expect("name").to_string(), c["checksum"].as_u64().expect("checksum")))
+        .collect();
+    (sum["rows"].as_u64().expect("rows"), sum["row_checksum"].as_u64().expect("row checksum"), cols)
+}
+
+pub fn int_col(v: &[Option<i64>]) -> ArrayRef {
+    Arc::new(Int64Array::from(v.to_vec()))
+}
+
+pub fn str_col(v: &[Option<String>]) -> ArrayRef {
+    Arc::new(StringArray::from(v.to_vec()))
+}
+
+/// A batch from rows, with column names and types taken from the first row's values.
+pub fn batch(names: &[&str], types: &[DataType], rows: &[Row]) -> RecordBatch {
+    let cols: Vec<(&str, ArrayRef)> = names
+        .iter()
+        .enumerate()
+        .map(|(c, n)| {
+            let arr: ArrayRef = match types[c] {
+                DataType::Int64 => int_col(
+                    &rows
+                        .iter()
+                        .map(|r| match &r[c] {
+                            V::I(x) => *x,
+                            V::S(_) => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                DataType::Utf8 => str_col(
+                    &rows
+                        .iter()
+                        .map(|r| match &r[c] {
+                            V::S(x) => x.clone(),
+                            V::I(_) => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                ref t => panic!("unsupported test type {t}"),
+            };
+            (*n, arr)
+        })
+        .collect();
+    RecordBatch::try_from_iter(cols).expect("batch")
+}
+
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
+            .expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+/// Every row of every Parquet file matching `dir/prefix*`.
+pub fn read_parquet_rows(dir: &Path, prefix: &str) -> (Vec<String>, Vec<Row>) {
+    let mut names = Vec::new();
+    let mut rows = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("output dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .collect();
+    files.sort();
+    for f in files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(&f).expect("open"),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        for b in reader {
+            let b = b.expect("batch");
+            names = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+            for i in 0..b.num_rows() {
+                rows.push(b.columns().iter().map(|c| value(c, i)).collect());
+            }
+        }
+    }
+    (names, rows)
+}
+
+fn value(c: &ArrayRef, i: usize) -> V {
+    match c.data_type() {
+        DataType::Int64 => V::I(c.is_valid(i).then(|| c.as_primitive::<Int64Type>().value(i))),
+        DataType::Int32 => V::I(c.is_valid(i).then(|| i64::from(c.as_primitive::<Int32Type>().value(i)))),
+        DataType::Utf8 => V::S(c.is_valid(i).then(|| c.as_string::<i32>().value(i).to_string())),
+        t => panic!("unsupported output type {t}"),
+    }
+}
+
+/// Naive inner join: every pair of rows whose key columns are all non-null and equal. Output:
+/// left row, then the right row without the key columns at `drop_right`.
+pub fn naive_join(left: &[Row], right: &[Row], lk: &[usize], rk: &[usize], drop_right: &[usize]) -> Vec<Row> {
+    let key = |r: &Row, k: &[usize]| -> Option<Vec<V>> {
+        let vals: Vec<V> = k.iter().map(|&i| r[i].clone()).collect();
+        let null = vals.iter().any(|v| matches!(v, V::I(None) | V::S(None)));
+        (!null).then_some(vals)
+    };
+    let mut index: HashMap<Vec<V>, Vec<&Row>> = HashMap::new();
+    for r in right {
+        if let Some(k) = key(r, rk) {
+            index.entry(k).or_default().push(r);
+        }
+    }
+    let mut out = Vec::new();
+    for l in left {
+        let Some(k) = key(l, lk) else { continue };
+        for r in index.get(&k).into_iter().flatten() {
+            let mut row = l.clone();
+            row.extend(r.iter().enumerate().filter(|(i, _)| !drop_right.contains(i)).map(|(_, v)| v.clone()));
+            out.push(row);
+        }
+    }
+    out
+}
+
+// --- the checksum specification, written out again ---
+
+pub fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+const NULL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn vhash(v: &V) -> u64 {
+    match v {
+        V::I(Some(x)) => mix64(*x as u64),
+        V::S(Some(s)) => mix64(fnv1a(s.as_bytes())),
+        V::I(None) | V::S(None) => NULL,
+    }
+}
+
+/// (rows, row checksum, column checksums) of a table.
+pub fn checksum(rows: &[Row]) -> (u64, u64, Vec<u64>) {
+    let width = rows.first().map_or(0, Vec::len);
+    let mut cols = vec![0u64; width];
+    let mut total = 0u64;
+    for r in rows {
+        let mut h = 0u64;
+        for (c, v) in r.iter().enumerate() {
+            let x = vhash(v);
+            cols[c] = cols[c].wrapping_add(x);
+            h = mix64(h ^ x);
+        }
+        total = total.wrapping_add(h);
+    }
+    (rows.len() as u64, total, cols)
+}
+
+/// A small deterministic generator for test data (SplitMix64), independent of the code under test.
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

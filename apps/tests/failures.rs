@@ -1,0 +1,198 @@
+//! Failures end with clear errors and non-zero exits, never a hang: bad configs, missing
+//! inputs, a worker killed in the middle of the shuffle.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn validate_reports_every_error_with_its_key_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[runtime]
+peer_timout = "5s"
+
+[source.left]
+kind = "generate"
+rows = "many"
+
+[operator.j]
+kind = "join"
+left = "left"
+right = "nowhere"
+on = ["key"]
+how = "sideways"
+
+[sink.s]
+kind = "summary"
+input = "j"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(bin()).arg("validate").arg(&file).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "runtime.peer_timout",
+        "unknown key `peer_timout`",
+        "source.left.rows",
+        "expected an integer, found a string",
+        "operator.j.right",
+        "input `nowhere` is not a source or operator",
+        "operator.j.how",
+        "4 errors",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+
+    // `run` refuses the same file before starting any worker.
+    let out = Command::new(bin()).args(["run", "--workers", "2"]).arg(&file).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("workers started"));
+}
+
+#[test]
+fn validate_prints_the_plan_of_a_good_pipeline() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example-join.toml");
+    let out = Command::new(bin()).args(["validate", example, "--workers", "4"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("joined.shuffle-left [partition+shuffle] <- left"), "{text}");
+    assert!(
+        text.contains("joined [join] <- joined.shuffle-left (all ranks), joined.shuffle-right (all ranks)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_input_file_fails_the_job_on_every_rank_and_names_the_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = r#"
+[source.left]
+kind = "parquet"
+path = "does-not-exist-{rank}.parquet"
+
+[source.right]
+kind = "generate"
+rows = 10
+
+[operator.j]
+kind = "join"
+left = "left"
+right = "right"
+on = ["key"]
+
+[sink.s]
+kind = "summary"
+input = "j"
+"#;
+    let (out, report) = run_cluster(dir.path(), pipeline, 3);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(report.is_none());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("job failed on 3 of 3 workers"), "{err}");
+    // Each rank fails on its own file or hears another rank's abort first; either way every
+    // error names a missing file.
+    let ranks: Vec<&str> = err.lines().filter(|l| l.starts_with("  rank ")).collect();
+    assert_eq!(ranks.len(), 3, "{err}");
+    assert!(ranks.iter().all(|l| l.contains("does-not-exist-") && l.contains("No such file")), "{err}");
+}
+
+#[test]
+fn a_worker_killed_mid_shuffle_fails_every_other_worker_naming_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("big.toml");
+    // Large enough to still be shuffling when rank 1 is killed right after its links are up.
+    std::fs::write(
+        &file,
+        r#"
+[runtime]
+peer_timeout = "5s"
+heartbeat = "250ms"
+
+[source.left]
+kind = "generate"
+rows = 6_000_000
+
+[source.right]
+kind = "generate"
+rows = 6_000_000
+
+[operator.j]
+kind = "join"
+left = "left"
+right = "right"
+on = ["key"]
+
+[sink.s]
+kind = "summary"
+input = "j"
+"#,
+    )
+    .expect("write");
+    let mut child = Command::new(bin())
+        .args(["run", "--workers", "3"])
+        .arg(&file)
+        .env("UPDRAFT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pids: Vec<u32> = Vec::new();
+    let mut log = Vec::new();
+    let mut killed_at = None;
+    while killed_at.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("launcher output before the deadline");
+        if let Some(list) = line.split("(pids ").nth(1) {
+            pids =
+                list.split(')').next().unwrap_or("").split(", ").map(|p| p.parse().expect("pid")).collect();
+        }
+        if line.starts_with("[rank 1]") && line.contains("links up; job running") {
+            assert_eq!(pids.len(), 3, "pids are printed before workers run");
+            let status = Command::new("kill").args(["-9", &pids[1].to_string()]).status().expect("kill");
+            assert!(status.success());
+            killed_at = Some(Instant::now());
+        }
+        log.push(line);
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "launcher did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed_at.map(|t| t.elapsed()).unwrap_or_default();
+    reader.join().expect("reader");
+    log.extend(rx.try_iter());
+    let text = log.join("\n");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(took < Duration::from_secs(5 + 5), "failure took {took:?}, beyond the peer deadline:\n{text}");
+    for rank in [0, 2] {
+        let line = log
+            .iter()
+            .find(|l| l.starts_with(&format!("  rank {rank}: ")))
+            .unwrap_or_else(|| panic!("no error for rank {rank}:\n{text}"));
+        assert!(line.contains("rank 1"), "rank {rank}'s error does not name rank 1: {line}");
+    }
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} is still running");
+    }
+}

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod operator;
 pub mod plan;
 pub mod report;
+pub mod testing;
 pub mod wire;
 
 pub use error::{JobError, OperatorError};

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -49,6 +51,7 @@ enum Event {
 /// A running rendezvous server. Dropping it stops it.
 pub struct RendezvousServer {
     local: SocketAddr,
+    registrations: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,14 +65,20 @@ impl RendezvousServer {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, config, stop_rx));
+        let registrations = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(listener, config, stop_rx, Arc::clone(&registrations)));
         tracing::info!(%local, "rendezvous listening");
-        Ok(RendezvousServer { local, stop: Some(stop_tx), task })
+        Ok(RendezvousServer { local, registrations, stop: Some(stop_tx), task })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Registrations processed so far (accepted or refused).
+    pub fn registrations(&self) -> u64 {
+        self.registrations.load(Ordering::Relaxed)
     }
 
     /// Stops accepting and ends every connection.
@@ -92,7 +101,12 @@ impl Drop for RendezvousServer {
     }
 }
 
-async fn serve(listener: TcpListener, config: ServerConfig, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    mut stop: oneshot::Receiver<()>,
+    registrations: Arc<AtomicU64>,
+) {
     let mut state = RendezvousState::new(config.secret.clone(), config.job_ttl);
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let mut waiting: HashMap<ConnId, oneshot::Sender<RendezvousMsg>> = HashMap::new();
@@ -120,6 +134,7 @@ async fn serve(listener: TcpListener, config: ServerConfig, mut stop: oneshot::R
                         continue;
                     };
                     waiting.insert(conn, reply);
+                    registrations.fetch_add(1, Ordering::Relaxed);
                     let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, mac: &mac });
                     for r in replies {
                         if let Some(tx) = waiting.remove(&r.conn) {

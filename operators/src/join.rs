@@ -9,25 +9,19 @@
 //!
 //! Output columns: every left column, then every right column except right keys that share
 //! their name with the matching left key (their values are equal). Other names that clash get
-//! the configured suffixes. A single integer key (any width, compared as int64) uses a direct
-//! integer table; other keys are compared in Arrow's row format.
+//! the configured suffixes. The table and its key handling are in [`crate::hash_table`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_row::{RowConverter, Rows, SortField};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
-use hashbrown::{HashMap, HashTable};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-use crate::partition::{column_indices, mix64};
-
-const END: u32 = u32::MAX;
+use crate::hash_table::{ChainTable, JoinKeys, join_keys};
+use crate::partition::column_indices;
 
 /// Join parameters.
 #[derive(Debug, Clone)]
@@ -52,19 +46,14 @@ pub struct HashJoin {
     probe: Option<Probe>,
 }
 
-enum Table {
-    Int { heads: HashMap<i64, u32>, probe: Vec<Option<i64>> },
-    Rows { heads: HashTable<(u64, u32)>, build: Rows, probe: Rows, probe_valid: Vec<bool> },
-}
-
 struct Probe {
     left: RecordBatch,
     right: RecordBatch,
     right_keep: Vec<usize>,
     schema: SchemaRef,
     build_is_left: bool,
-    table: Table,
-    next: Vec<u32>,
+    table: ChainTable,
+    probe_keys: JoinKeys,
     cursor: usize,
     probe_len: usize,
 }
@@ -135,89 +124,31 @@ impl HashJoin {
             if build_is_left { (&left, &right, &lk, &rk) } else { (&right, &left, &rk, &lk) };
         let bcols: Vec<ArrayRef> = bk.iter().map(|&i| build.column(i).clone()).collect();
         let pcols: Vec<ArrayRef> = pk.iter().map(|&i| probe.column(i).clone()).collect();
-        let mut next = vec![END; build.num_rows()];
-        let table = if bcols.len() == 1 && is_int(bcols[0].data_type()) && is_int(pcols[0].data_type()) {
-            let b = as_i64(&bcols[0])?;
-            let mut heads: HashMap<i64, u32> = HashMap::with_capacity(b.len());
-            for (i, k) in b.iter().enumerate() {
-                if let Some(k) = k {
-                    let head = heads.entry(*k).or_insert(END);
-                    next[i] = *head;
-                    *head = i as u32;
-                }
-            }
-            Table::Int { heads, probe: as_i64(&pcols[0])? }
+        // Keys are checked in left/right order so that messages say "left" and "right".
+        let (build_keys, probe_keys) = if build_is_left {
+            join_keys(&bcols, &pcols, &self.p.name)?
         } else {
-            for (i, (b, p)) in bcols.iter().zip(&pcols).enumerate() {
-                if b.data_type() != p.data_type() {
-                    return Err(OperatorError::Invalid(format!(
-                        "`{}`: key {} is {} on the left but {} on the right",
-                        self.p.name,
-                        i + 1,
-                        if build_is_left { b.data_type() } else { p.data_type() },
-                        if build_is_left { p.data_type() } else { b.data_type() }
-                    )));
-                }
-            }
-            let fields = bcols.iter().map(|c| SortField::new(c.data_type().clone())).collect();
-            let conv = RowConverter::new(fields)?;
-            let brows = conv.convert_columns(&bcols)?;
-            let prows = conv.convert_columns(&pcols)?;
-            let build_valid = valid_rows(&bcols);
-            let mut heads: HashTable<(u64, u32)> = HashTable::with_capacity(brows.num_rows());
-            for i in 0..brows.num_rows() {
-                if !build_valid[i] {
-                    continue;
-                }
-                let row = brows.row(i);
-                let h = hash_bytes(row.as_ref());
-                match heads.find_mut(h, |(hh, idx)| *hh == h && brows.row(*idx as usize) == row) {
-                    Some((_, head)) => {
-                        next[i] = *head;
-                        *head = i as u32;
-                    }
-                    None => {
-                        heads.insert_unique(h, (h, i as u32), |(hh, _)| *hh);
-                    }
-                }
-            }
-            Table::Rows { heads, build: brows, probe: prows, probe_valid: valid_rows(&pcols) }
+            let (l, r) = join_keys(&pcols, &bcols, &self.p.name)?;
+            (r, l)
         };
+        let table = ChainTable::build(build_keys)?;
         let probe_len = probe.num_rows();
-        Ok(Some(Probe { left, right, right_keep, schema, build_is_left, table, next, cursor: 0, probe_len }))
+        Ok(Some(Probe {
+            left,
+            right,
+            right_keep,
+            schema,
+            build_is_left,
+            table,
+            probe_keys,
+            cursor: 0,
+            probe_len,
+        }))
     }
 }
 
 fn describe(schema: &Schema) -> String {
     schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
-}
-
-fn is_int(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::Date32
-    )
-}
-
-fn as_i64(col: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
-    let c = arrow_cast::cast(col, &DataType::Int64)?;
-    Ok(c.as_primitive::<Int64Type>().iter().collect())
-}
-
-fn valid_rows(cols: &[ArrayRef]) -> Vec<bool> {
-    let n = cols.first().map_or(0, |c| c.len());
-    (0..n).map(|i| cols.iter().all(|c| c.is_valid(i))).collect()
-}
-
-fn hash_bytes(b: &[u8]) -> u64 {
-    mix64(xxhash_rust::xxh3::xxh3_64(b))
 }
 
 /// Output schema and the right columns kept.
@@ -269,26 +200,10 @@ impl Probe {
         while self.cursor < self.probe_len && probe_idx.len() < limit {
             let j = self.cursor;
             self.cursor += 1;
-            let head = match &self.table {
-                Table::Int { heads, probe, .. } => probe[j].and_then(|k| heads.get(&k).copied()),
-                Table::Rows { heads, build, probe, probe_valid, .. } => {
-                    if !probe_valid[j] {
-                        None
-                    } else {
-                        let row = probe.row(j);
-                        let h = hash_bytes(row.as_ref());
-                        heads
-                            .find(h, |(hh, idx)| *hh == h && build.row(*idx as usize) == row)
-                            .map(|(_, head)| *head)
-                    }
-                }
-            };
-            let mut i = head.unwrap_or(END);
-            while i != END {
+            self.table.matches(&self.probe_keys, j, |i| {
                 probe_idx.push(j as u32);
                 build_idx.push(i);
-                i = self.next[i as usize];
-            }
+            });
         }
         if self.build_is_left { (build_idx, probe_idx) } else { (probe_idx, build_idx) }
     }
@@ -370,6 +285,8 @@ impl Operator for HashJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
     use arrow_array::{Int32Array, Int64Array, StringArray};
 
     fn params(on: &[&str], batch_rows: usize) -> JoinParams {

@@ -1,0 +1,234 @@
+//! The join's hash table: bucket heads indexed by the top bits of a key hash, with the rows of
+//! a bucket chained through a `next` array (row ids, `u32`). Two arrays of 4 bytes a row, no
+//! per-key allocation; a probe walks one short chain comparing keys.
+//!
+//! Keys are either one integer column (any width, compared as i64, hashed by a multiply) or
+//! any other key set, compared in Arrow's row format and hashed with XXH3.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::DataType;
+use updraft_runtime::OperatorError;
+
+/// End of a chain.
+pub const END: u32 = u32::MAX;
+
+/// The key columns of one side, ready to hash and compare.
+pub enum JoinKeys {
+    /// One integer key column.
+    Int {
+        /// Values as i64.
+        values: ScalarBuffer<i64>,
+        /// Validity.
+        nulls: Option<NullBuffer>,
+    },
+    /// Any key set, in row format.
+    Rows {
+        /// Encoded rows.
+        rows: Rows,
+        /// A row is valid when no key column is null there.
+        valid: Vec<bool>,
+        /// XXH3 of each row's bytes.
+        hashes: Vec<u64>,
+    },
+}
+
+/// True for integer types that compare exactly as i64.
+pub fn is_int(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+    )
+}
+
+/// Key representations for both sides. Both sides must have the same key types, except that
+/// integers of any width join with each other.
+///
+/// # Errors
+/// Key types that differ between the sides (named with `join` for the message).
+pub fn join_keys(
+    left: &[ArrayRef],
+    right: &[ArrayRef],
+    join: &str,
+) -> Result<(JoinKeys, JoinKeys), OperatorError> {
+    if left.len() == 1 && is_int(left[0].data_type()) && is_int(right[0].data_type()) {
+        return Ok((int_keys(&left[0])?, int_keys(&right[0])?));
+    }
+    for (i, (l, r)) in left.iter().zip(right).enumerate() {
+        if l.data_type() != r.data_type() {
+            return Err(OperatorError::Invalid(format!(
+                "`{join}`: key {} is {} on the left but {} on the right",
+                i + 1,
+                l.data_type(),
+                r.data_type()
+            )));
+        }
+    }
+    let conv = RowConverter::new(left.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    Ok((row_keys(&conv, left)?, row_keys(&conv, right)?))
+}
+
+fn int_keys(col: &ArrayRef) -> Result<JoinKeys, OperatorError> {
+    let col = if col.data_type() == &DataType::Int64 {
+        col.clone()
+    } else {
+        arrow_cast::cast(col, &DataType::Int64)?
+    };
+    let a = col.as_primitive::<Int64Type>();
+    Ok(JoinKeys::Int { values: a.values().clone(), nulls: a.nulls().cloned() })
+}
+
+fn row_keys(conv: &RowConverter, cols: &[ArrayRef]) -> Result<JoinKeys, OperatorError> {
+    let rows = conv.convert_columns(cols)?;
+    let n = rows.num_rows();
+    let valid = (0..n).map(|i| cols.iter().all(|c| c.is_valid(i))).collect();
+    let hashes = (0..n).map(|i| xxhash_rust::xxh3::xxh3_64(rows.row(i).as_ref())).collect();
+    Ok(JoinKeys::Rows { rows, valid, hashes })
+}
+
+impl JoinKeys {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            JoinKeys::Int { values, .. } => values.len(),
+            JoinKeys::Rows { valid, .. } => valid.len(),
+        }
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn valid(&self, i: usize) -> bool {
+        match self {
+            JoinKeys::Int { nulls, .. } => nulls.as_ref().is_none_or(|n| n.is_valid(i)),
+            JoinKeys::Rows { valid, .. } => valid[i],
+        }
+    }
+
+    #[inline]
+    fn hash(&self, i: usize) -> u64 {
+        match self {
+            JoinKeys::Int { values, .. } => (values[i] as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            JoinKeys::Rows { hashes, .. } => hashes[i],
+        }
+    }
+
+    #[inline]
+    fn equal(&self, i: usize, other: &JoinKeys, j: usize) -> bool {
+        match (self, other) {
+            (JoinKeys::Int { values: a, .. }, JoinKeys::Int { values: b, .. }) => a[i] == b[j],
+            (JoinKeys::Rows { rows: a, hashes: ha, .. }, JoinKeys::Rows { rows: b, hashes: hb, .. }) => {
+                ha[i] == hb[j] && a.row(i) == b.row(j)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A built table over one side's keys.
+pub struct ChainTable {
+    shift: u32,
+    heads: Vec<u32>,
+    next: Vec<u32>,
+    keys: JoinKeys,
+}
+
+impl ChainTable {
+    /// Builds the table; rows with a null key are left out (they never match).
+    ///
+    /// # Errors
+    /// More rows than a `u32` row id can name.
+    pub fn build(keys: JoinKeys) -> Result<ChainTable, OperatorError> {
+        let n = keys.len();
+        if n >= END as usize {
+            return Err(OperatorError::Invalid(format!(
+                "a join side of {n} rows on one worker is too large; use more workers"
+            )));
+        }
+        let buckets = n.next_power_of_two().max(2);
+        let shift = 64 - buckets.trailing_zeros();
+        let mut heads = vec![END; buckets];
+        let mut next = vec![END; n];
+        // Insert in reverse so that chains list rows in ascending order.
+        for i in (0..n).rev() {
+            if keys.valid(i) {
+                let b = (keys.hash(i) >> shift) as usize;
+                next[i] = heads[b];
+                heads[b] = i as u32;
+            }
+        }
+        Ok(ChainTable { shift, heads, next, keys })
+    }
+
+    /// Calls `f` with every build row whose key equals probe row `j` of `probe`.
+    #[inline]
+    pub fn matches(&self, probe: &JoinKeys, j: usize, mut f: impl FnMut(u32)) {
+        if !probe.valid(j) {
+            return;
+        }
+        let mut i = self.heads[(probe.hash(j) >> self.shift) as usize];
+        while i != END {
+            if self.keys.equal(i as usize, probe, j) {
+                f(i);
+            }
+            i = self.next[i as usize];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn matches(t: &ChainTable, p: &JoinKeys, j: usize) -> Vec<u32> {
+        let mut v = Vec::new();
+        t.matches(p, j, |i| v.push(i));
+        v
+    }
+
+    #[test]
+    fn int_keys_of_different_widths_match_and_nulls_never_do() {
+        let build: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(1), None]));
+        let probe: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(3)]));
+        let (b, p) = join_keys(&[build], &[probe], "j").expect("keys");
+        let t = ChainTable::build(b).expect("table");
+        assert_eq!(matches(&t, &p, 0), vec![0, 2]);
+        assert!(matches(&t, &p, 1).is_empty());
+        assert!(matches(&t, &p, 2).is_empty());
+    }
+
+    #[test]
+    fn row_keys_compare_whole_keys_not_just_hashes() {
+        let names: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("b"), None, Some("a")]));
+        let probe: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("c"), None]));
+        let (b, p) = join_keys(&[names], &[probe], "j").expect("keys");
+        let t = ChainTable::build(b).expect("table");
+        assert_eq!(matches(&t, &p, 0), vec![0, 3]);
+        assert!(matches(&t, &p, 1).is_empty());
+        assert!(matches(&t, &p, 2).is_empty(), "a null key matches nothing, not even a null");
+    }
+
+    #[test]
+    fn an_empty_side_builds_an_empty_table() {
+        let empty: ArrayRef = Arc::new(Int64Array::from(Vec::<i64>::new()));
+        let probe: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let (b, p) = join_keys(&[empty], &[probe], "j").expect("keys");
+        let t = ChainTable::build(b).expect("table");
+        assert!(matches(&t, &p, 0).is_empty());
+    }
+}

@@ -134,7 +134,7 @@ input = "joined"
             bail!("benchmark run {} failed", i + 1);
         };
         println!("\nrun {}:", i + 1);
-        print_job(&job, run.mesh_us);
+        print_job(&job);
         let input_rows = 2 * rows * u64::from(workers);
         let compute_us = job.wall_us.saturating_sub(job.setup_us).max(1);
         let join_rows_per_s = input_rows as f64 / (compute_us as f64 / 1e6);

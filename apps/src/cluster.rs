@@ -38,8 +38,6 @@ pub struct RunArgs {
 pub struct LocalRun {
     /// The job report (when every worker succeeded).
     pub job: Option<JobReport>,
-    /// Rank 0's mesh set-up time.
-    pub mesh_us: Option<u64>,
     /// Per-rank failures.
     pub failures: Vec<(u32, String)>,
 }
@@ -66,7 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     match (&result.job, result.failures.is_empty()) {
         (Some(job), true) => {
             if !args.quiet {
-                output::print_job(job, result.mesh_us);
+                output::print_job(job);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -207,8 +205,7 @@ pub fn run_local(
         }
     }
     let job = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.job.clone());
-    let mesh_us = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.mesh_us);
-    Ok(LocalRun { job: if failures.is_empty() { job } else { None }, mesh_us, failures })
+    Ok(LocalRun { job: if failures.is_empty() { job } else { None }, failures })
 }
 
 fn forward<R: std::io::Read>(r: R, wrap: impl Fn(String) -> Line, tx: &crossbeam_channel::Sender<Line>) {

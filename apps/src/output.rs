@@ -43,7 +43,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// Prints the job summary: sinks (rows, checksum), the phase table, traffic.
-pub fn print_job(job: &JobReport, mesh_us: Option<u64>) {
+pub fn print_job(job: &JobReport) {
     println!("job `{}` on {} workers: ok", job.job, job.world);
     for s in &job.sinks {
         if s.summary.columns.is_empty() {
@@ -70,8 +70,11 @@ pub fn print_job(job: &JobReport, mesh_us: Option<u64>) {
         );
     }
     println!("  {:<20} {:>12} {:>12} {:>12}", "total (wall)", "", "", ms(job.wall_us));
-    if let Some(m) = mesh_us {
-        println!("  mesh set-up on rank 0: {}", ms(m));
-    }
+    println!(
+        "  links: {} pairs punched concurrently in {} (slowest worker), {} connect attempts",
+        u64::from(job.world) * u64::from(job.world.saturating_sub(1)) / 2,
+        ms(job.mesh_us),
+        job.punch_attempts
+    );
     println!("  sent over links: {}", bytes(job.bytes_sent));
 }

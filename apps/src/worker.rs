@@ -63,10 +63,6 @@ pub struct WorkerOutput {
     pub pid: u32,
     /// Error, if the job failed here.
     pub error: Option<String>,
-    /// Mesh set-up, in µs.
-    pub mesh_us: Option<u64>,
-    /// Punch attempts per linked peer.
-    pub punch_attempts: Vec<(u32, u32)>,
     /// This worker's report.
     pub report: Option<WorkerReport>,
     /// The whole job's report (rank 0 only).
@@ -101,7 +97,7 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(e) = &out.error {
         eprintln!("updraft worker {}: job failed: {e}", args.rank);
     } else if let Some(job) = &out.job {
-        output::print_job(job, out.mesh_us);
+        output::print_job(job);
     } else {
         println!("updraft worker {}: done", args.rank);
     }
@@ -110,15 +106,8 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the worker to completion; errors end up in the output.
 pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8]) -> WorkerOutput {
-    let mut out = WorkerOutput {
-        rank: args.rank,
-        pid: std::process::id(),
-        error: None,
-        mesh_us: None,
-        punch_attempts: Vec::new(),
-        report: None,
-        job: None,
-    };
+    let mut out =
+        WorkerOutput { rank: args.rank, pid: std::process::id(), error: None, report: None, job: None };
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -172,8 +161,8 @@ async fn run_async(
     .await
     .context("making links")?;
     drop(registered);
-    out.mesh_us = Some(mesh.elapsed.as_micros() as u64);
-    out.punch_attempts = mesh.pairs.iter().map(|p| (p.peer, p.attempts)).collect();
+    let mesh_time = mesh.elapsed;
+    let punch_attempts = mesh.pairs.iter().map(|p| u64::from(p.attempts)).sum();
     let setup = started_at.elapsed();
     tracing::info!(rank = args.rank, links = mesh.links.len(), ?setup, "links up; job running");
 
@@ -187,6 +176,8 @@ async fn run_async(
         transport: port,
         started_at,
         setup,
+        mesh: mesh_time,
+        punch_attempts,
         deadline,
     };
     let result = run_job(plan, ctx).await;

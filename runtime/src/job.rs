@@ -38,6 +38,10 @@ pub struct JobContext {
     pub started_at: Instant,
     /// Time spent in rendezvous and punching.
     pub setup: Duration,
+    /// Time spent punching alone.
+    pub mesh: Duration,
+    /// Connect attempts made while punching.
+    pub punch_attempts: u64,
     /// The job must be over by then.
     pub deadline: tokio::time::Instant,
 }
@@ -182,6 +186,8 @@ impl Driver<'_> {
         let mut report = WorkerReport {
             rank: self.ctx.me,
             setup_us: self.ctx.setup.as_micros() as u64,
+            mesh_us: self.ctx.mesh.as_micros() as u64,
+            punch_attempts: self.ctx.punch_attempts,
             wall_us: self.ctx.started_at.elapsed().as_micros() as u64,
             bytes_sent,
             bytes_received,

@@ -115,6 +115,10 @@ pub struct WorkerReport {
     pub rank: u32,
     /// Rendezvous plus punching, in µs.
     pub setup_us: u64,
+    /// Punching alone (peer table to every link), in µs.
+    pub mesh_us: u64,
+    /// Connect attempts made while punching.
+    pub punch_attempts: u64,
     /// From worker start to its operators all finished, in µs.
     pub wall_us: u64,
     /// Per operator.
@@ -151,6 +155,10 @@ pub struct JobReport {
     pub wall_us: u64,
     /// Slowest worker's set-up time, in µs.
     pub setup_us: u64,
+    /// Slowest worker's punching time, in µs.
+    pub mesh_us: u64,
+    /// Connect attempts over all workers.
+    pub punch_attempts: u64,
     /// Sinks, merged over workers.
     pub sinks: Vec<SinkResult>,
     /// The phase table.
@@ -204,6 +212,8 @@ impl JobReport {
             world,
             wall_us: workers.iter().map(|w| w.wall_us).max().unwrap_or(0),
             setup_us: workers.iter().map(|w| w.setup_us).max().unwrap_or(0),
+            mesh_us: workers.iter().map(|w| w.mesh_us).max().unwrap_or(0),
+            punch_attempts: workers.iter().map(|w| w.punch_attempts).sum(),
             sinks,
             phases,
             bytes_sent: workers.iter().map(|w| w.bytes_sent).sum(),
@@ -244,6 +254,8 @@ mod tests {
         let w = |rank, busy| WorkerReport {
             rank,
             setup_us: 10 + u64::from(rank),
+            mesh_us: 5,
+            punch_attempts: 1,
             wall_us: 100 * u64::from(rank + 1),
             operators: vec![OperatorStats {
                 name: "j".into(),

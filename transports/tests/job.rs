@@ -45,6 +45,8 @@ fn run_alone(plan: PhysicalPlan, settings: RuntimeSettings) -> Result<JobOutcome
             transport: port,
             started_at: Instant::now(),
             setup: Duration::ZERO,
+            mesh: Duration::ZERO,
+            punch_attempts: 0,
             deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         };
         run_job(plan, ctx).await

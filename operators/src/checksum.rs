@@ -17,7 +17,7 @@ use arrow_schema::DataType;
 use updraft_runtime::OperatorError;
 use updraft_runtime::report::{ColumnChecksum, TableSummary};
 
-use crate::partition::mix64;
+use crate::partition::{canonical_f64, mix64};
 
 /// Value hash of a null.
 pub const NULL_VALUE: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -30,16 +30,6 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-fn canonical(v: f64) -> u64 {
-    if v.is_nan() {
-        f64::NAN.to_bits()
-    } else if v == 0.0 {
-        0
-    } else {
-        v.to_bits()
-    }
 }
 
 /// Value hashes of one column.
@@ -70,12 +60,12 @@ pub fn value_hashes(col: &ArrayRef) -> Result<Vec<u64>, OperatorError> {
         DataType::Float64 => col
             .as_primitive::<Float64Type>()
             .iter()
-            .map(|v| v.map_or(NULL_VALUE, |x| mix64(canonical(x))))
+            .map(|v| v.map_or(NULL_VALUE, |x| mix64(canonical_f64(x))))
             .collect(),
         DataType::Float32 => col
             .as_primitive::<Float32Type>()
             .iter()
-            .map(|v| v.map_or(NULL_VALUE, |x| mix64(canonical(f64::from(x)))))
+            .map(|v| v.map_or(NULL_VALUE, |x| mix64(canonical_f64(f64::from(x)))))
             .collect(),
         DataType::Boolean => {
             col.as_boolean().iter().map(|v| v.map_or(NULL_VALUE, |b| mix64(u64::from(b)))).collect()

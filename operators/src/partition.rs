@@ -30,7 +30,8 @@ fn combine(acc: u64, h: u64) -> u64 {
     mix64(acc.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ h)
 }
 
-fn canonical_f64(v: f64) -> u64 {
+/// The bits of `v` with -0.0 made 0.0 and every NaN the canonical NaN.
+pub(crate) fn canonical_f64(v: f64) -> u64 {
     if v.is_nan() {
         f64::NAN.to_bits()
     } else if v == 0.0 {

@@ -182,7 +182,8 @@ pub async fn punch_mesh(
             format!("this worker's NAT keeps ports ({local} appears as {public})")
         } else {
             format!(
-                "this worker's NAT translates ports ({local} appears as {public}); a symmetric NAT cannot be punched"
+                "this worker's NAT translates ports ({local} appears as {public}): punchable if it keeps one \
+                 mapping for every destination, not if it is symmetric (a new port per destination)"
             )
         };
         return Err(PunchError::Unreachable {

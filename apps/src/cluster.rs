@@ -183,8 +183,11 @@ pub fn run_local(
             break;
         }
     }
-    for r in readers {
-        let _ = r.join();
+    // The children are gone; keep draining while their last output is read (readers block on a
+    // full channel otherwise), within a deadline.
+    let until = Instant::now() + Duration::from_secs(10);
+    while readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+        drain(&rx, Duration::from_millis(20), &mut outputs);
     }
     drain(&rx, Duration::ZERO, &mut outputs);
     rt.block_on(server.shutdown());

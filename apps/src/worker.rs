@@ -17,7 +17,7 @@ use updraft_runtime::report::{JobReport, WorkerReport};
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, punch_mesh};
 use updraft_transports::rendezvous::{Registration, register};
-use updraft_transports::transport::await_writers;
+use updraft_transports::transport::await_links;
 use updraft_transports::{JobKey, Shutdown, TransportActor};
 
 use crate::output;
@@ -183,7 +183,7 @@ async fn run_async(
     let result = run_job(plan, ctx).await;
     let flush = if result.is_ok() { settings.peer_timeout } else { Duration::from_secs(2) };
     match addr.send(Shutdown).await {
-        Ok(writers) => await_writers(writers, flush).await,
+        Ok(tasks) => await_links(tasks, flush).await,
         Err(e) => tracing::warn!(%e, "transport gone before shutdown"),
     }
     let outcome = result?;

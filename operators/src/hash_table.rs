@@ -173,19 +173,29 @@ impl ChainTable {
         Ok(ChainTable { shift, heads, next, keys })
     }
 
-    /// Calls `f` with every build row whose key equals probe row `j` of `probe`.
+    /// The first build row whose key equals probe row `j`, or [`END`].
     #[inline]
-    pub fn matches(&self, probe: &JoinKeys, j: usize, mut f: impl FnMut(u32)) {
+    pub fn first(&self, probe: &JoinKeys, j: usize) -> u32 {
         if !probe.valid(j) {
-            return;
+            return END;
         }
-        let mut i = self.heads[(probe.hash(j) >> self.shift) as usize];
-        while i != END {
-            if self.keys.equal(i as usize, probe, j) {
-                f(i);
-            }
+        self.skip(self.heads[(probe.hash(j) >> self.shift) as usize], probe, j)
+    }
+
+    /// The next build row after `i` whose key equals probe row `j`, or [`END`]. With
+    /// [`ChainTable::first`] this walks the matches of one probe row a step at a time, so a key
+    /// with millions of matches can be emitted in bounded batches.
+    #[inline]
+    pub fn next_match(&self, i: u32, probe: &JoinKeys, j: usize) -> u32 {
+        self.skip(self.next[i as usize], probe, j)
+    }
+
+    #[inline]
+    fn skip(&self, mut i: u32, probe: &JoinKeys, j: usize) -> u32 {
+        while i != END && !self.keys.equal(i as usize, probe, j) {
             i = self.next[i as usize];
         }
+        i
     }
 }
 
@@ -197,7 +207,11 @@ mod tests {
 
     fn matches(t: &ChainTable, p: &JoinKeys, j: usize) -> Vec<u32> {
         let mut v = Vec::new();
-        t.matches(p, j, |i| v.push(i));
+        let mut i = t.first(p, j);
+        while i != END {
+            v.push(i);
+            i = t.next_match(i, p, j);
+        }
         v
     }
 

@@ -20,7 +20,7 @@ use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-use crate::hash_table::{ChainTable, JoinKeys, join_keys};
+use crate::hash_table::{ChainTable, END, JoinKeys, join_keys};
 use crate::partition::column_indices;
 
 /// Join parameters.
@@ -54,7 +54,10 @@ struct Probe {
     build_is_left: bool,
     table: ChainTable,
     probe_keys: JoinKeys,
+    /// Next probe row to start.
     cursor: usize,
+    /// Next match of probe row `cursor - 1`, or END.
+    chain: u32,
     probe_len: usize,
 }
 
@@ -142,6 +145,7 @@ impl HashJoin {
             table,
             probe_keys,
             cursor: 0,
+            chain: END,
             probe_len,
         }))
     }
@@ -193,17 +197,28 @@ fn output_schema(
 }
 
 impl Probe {
-    /// Collects up to about `limit` matching (left row, right row) pairs.
+    /// True when every probe row has been matched.
+    fn done(&self) -> bool {
+        self.cursor >= self.probe_len && self.chain == END
+    }
+
+    /// Collects up to `limit` matching (left row, right row) pairs.
     fn pairs(&mut self, limit: usize) -> (Vec<u32>, Vec<u32>) {
         let mut probe_idx = Vec::with_capacity(limit);
         let mut build_idx = Vec::with_capacity(limit);
-        while self.cursor < self.probe_len && probe_idx.len() < limit {
-            let j = self.cursor;
-            self.cursor += 1;
-            self.table.matches(&self.probe_keys, j, |i| {
-                probe_idx.push(j as u32);
-                build_idx.push(i);
-            });
+        while probe_idx.len() < limit {
+            if self.chain == END {
+                if self.cursor >= self.probe_len {
+                    break;
+                }
+                self.chain = self.table.first(&self.probe_keys, self.cursor);
+                self.cursor += 1;
+                continue;
+            }
+            let j = self.cursor - 1;
+            probe_idx.push(j as u32);
+            build_idx.push(self.chain);
+            self.chain = self.table.next_match(self.chain, &self.probe_keys, j);
         }
         if self.build_is_left { (build_idx, probe_idx) } else { (probe_idx, build_idx) }
     }
@@ -257,21 +272,12 @@ impl Operator for HashJoin {
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
         let Some(p) = &mut self.probe else { return Ok(Flow::Idle) };
         let first = p.cursor == 0;
-        let (l, r) = p.pairs(self.p.batch_rows);
-        let done = p.cursor >= p.probe_len;
+        let (l, r) = p.pairs(self.p.batch_rows.max(1));
+        let done = p.done();
+        // At most `batch_rows` rows per call; an empty batch only when nothing matched at all,
+        // so that consumers still learn the schema.
         if !l.is_empty() || (first && done) {
-            let batch = p.batch(l, r)?;
-            let n = batch.num_rows();
-            let step = self.p.batch_rows.max(1);
-            let mut start = 0;
-            while start < n || (n == 0 && start == 0) {
-                let len = step.min(n - start);
-                out.emit(batch.slice(start, len));
-                start += step;
-                if n == 0 {
-                    break;
-                }
-            }
+            out.emit(p.batch(l, r)?);
         }
         if done {
             self.probe = None;
@@ -346,6 +352,15 @@ mod tests {
         let names: Vec<String> = out[0].schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, vec!["key", "payload_left", "payload_right"]);
         assert_eq!(pairs(&out), vec![(1, 10, 20), (1, 10, 22), (1, 11, 20), (1, 11, 22), (3, 14, 23)]);
+    }
+
+    #[test]
+    fn a_hot_key_is_emitted_in_bounded_batches() {
+        let left = kv(vec![Some(5); 300], (0..300).collect());
+        let right = kv(vec![Some(5); 200], (0..200).collect());
+        let out = run(&mut HashJoin::new(params(&["key"], 7)), vec![left], vec![right]);
+        assert!(out.iter().all(|b| b.num_rows() <= 7), "no batch above batch_rows");
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 60_000);
     }
 
     #[test]

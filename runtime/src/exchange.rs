@@ -45,6 +45,16 @@ struct Dest {
     ended: bool,
 }
 
+/// Bytes a batch occupies, counting only the part of each buffer it uses (a slice of a large
+/// batch is charged for its rows, not for the whole buffer it shares).
+pub fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()) as u64)
+        .sum()
+}
+
 /// One batch as a complete Arrow IPC stream.
 fn encode(batch: &RecordBatch) -> Result<Vec<Buffer>, arrow_schema::ArrowError> {
     let mut encoder = StreamEncoder::try_new(&batch.schema())?;
@@ -127,12 +137,12 @@ impl OutEdge {
 
     fn enqueue(&mut self, dest: Rank, batch: &RecordBatch) -> Result<(), String> {
         if dest == self.me {
-            let cost = batch.get_array_memory_size() as u64;
+            let cost = batch_bytes(batch);
             self.dests[dest as usize].queue.push_back(Pending::Local { batch: batch.clone(), cost });
             return Ok(());
         }
         // Keep frames well below the receiver's limit: split big batches.
-        let size = batch.get_array_memory_size() as u64;
+        let size = batch_bytes(batch);
         if size > self.max_frame / 4 && batch.num_rows() > 1 {
             let half = batch.num_rows() / 2;
             self.enqueue(dest, &batch.slice(0, half))?;
@@ -140,7 +150,14 @@ impl OutEdge {
         }
         let buffers = encode(batch).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
         let d = &mut self.dests[dest as usize];
-        let cost = buffers.iter().map(|b| b.len() as u64).sum();
+        let cost: u64 = buffers.iter().map(|b| b.len() as u64).sum();
+        if cost > self.max_frame {
+            return Err(format!(
+                "a batch of {} rows encodes to {cost} bytes, more than max_frame ({} bytes); lower batch_rows",
+                batch.num_rows(),
+                self.max_frame
+            ));
+        }
         d.queue.push_back(Pending::Remote { buffers, cost, rows: batch.num_rows() as u64 });
         Ok(())
     }

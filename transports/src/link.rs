@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::Recipient;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use updraft_runtime::messages::Traffic;
@@ -41,6 +41,9 @@ pub struct LinkTiming {
     pub heartbeat: Duration,
     /// Silence (or a stuck write) after which the peer is lost.
     pub peer_timeout: Duration,
+    /// Silence allowed before the first frame: a peer may still be punching other pairs, and
+    /// sends no heartbeat until its own links are all up.
+    pub first_silence: Duration,
 }
 
 const IO_BUFFER: usize = 256 * 1024;
@@ -111,9 +114,20 @@ pub async fn reader(
     let mut r = BufReader::with_capacity(IO_BUFFER, half);
     let received =
         metrics::counter!(names::LINK_BYTES_RECEIVED, "peer" => peer.to_string(), "link" => "direct");
+    // Silence is measured until the first byte of a frame; the rest of the frame then gets a
+    // deadline of its own, long enough for the largest frame on a slow link.
+    let frame_deadline = timing.peer_timeout * 4;
+    let mut silence = timing.first_silence;
     let error = loop {
-        match tokio::time::timeout(timing.peer_timeout, read_frame(&mut r, limits)).await {
-            Err(_) => break Some(format!("no data or heartbeat for {:?}", timing.peer_timeout)),
+        match tokio::time::timeout(silence, r.fill_buf()).await {
+            Err(_) => break Some(format!("no data or heartbeat for {silence:?}")),
+            Ok(Err(e)) => break Some(e.to_string()),
+            Ok(Ok([])) => break None,
+            Ok(Ok(_)) => {}
+        }
+        silence = timing.peer_timeout;
+        match tokio::time::timeout(frame_deadline, read_frame(&mut r, limits)).await {
+            Err(_) => break Some(format!("a frame took more than {frame_deadline:?} to arrive")),
             Ok(Ok(None)) => break None,
             Ok(Err(e)) => break Some(e.to_string()),
             Ok(Ok(Some(frame))) => {

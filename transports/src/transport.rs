@@ -35,7 +35,10 @@ struct Link {
     read_half: Option<OwnedReadHalf>,
     writer: Option<JoinHandle<()>>,
     reader: Option<JoinHandle<()>>,
+    /// No more frames can go out on it.
     closed: bool,
+    /// Its loss has been reported to the job (at most once).
+    reported: bool,
 }
 
 /// Owns the links of one worker.
@@ -49,6 +52,8 @@ pub struct TransportActor {
     pending_links: Vec<(u32, TcpStream)>,
     routes: Option<Routes>,
     events: Option<EventSink>,
+    /// Events from before the routes (and the event queue) arrived; at most one per link.
+    early_events: Vec<JobEvent>,
     done: BTreeSet<u32>,
     traffic: Arc<Traffic>,
     runtime: tokio::runtime::Handle,
@@ -70,12 +75,17 @@ impl TransportActor {
                 job: job_hash,
                 max_body: settings.max_frame.min(u64::from(u32::MAX)) as u32,
             },
-            timing: LinkTiming { heartbeat: settings.heartbeat, peer_timeout: settings.peer_timeout },
+            timing: LinkTiming {
+                heartbeat: settings.heartbeat,
+                peer_timeout: settings.peer_timeout,
+                first_silence: settings.peer_timeout + settings.mesh_timeout,
+            },
             queue: settings.link_queue_frames.max(1),
             links: BTreeMap::new(),
             pending_links: links,
             routes: None,
             events: None,
+            early_events: Vec::new(),
             done: BTreeSet::new(),
             traffic: Arc::new(Traffic::default()),
             runtime: tokio::runtime::Handle::current(),
@@ -89,15 +99,15 @@ impl TransportActor {
         (TransportPort { send: addr.clone().recipient(), install: addr.clone().recipient(), traffic }, addr)
     }
 
-    fn event(&self, event: JobEvent) {
+    fn event(&mut self, event: JobEvent) {
         match &self.events {
             Some(events) => events.send(event),
-            None => tracing::warn!(?event, "transport event before routes were installed"),
+            None => self.early_events.push(event),
         }
     }
 
     fn route(&mut self, peer: u32, frame: updraft_runtime::wire::InFrame) {
-        let Some(routes) = &self.routes else { return };
+        let Some(routes) = self.routes.clone() else { return };
         let edge = EdgeId(frame.channel);
         let idx = frame.channel as usize;
         match frame.kind {
@@ -236,6 +246,7 @@ impl Actor for TransportActor {
                     writer: Some(handle),
                     reader: None,
                     closed: false,
+                    reported: false,
                 },
             );
         }
@@ -255,6 +266,9 @@ impl Handler<InstallRoutes> for TransportActor {
 
     fn handle(&mut self, msg: InstallRoutes, ctx: &mut Self::Context) {
         self.routes = Some(msg.routes);
+        for event in std::mem::take(&mut self.early_events) {
+            msg.events.send(event);
+        }
         self.events = Some(msg.events);
         let inbound: Recipient<Inbound> = ctx.address().recipient();
         let ended: Recipient<LinkEnded> = ctx.address().recipient();
@@ -287,22 +301,24 @@ impl Handler<LinkEnded> for TransportActor {
     type Result = ();
 
     fn handle(&mut self, msg: LinkEnded, _ctx: &mut Self::Context) {
-        let already_closed = self.links.get(&msg.peer).is_none_or(|l| l.closed);
-        if let Some(link) = self.links.get_mut(&msg.peer) {
-            link.closed = true;
-            link.backlog.clear();
+        let peer_done = self.done.contains(&msg.peer);
+        let Some(link) = self.links.get_mut(&msg.peer) else { return };
+        link.closed = true;
+        link.backlog.clear();
+        // After the peer's Done its links end as part of a clean finish.
+        if link.reported || peer_done {
+            return;
         }
-        let clean_after_done = msg.error.is_none() && self.done.contains(&msg.peer);
-        if !clean_after_done && !already_closed {
-            let error = msg.error.unwrap_or_else(|| "connection closed by the peer".to_string());
-            tracing::debug!(peer = msg.peer, %error, "link ended");
-            self.event(JobEvent::PeerLost { peer: msg.peer, error });
-        }
+        link.reported = true;
+        let error = msg.error.unwrap_or_else(|| "connection closed by the peer".to_string());
+        tracing::debug!(peer = msg.peer, %error, "link ended");
+        self.event(JobEvent::PeerLost { peer: msg.peer, error });
     }
 }
 
-/// Flush every link and close it: queued frames are written, then each socket is half-closed.
-/// Answers with the writer tasks to await (with a deadline).
+/// Flush every link and close it: queued frames are written, each socket is half-closed, and
+/// the readers go on until the peer closes its side too (so neither side resets a connection
+/// with unread data). Answers with the link tasks to await, with a deadline.
 #[derive(Message)]
 #[rtype(result = "Vec<JoinHandle<()>>")]
 pub struct Shutdown;
@@ -325,9 +341,8 @@ impl Handler<Shutdown> for TransportActor {
                     }
                 });
             }
-            if let Some(w) = link.writer.take() {
-                writers.push(w);
-            }
+            writers.extend(link.writer.take());
+            writers.extend(link.reader.take());
         }
         MessageResult(writers)
     }
@@ -343,12 +358,18 @@ impl Drop for TransportActor {
     }
 }
 
-/// Waits for writer tasks returned by [`Shutdown`], at most `limit`.
-pub async fn await_writers(writers: Vec<JoinHandle<()>>, limit: Duration) {
+/// Waits for the link tasks returned by [`Shutdown`], at most `limit`; those still running
+/// then are aborted.
+pub async fn await_links(tasks: Vec<JoinHandle<()>>, limit: Duration) {
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
     let all = async {
-        for w in writers {
-            let _ = w.await;
+        for t in tasks {
+            let _ = t.await;
         }
     };
-    let _ = tokio::time::timeout(limit, all).await;
+    if tokio::time::timeout(limit, all).await.is_err() {
+        for a in aborts {
+            a.abort();
+        }
+    }
 }

@@ -30,6 +30,8 @@ pub enum Control {
         /// Keep or drop.
         keep: bool,
     },
+    /// The higher rank accepts the lower rank's `Decision{keep: true}`: the link is made.
+    Confirm,
     /// The consumer processed `bytes` of this channel's data: the producer may send that much
     /// more.
     Credit {

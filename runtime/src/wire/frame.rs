@@ -181,8 +181,11 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     frame: &OutFrame,
 ) -> Result<u64, WireError> {
     let body_len = frame.body.len();
-    let body_len32 =
-        u32::try_from(body_len).map_err(|_| WireError::TooLarge { len: body_len as u64, max: u32::MAX })?;
+    let max_body = u32::MAX - HEADER_LEN as u32;
+    let body_len32 = u32::try_from(body_len)
+        .ok()
+        .filter(|n| *n <= max_body)
+        .ok_or(WireError::TooLarge { len: body_len as u64, max: max_body })?;
     let header = FrameHeader {
         magic: MAGIC,
         version: VERSION,

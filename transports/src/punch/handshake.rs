@@ -97,35 +97,56 @@ pub async fn handshake(
         if !id.key.verify_link(peer, id.me, &peer_nonce, &nonce, &mac) {
             return Err(format!("rank {peer} failed authentication (wrong job secret)"));
         }
-        let keep = if id.me > peer {
-            match recv(&mut stream, id.job_hash).await? {
-                Control::Decision { keep } => Some(keep),
-                _ => return Err(format!("expected a decision from rank {peer}")),
-            }
-        } else {
-            None
-        };
-        Ok((peer, keep))
+        Ok(peer)
     };
-    let (peer, keep) = tokio::time::timeout(timeout, work)
+    let peer = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("handshake not done within {timeout:?}"))??;
+    // The higher rank waits for the lower rank's decision (its own deadline: the lower rank
+    // may be busy with other connections) and confirms a kept link.
+    let keep = if id.me > peer {
+        let decision = async {
+            match recv(&mut stream, id.job_hash).await? {
+                Control::Decision { keep: true } => {
+                    send(&mut stream, id.job_hash, &Control::Confirm).await?;
+                    Ok(true)
+                }
+                Control::Decision { keep: false } => Ok(false),
+                _ => Err(format!("expected a decision from rank {peer}")),
+            }
+        };
+        let keep = tokio::time::timeout(timeout, decision)
+            .await
+            .map_err(|_| format!("no decision from rank {peer} within {timeout:?}"))??;
+        Some(keep)
+    } else {
+        None
+    };
     Ok(Handshaken { peer, stream, how, keep })
 }
 
-/// The lower rank tells the higher one whether this connection is the pair's link.
+/// The lower rank keeps this connection as the pair's link: it says so, and the link counts
+/// only once the higher rank confirms (so both sides always agree on which connection it is).
 ///
 /// # Errors
-/// If the decision cannot be written in time.
-pub async fn decide(
-    stream: &mut TcpStream,
-    job_hash: u64,
-    keep: bool,
-    timeout: Duration,
-) -> Result<(), String> {
-    tokio::time::timeout(timeout, send(stream, job_hash, &Control::Decision { keep }))
+/// If the decision cannot be written or the confirmation does not arrive in time.
+pub async fn keep(stream: &mut TcpStream, job_hash: u64, timeout: Duration) -> Result<(), String> {
+    let exchange = async {
+        send(stream, job_hash, &Control::Decision { keep: true }).await?;
+        match recv(stream, job_hash).await? {
+            Control::Confirm => Ok(()),
+            other => Err(format!("expected a confirmation, got {other:?}")),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("decision not written within {timeout:?}"))?
+        .map_err(|_| format!("no confirmation within {timeout:?}"))?
+}
+
+/// The lower rank drops this connection (the pair has, or is confirming, another one).
+pub async fn drop_link(mut stream: TcpStream, job_hash: u64, timeout: Duration) {
+    let _ =
+        tokio::time::timeout(timeout, send(&mut stream, job_hash, &Control::Decision { keep: false })).await;
 }
 
 #[cfg(test)]
@@ -152,7 +173,7 @@ mod tests {
         let (low, high) = tokio::join!(
             async {
                 let mut h = handshake(a, &id0, How::Connect, t).await?;
-                decide(&mut h.stream, 42, true, t).await?;
+                keep(&mut h.stream, 42, t).await?;
                 Ok::<_, String>(h)
             },
             handshake(b, &id2, How::Accept, t)

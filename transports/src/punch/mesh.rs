@@ -1,7 +1,7 @@
 //! The punching driver: fires the attempts [`PunchSchedule`] asks for, accepts on the shared
 //! port, authenticates every connection, and keeps one link per pair.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use updraft_runtime::metrics as names;
 
-use crate::punch::handshake::{How, Identity, decide, handshake};
+use crate::punch::handshake::{How, Identity, drop_link, handshake, keep};
 use crate::punch::schedule::PunchSchedule;
 use crate::rendezvous::PeerAddr;
 use crate::sock::bound_socket;
@@ -69,8 +69,24 @@ pub enum PunchError {
 }
 
 enum Event {
-    Attempt { target: usize, peer: u32, result: std::io::Result<TcpStream>, took: Duration },
+    Attempt {
+        target: usize,
+        peer: u32,
+        result: std::io::Result<TcpStream>,
+        took: Duration,
+    },
     Shaken(Result<crate::punch::handshake::Handshaken, String>),
+    /// Lower rank: the higher rank confirmed this connection.
+    Committed {
+        peer: u32,
+        stream: TcpStream,
+        how: How,
+    },
+    /// Lower rank: the confirmation did not come.
+    CommitFailed {
+        peer: u32,
+        error: String,
+    },
 }
 
 /// Punches every peer at once from `local`, accepting on `listener` (bound to the same port).
@@ -95,7 +111,8 @@ pub async fn punch_mesh(
     let (tx, mut rx) = mpsc::channel::<Event>(peers.len() * 4 + 16);
     let mut tasks = JoinSet::new();
     let mut links: BTreeMap<u32, TcpStream> = BTreeMap::new();
-    let mut pairs = Vec::new();
+    let mut pairs: Vec<PairStats> = Vec::new();
+    let mut pending: BTreeSet<u32> = BTreeSet::new();
 
     while !schedule.complete() {
         for (target, peer, endpoint) in schedule.due(std::time::Instant::now()) {
@@ -120,8 +137,13 @@ pub async fn punch_mesh(
         let wake = Instant::from_std(schedule.next_wakeup());
         tokio::select! {
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    spawn_handshake(&mut tasks, &tx, stream, id, How::Accept, cfg.handshake_timeout);
+                match accepted {
+                    Ok((stream, _)) => spawn_handshake(&mut tasks, &tx, stream, id, How::Accept, cfg.handshake_timeout),
+                    Err(e) => {
+                        // E.g. out of file descriptors: do not spin; attempts and the deadline go on.
+                        tracing::warn!(%e, "accept failed while punching");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
             }
             Some(event) = rx.recv() => match event {
@@ -137,30 +159,36 @@ pub async fn punch_mesh(
                         schedule.failed(target, std::time::Instant::now(), took < cfg.attempt / 2);
                     }
                 },
-                Event::Shaken(Ok(mut h)) => {
-                    let peer = h.peer;
-                    let keep = match h.keep {
-                        // We are the higher rank: the lower one decided.
-                        Some(keep) => keep && !links.contains_key(&peer),
-                        // We are the lower rank: the first authenticated connection wins.
-                        None => {
-                            let keep = !links.contains_key(&peer);
-                            if let Err(e) = decide(&mut h.stream, id.job_hash, keep, cfg.handshake_timeout).await {
-                                tracing::debug!(peer, %e, "could not send the link decision");
-                                continue;
-                            }
-                            keep
-                        }
-                    };
-                    if keep {
-                        let how = h.how;
-                        let elapsed = start.elapsed();
-                        metrics::counter!(names::PUNCH_SUCCESSES, "how" => how_label(how)).increment(1);
-                        metrics::histogram!(names::PUNCH_SECONDS).record(elapsed.as_secs_f64());
-                        pairs.push(PairStats { peer, attempts: schedule.attempts(peer), how, elapsed });
-                        links.insert(peer, h.stream);
-                        schedule.linked(peer);
+                Event::Shaken(Ok(h)) => match h.keep {
+                    // Higher rank: the lower rank kept this connection and we confirmed it.
+                    Some(true) => link(&mut links, &mut pairs, &mut schedule, h.peer, h.stream, h.how, start),
+                    Some(false) => {}
+                    // Lower rank: the first authenticated connection of a pair is kept, once
+                    // confirmed; any other is dropped.
+                    None if links.contains_key(&h.peer) || pending.contains(&h.peer) => {
+                        tasks.spawn(drop_link(h.stream, id.job_hash, cfg.handshake_timeout));
                     }
+                    None => {
+                        pending.insert(h.peer);
+                        let tx = tx.clone();
+                        let (job, timeout) = (id.job_hash, cfg.handshake_timeout);
+                        tasks.spawn(async move {
+                            let (peer, how, mut stream) = (h.peer, h.how, h.stream);
+                            let event = match keep(&mut stream, job, timeout).await {
+                                Ok(()) => Event::Committed { peer, stream, how },
+                                Err(error) => Event::CommitFailed { peer, error },
+                            };
+                            let _ = tx.send(event).await;
+                        });
+                    }
+                },
+                Event::Committed { peer, stream, how } => {
+                    pending.remove(&peer);
+                    link(&mut links, &mut pairs, &mut schedule, peer, stream, how, start);
+                }
+                Event::CommitFailed { peer, error } => {
+                    pending.remove(&peer);
+                    tracing::debug!(peer, %error, "link not confirmed; punching goes on");
                 }
                 Event::Shaken(Err(e)) => tracing::debug!(%e, "connection refused during the handshake"),
             },
@@ -194,6 +222,25 @@ pub async fn punch_mesh(
         });
     }
     Ok(Mesh { links: links.into_iter().collect(), pairs, elapsed: start.elapsed() })
+}
+
+/// Records the link of a pair (replacing an earlier one: the lower rank's latest decision wins).
+fn link(
+    links: &mut BTreeMap<u32, TcpStream>,
+    pairs: &mut Vec<PairStats>,
+    schedule: &mut PunchSchedule,
+    peer: u32,
+    stream: TcpStream,
+    how: How,
+    start: Instant,
+) {
+    let elapsed = start.elapsed();
+    metrics::counter!(names::PUNCH_SUCCESSES, "how" => how_label(how)).increment(1);
+    metrics::histogram!(names::PUNCH_SECONDS).record(elapsed.as_secs_f64());
+    pairs.retain(|p| p.peer != peer);
+    pairs.push(PairStats { peer, attempts: schedule.attempts(peer), how, elapsed });
+    links.insert(peer, stream);
+    schedule.linked(peer);
 }
 
 fn how_label(how: How) -> &'static str {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use updraft_runtime::wire::{read_frame, write_frame};
 
 use crate::auth::JobKey;
-use crate::rendezvous::protocol::{RendezvousMsg, client_limits, rendezvous_job_hash};
+use crate::rendezvous::protocol::{PeerEntry, RendezvousMsg, client_limits, rendezvous_job_hash};
 use crate::sock::{bound_socket, shared_listener};
 
 /// What a worker registers.
@@ -121,37 +121,48 @@ pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registere
         .ok_or_else(|| RendezvousError::Protocol("connection closed without an answer".into()))?;
     match RendezvousMsg::from_frame(&reply).map_err(|e| RendezvousError::Protocol(e.to_string()))? {
         RendezvousMsg::Peers { peers } => {
-            let mut out = Vec::with_capacity(peers.len());
-            let mut public = None;
-            for p in peers {
-                let parse = |s: &str| {
-                    s.parse::<SocketAddr>().map_err(|_| {
-                        RendezvousError::Protocol(format!("bad address `{s}` for rank {}", p.rank))
-                    })
-                };
-                let entry = PeerAddr { rank: p.rank, public: parse(&p.public)?, private: parse(&p.private)? };
-                if p.rank == reg.rank {
-                    public = Some(entry.public);
-                } else {
-                    out.push(entry);
-                }
-            }
-            if out.len() + 1 != reg.world as usize {
-                return Err(RendezvousError::Protocol(format!(
-                    "peer table has {} entries for a world of {}",
-                    out.len() + 1,
-                    reg.world
-                )));
-            }
-            let public =
-                public.ok_or_else(|| RendezvousError::Protocol("peer table lacks this rank".into()))?;
-            Ok(Registered { local, listener, rendezvous_conn: stream, public, peers: out })
+            let (public, peers) = check_table(&peers, reg.rank, reg.world)?;
+            Ok(Registered { local, listener, rendezvous_conn: stream, public, peers })
         }
         RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason)),
         RendezvousMsg::Register { .. } => {
             Err(RendezvousError::Protocol("unexpected registration from the server".into()))
         }
     }
+}
+
+/// Checks the peer table: every rank of the world exactly once, addresses that parse. Returns
+/// our own public address and the other ranks.
+fn check_table(
+    peers: &[PeerEntry],
+    me: u32,
+    world: u32,
+) -> Result<(SocketAddr, Vec<PeerAddr>), RendezvousError> {
+    let bad = |m: String| RendezvousError::Protocol(format!("bad peer table: {m}"));
+    let mut seen = vec![false; world as usize];
+    let mut out = Vec::with_capacity(peers.len());
+    let mut public = None;
+    for p in peers {
+        let slot = seen
+            .get_mut(p.rank as usize)
+            .ok_or_else(|| bad(format!("rank {} in a world of {world}", p.rank)))?;
+        if std::mem::replace(slot, true) {
+            return Err(bad(format!("rank {} appears twice", p.rank)));
+        }
+        let parse =
+            |s: &str| s.parse::<SocketAddr>().map_err(|_| bad(format!("address `{s}` of rank {}", p.rank)));
+        let entry = PeerAddr { rank: p.rank, public: parse(&p.public)?, private: parse(&p.private)? };
+        if p.rank == me {
+            public = Some(entry.public);
+        } else {
+            out.push(entry);
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(bad(format!("rank {missing} is missing")));
+    }
+    let public = public.ok_or_else(|| bad("this rank is missing".into()))?;
+    Ok((public, out))
 }
 
 async fn connect(
@@ -175,5 +186,32 @@ async fn connect(
         tracing::debug!(%err, "rendezvous not reachable yet; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(rank: u32) -> PeerEntry {
+        PeerEntry {
+            rank,
+            public: format!("198.51.100.1:{}", 1000 + rank),
+            private: format!("10.0.0.1:{}", 1000 + rank),
+        }
+    }
+
+    #[test]
+    fn peer_tables_must_name_every_rank_once() {
+        let (public, peers) = check_table(&[entry(0), entry(1), entry(2)], 1, 3).expect("valid");
+        assert_eq!(public.port(), 1001);
+        assert_eq!(peers.iter().map(|p| p.rank).collect::<Vec<_>>(), vec![0, 2]);
+        let e = |t: &[PeerEntry]| check_table(t, 0, 3).expect_err("invalid").to_string();
+        assert!(e(&[entry(0), entry(1), entry(1)]).contains("rank 1 appears twice"));
+        assert!(e(&[entry(0), entry(1)]).contains("rank 2 is missing"));
+        assert!(e(&[entry(0), entry(1), entry(7)]).contains("rank 7 in a world of 3"));
+        let mut garbled = entry(2);
+        garbled.public = "nowhere".into();
+        assert!(e(&[entry(0), entry(1), garbled]).contains("address `nowhere`"));
     }
 }

@@ -197,7 +197,20 @@ async fn connection(
         _ = tokio::time::sleep(ttl + Duration::from_secs(1)) => None,
     };
     match reply {
-        Some(msg) => send(&mut stream, &msg).await,
+        Some(msg) => {
+            send(&mut stream, &msg).await;
+            // Keep the connection (and with it the worker's NAT binding) until the worker closes
+            // it after punching, within the job's TTL.
+            let mut rest = [0u8; 64];
+            let _ = tokio::time::timeout(ttl, async {
+                while let Ok(n) = stream.read(&mut rest).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         None => {
             let _ = events.send(Event::Gone { conn }).await;
         }

@@ -144,3 +144,37 @@ async fn a_restarted_rank_replaces_its_earlier_registration() {
     assert_eq!(peer.peers[0].rank, 0);
     assert_eq!(peer.peers[0].private, replaced.local, "the table has the newer registration");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_rendezvous_connection_is_retried() {
+    let srv = server(Duration::from_secs(30)).await;
+    let real = srv.local_addr();
+    // A front that drops the first connection after reading from it, then forwards.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_addr = front.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut conn, _)) = front.accept().await {
+            if std::mem::take(&mut first) {
+                let mut buf = [0u8; 16];
+                let _ = conn.read(&mut buf).await;
+                drop(conn);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(real).await {
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                }
+            });
+        }
+    });
+    let flaky = tokio::spawn(async move {
+        register(&registration(front_addr, "f", 0, 2, SECRET), Duration::from_secs(5)).await
+    });
+    let direct =
+        register(&registration(real, "f", 1, 2, SECRET), Duration::from_secs(5)).await.expect("rank 1");
+    let retried = flaky.await.expect("task").expect("rank 0 registered on its second try");
+    assert_eq!(retried.peers[0].rank, 1);
+    assert_eq!(direct.peers[0].rank, 0);
+    assert_eq!(direct.peers[0].private, retried.local, "the table holds the retried registration");
+}

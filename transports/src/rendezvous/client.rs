@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use updraft_runtime::wire::{read_frame, write_frame};
+use updraft_runtime::wire::{WireError, read_frame, write_frame};
 
 use crate::auth::JobKey;
 use crate::rendezvous::protocol::{PeerEntry, RendezvousMsg, client_limits, rendezvous_job_hash};
@@ -91,14 +91,55 @@ pub enum RendezvousError {
 }
 
 /// Binds a port, opens a listener on it, registers from it and waits for the peer table.
-/// Connecting is retried until `timeout` (the rendezvous may still be starting).
+/// Connecting is retried until `timeout` (the rendezvous may still be starting), and so is the
+/// whole registration if the connection drops before the answer (from a fresh port: the
+/// rendezvous replaces the earlier entry of this rank).
 ///
 /// # Errors
 /// See [`RendezvousError`].
 pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registered, RendezvousError> {
     let deadline = Instant::now() + timeout;
-    let (stream, listener) = connect(reg, deadline, timeout).await?;
-    let local = stream.local_addr()?;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match register_once(reg, deadline, timeout).await {
+            Err(Attempt::Dropped(why)) => {
+                if Instant::now() + backoff >= deadline {
+                    return Err(RendezvousError::Unreachable {
+                        addr: reg.rendezvous,
+                        after: timeout,
+                        last: why,
+                    });
+                }
+                tracing::warn!(%why, "rendezvous connection dropped before the answer; registering again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(Attempt::Final(e)) => return Err(e),
+            Ok(r) => return Ok(r),
+        }
+    }
+}
+
+enum Attempt {
+    /// The connection broke before an answer: worth another registration.
+    Dropped(String),
+    /// Refused, timed out, or malformed: final.
+    Final(RendezvousError),
+}
+
+impl From<RendezvousError> for Attempt {
+    fn from(e: RendezvousError) -> Self {
+        Attempt::Final(e)
+    }
+}
+
+async fn register_once(
+    reg: &Registration,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Registered, Attempt> {
+    let (mut stream, listener) = connect(reg, deadline, timeout).await?;
+    let local = stream.local_addr().map_err(RendezvousError::Io)?;
     let private = local.to_string();
     let msg = RendezvousMsg::Register {
         job: reg.job.clone(),
@@ -107,26 +148,28 @@ pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registere
         private: private.clone(),
         mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private),
     };
-    let mut stream = stream;
     let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
     let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
     tokio::time::timeout_at(deadline, write_frame(&mut stream, rendezvous_job_hash(), &frame))
         .await
         .map_err(|_| timed_out())?
-        .map_err(|e| RendezvousError::Protocol(e.to_string()))?;
-    let reply = tokio::time::timeout_at(deadline, read_frame(&mut stream, client_limits()))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| RendezvousError::Protocol(e.to_string()))?
-        .ok_or_else(|| RendezvousError::Protocol("connection closed without an answer".into()))?;
+        .map_err(|e| Attempt::Dropped(e.to_string()))?;
+    let reply = match tokio::time::timeout_at(deadline, read_frame(&mut stream, client_limits())).await {
+        Err(_) => return Err(timed_out().into()),
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return Err(Attempt::Dropped("connection closed without an answer".into())),
+        Ok(Err(WireError::Io(e))) => return Err(Attempt::Dropped(e.to_string())),
+        Ok(Err(WireError::Truncated)) => return Err(Attempt::Dropped("connection closed mid-answer".into())),
+        Ok(Err(e)) => return Err(RendezvousError::Protocol(e.to_string()).into()),
+    };
     match RendezvousMsg::from_frame(&reply).map_err(|e| RendezvousError::Protocol(e.to_string()))? {
         RendezvousMsg::Peers { peers } => {
             let (public, peers) = check_table(&peers, reg.rank, reg.world)?;
             Ok(Registered { local, listener, rendezvous_conn: stream, public, peers })
         }
-        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason)),
+        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason).into()),
         RendezvousMsg::Register { .. } => {
-            Err(RendezvousError::Protocol("unexpected registration from the server".into()))
+            Err(RendezvousError::Protocol("unexpected registration from the server".into()).into())
         }
     }
 }

@@ -221,52 +221,13 @@ fn one_million_row_tables_on_4_workers() {
 
 #[test]
 fn generated_tables_follow_their_specification() {
-    use rand::rngs::Xoshiro256PlusPlus;
-    use rand::{RngExt, SeedableRng};
     let dir = tempfile::tempdir().expect("tmp");
     let (rows, world, uf) = (20_000u64, 4u32, 0.5f64);
-    let table = |seed: u64| -> Vec<Row> {
-        let range = ((uf * rows as f64 * f64::from(world)) as u64).max(1);
-        let mut out = Vec::new();
-        for rank in 0..world {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(seed ^ mix64(u64::from(rank) + 1)));
-            for _ in 0..rows {
-                let key = rng.random_range(0..range) as i64;
-                out.push(vec![i(key), i(rng.random::<i64>())]);
-            }
-        }
-        out
-    };
-    let expected = naive_join(&table(1), &table(2), &[0], &[0], &[0]);
-    let pipeline = format!(
-        r#"
-[runtime]
-batch_rows = 4096
-
-[source.left]
-kind = "generate"
-rows = {rows}
-unique_factor = {uf}
-seed = 1
-
-[source.right]
-kind = "generate"
-rows = {rows}
-unique_factor = {uf}
-seed = 2
-
-[operator.joined]
-kind = "join"
-left = "left"
-right = "right"
-on = ["key"]
-
-[sink.summary]
-kind = "summary"
-input = "joined"
-"#
-    );
-    let (out, report) = run_cluster(dir.path(), &pipeline, world);
+    let left = generated_table(1, rows, world, uf);
+    let right = generated_table(2, rows, world, uf);
+    let expected = naive_join(&left, &right, &[0], &[0], &[0]);
+    let (out, report) =
+        run_cluster(dir.path(), &generated_join_pipeline(rows, uf, "batch_rows = 4096"), world);
     assert_ok(&out);
     assert_summary(&report.expect("report"), &expected, &["key", "payload_left", "payload_right"]);
 }

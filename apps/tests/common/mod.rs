@@ -226,3 +226,53 @@ impl TestRng {
         self.next() % n
     }
 }
+
+/// The generated benchmark table of all ranks, computed here from its specification:
+/// Xoshiro256++ seeded with `mix64(seed ^ mix64(rank + 1))`, then per row a key uniform in
+/// `[0, unique_factor × rows × world)` and a random int64 payload.
+pub fn generated_table(seed: u64, rows: u64, world: u32, unique_factor: f64) -> Vec<Row> {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt, SeedableRng};
+    let range = ((unique_factor * rows as f64 * f64::from(world)) as u64).max(1);
+    let mut out = Vec::new();
+    for rank in 0..world {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(seed ^ mix64(u64::from(rank) + 1)));
+        for _ in 0..rows {
+            let key = rng.random_range(0..range) as i64;
+            out.push(vec![V::I(Some(key)), V::I(Some(rng.random::<i64>()))]);
+        }
+    }
+    out
+}
+
+/// A pipeline joining two generated tables (seeds 1 and 2) into a summary sink named `summary`.
+pub fn generated_join_pipeline(rows: u64, unique_factor: f64, runtime: &str) -> String {
+    format!(
+        r#"
+[runtime]
+{runtime}
+
+[source.left]
+kind = "generate"
+rows = {rows}
+unique_factor = {unique_factor}
+seed = 1
+
+[source.right]
+kind = "generate"
+rows = {rows}
+unique_factor = {unique_factor}
+seed = 2
+
+[operator.joined]
+kind = "join"
+left = "left"
+right = "right"
+on = ["key"]
+
+[sink.summary]
+kind = "summary"
+input = "joined"
+"#
+    )
+}

@@ -33,6 +33,8 @@ pub enum BenchCommand {
         #[arg(long, default_value = "1GiB")]
         baseline_bytes: String,
     },
+    /// Full-mesh set-up time behind real NATs, in the netlab NAT lab (needs root).
+    Mesh(crate::bench_mesh::MeshArgs),
 }
 
 /// Runs a benchmark.
@@ -42,6 +44,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
             join(workers, rows, unique_factor, repeats.max(1), baseline_bytes)
         }
+        BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
     }
 }
 

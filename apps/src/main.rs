@@ -2,6 +2,7 @@
 //! pipeline, benchmark.
 
 mod bench;
+mod bench_mesh;
 mod cluster;
 mod output;
 mod secret;

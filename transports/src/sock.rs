@@ -28,6 +28,27 @@ pub fn bound_socket(local: SocketAddr) -> io::Result<TcpSocket> {
     Ok(TcpSocket::from_std_stream(std_stream))
 }
 
+/// A socket for one punch attempt: like [`bound_socket`], but closing it before it connects
+/// aborts it at once (`SO_LINGER` 0). Without that, an attempt abandoned in the middle of a
+/// simultaneous open lingers in FIN-WAIT with the pair's 4-tuple, and every later attempt of the
+/// pair fails with "cannot assign requested address" until the kernel lets it go.
+///
+/// # Errors
+/// If the socket cannot be created, configured or bound.
+pub fn punch_socket(local: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = bound_socket(local)?;
+    socket2::SockRef::from(&socket).set_linger(Some(std::time::Duration::ZERO))?;
+    Ok(socket)
+}
+
+/// Turns a connected punch socket back to an orderly close (FIN, not reset).
+///
+/// # Errors
+/// If the option cannot be set.
+pub fn orderly_close(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_linger(None)
+}
+
 /// A listener on `local` that shares the port with connecting sockets.
 ///
 /// # Errors

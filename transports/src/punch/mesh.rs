@@ -14,7 +14,7 @@ use updraft_runtime::metrics as names;
 use crate::punch::handshake::{How, Identity, drop_link, handshake, keep};
 use crate::punch::schedule::PunchSchedule;
 use crate::rendezvous::PeerAddr;
-use crate::sock::bound_socket;
+use crate::sock::{orderly_close, punch_socket};
 
 /// Punching settings.
 #[derive(Debug, Clone)]
@@ -121,9 +121,10 @@ pub async fn punch_mesh(
             let attempt = cfg.attempt;
             tasks.spawn(async move {
                 let t0 = Instant::now();
-                let result = match bound_socket(local) {
+                let result = match punch_socket(local) {
                     Ok(socket) => match tokio::time::timeout(attempt, socket.connect(endpoint)).await {
-                        Ok(r) => r,
+                        Ok(Ok(stream)) => orderly_close(&stream).map(|()| stream),
+                        Ok(Err(e)) => Err(e),
                         Err(_) => Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "connect attempt timed out",

@@ -128,8 +128,13 @@ input = "joined"
     let mut results = Vec::new();
     for i in 0..repeats {
         let base = loopback_throughput(baseline_bytes).context("loopback baseline")?;
-        let run =
-            crate::cluster::run_local(&pipeline, workers, Duration::from_secs(900), Duration::from_secs(15))?;
+        let run = crate::cluster::run_local(
+            &pipeline,
+            workers,
+            Duration::from_secs(900),
+            Duration::from_secs(15),
+            None,
+        )?;
         let Some(job) = run.job else {
             for (rank, e) in run.failures {
                 eprintln!("  rank {rank}: {e}");

@@ -32,6 +32,12 @@ pub struct RunArgs {
     /// Print only the JSON report (no table).
     #[arg(long)]
     pub quiet: bool,
+    /// Serve every worker's metrics, live, as one `/metrics` here (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Write every worker's final metrics (Prometheus text) to this file at the end.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Outcome of a local run.
@@ -40,6 +46,8 @@ pub struct LocalRun {
     pub job: Option<JobReport>,
     /// Per-rank failures.
     pub failures: Vec<(u32, String)>,
+    /// Every worker's last pushed metrics, as one exposition.
+    pub metrics: String,
 }
 
 /// Runs `updraft run`.
@@ -56,7 +64,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
     let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
-    let result = run_local(&args.pipeline, args.workers, deadline, grace)?;
+    let result = run_local(&args.pipeline, args.workers, deadline, grace, args.metrics_listen)?;
+    if let Some(path) = &args.metrics_file {
+        std::fs::write(path, &result.metrics).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let (Some(path), Some(job)) = (&args.report, &result.job) {
         std::fs::write(path, serde_json::to_vec_pretty(job)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -92,6 +103,7 @@ pub fn run_local(
     workers: u32,
     deadline: Duration,
     grace: Duration,
+    metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<LocalRun> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let secret = crate::secret::fresh();
@@ -100,6 +112,16 @@ pub fn run_local(
         ServerConfig::new(secret.clone().into_bytes()),
     ))?;
     let rendezvous = server.local_addr();
+    if let Some(addr) = metrics_listen {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let store = server.metrics_store();
+        rt.spawn(crate::telemetry::serve(listener, move || {
+            store.lock().map(|s| s.render()).unwrap_or_default()
+        }));
+        eprintln!("updraft: live metrics of every worker at http://{addr}/metrics");
+    }
     let job = format!(
         "local-{}-{}",
         std::process::id(),
@@ -190,6 +212,7 @@ pub fn run_local(
         drain(&rx, Duration::from_millis(20), &mut outputs);
     }
     drain(&rx, Duration::ZERO, &mut outputs);
+    let (metrics, _) = server.metrics();
     rt.block_on(server.shutdown());
 
     let mut failures = Vec::new();
@@ -208,7 +231,7 @@ pub fn run_local(
         }
     }
     let job = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.job.clone());
-    Ok(LocalRun { job: if failures.is_empty() { job } else { None }, failures })
+    Ok(LocalRun { job: if failures.is_empty() { job } else { None }, failures, metrics })
 }
 
 fn forward<R: std::io::Read>(r: R, wrap: impl Fn(String) -> Line, tx: &crossbeam_channel::Sender<Line>) {

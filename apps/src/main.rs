@@ -6,6 +6,7 @@ mod bench_mesh;
 mod cluster;
 mod output;
 mod secret;
+mod telemetry;
 mod worker;
 
 use std::net::SocketAddr;

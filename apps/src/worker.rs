@@ -16,11 +16,12 @@ use updraft_runtime::job::{JobContext, run_job};
 use updraft_runtime::report::{JobReport, WorkerReport};
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, punch_mesh};
-use updraft_transports::rendezvous::{Registration, register};
+use updraft_transports::rendezvous::{Registered, Registration, register};
 use updraft_transports::transport::await_links;
 use updraft_transports::{JobKey, Shutdown, TransportActor};
 
 use crate::output;
+use crate::telemetry::Pusher;
 
 /// `updraft worker` arguments.
 #[derive(Args, Debug, Clone)]
@@ -52,6 +53,9 @@ pub struct WorkerArgs {
     /// Exit when standard input closes (the launcher went away).
     #[arg(long)]
     pub watch_stdin: bool,
+    /// Also serve this worker's own `/metrics` here (it always pushes them to the rendezvous).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What a worker prints with `--json`.
@@ -130,10 +134,10 @@ async fn run_async(
     out: &mut WorkerOutput,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
+    let handle = crate::telemetry::install(args.metrics_listen)?;
     let settings = spec.runtime.clone();
     let deadline = tokio::time::Instant::now() + settings.job_timeout;
     let key = JobKey::derive(secret, &args.job);
-    let hash = job_hash(&args.job);
     let registration = Registration {
         job: args.job.clone(),
         rank: args.rank,
@@ -143,8 +147,27 @@ async fn run_async(
         rendezvous: args.rendezvous,
     };
     let registered = register(&registration, settings.rendezvous_timeout).await.context("rendezvous")?;
+    let pusher = Pusher { rendezvous: args.rendezvous, job: args.job.clone(), rank: args.rank, key, handle };
+    let periodic = pusher.spawn_periodic();
+    let result = run_registered(args, spec, registered, &pusher.key, started_at, deadline, out).await;
+    periodic.abort();
+    pusher.push(Duration::from_secs(2)).await;
+    result
+}
+
+async fn run_registered(
+    args: &WorkerArgs,
+    spec: &PipelineSpec,
+    registered: Registered,
+    key: &JobKey,
+    started_at: Instant,
+    deadline: tokio::time::Instant,
+    out: &mut WorkerOutput,
+) -> anyhow::Result<()> {
+    let settings = spec.runtime.clone();
+    let hash = job_hash(&args.job);
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
-    let identity = Identity { me: args.rank, world: args.world, key, job_hash: hash };
+    let identity = Identity { me: args.rank, world: args.world, key: key.clone(), job_hash: hash };
     let mesh_cfg = MeshConfig {
         attempt: settings.punch_attempt,
         handshake_timeout: settings.handshake_timeout,
@@ -164,6 +187,7 @@ async fn run_async(
     let mesh_time = mesh.elapsed;
     let punch_attempts = mesh.pairs.iter().map(|p| u64::from(p.attempts)).sum();
     let setup = started_at.elapsed();
+    metrics::histogram!(updraft_runtime::metrics::SETUP_SECONDS).record(setup.as_secs_f64());
     tracing::info!(rank = args.rank, links = mesh.links.len(), ?setup, "links up; job running");
 
     let plan = build_plan(spec, PlanContext { rank: args.rank, world: args.world })?;

@@ -102,6 +102,7 @@ pub struct OperatorActor {
     rows_out: metrics::Counter,
     call_seconds: metrics::Histogram,
     credit_waits: metrics::Counter,
+    in_flight: metrics::Gauge,
 }
 
 #[derive(Message)]
@@ -135,7 +136,8 @@ impl OperatorActor {
             rows_in: metrics::counter!(names::OPERATOR_ROWS_IN, "operator" => label.clone()),
             rows_out: metrics::counter!(names::OPERATOR_ROWS_OUT, "operator" => label.clone()),
             call_seconds: metrics::histogram!(names::OPERATOR_CALL_SECONDS, "operator" => label.clone()),
-            credit_waits: metrics::counter!(names::CREDIT_WAITS, "operator" => label),
+            credit_waits: metrics::counter!(names::CREDIT_WAITS, "operator" => label.clone()),
+            in_flight: metrics::gauge!(names::BYTES_IN_FLIGHT, "operator" => label),
             setup,
         }
     }
@@ -227,6 +229,7 @@ impl OperatorActor {
                 self.fail(e);
                 return;
             }
+            self.in_flight.set(self.setup.outputs.iter().map(OutEdge::in_flight).sum::<u64>() as f64);
         }
         ctx.notify(Pump);
     }
@@ -378,6 +381,7 @@ impl Handler<ToOperator> for OperatorActor {
                 if let Some(out) = self.setup.outputs.iter_mut().find(|o| o.id() == edge) {
                     out.on_credit(dest, bytes, &me);
                 }
+                self.in_flight.set(self.setup.outputs.iter().map(OutEdge::in_flight).sum::<u64>() as f64);
                 self.maybe_report();
             }
         }

@@ -256,6 +256,11 @@ impl OutEdge {
         Ok(())
     }
 
+    /// Bytes sent and not yet returned as credit, over all destinations.
+    pub fn in_flight(&self) -> u64 {
+        self.dests.iter().map(|d| d.in_flight).sum()
+    }
+
     /// True while some destination is waiting for credit.
     pub fn blocked(&self) -> bool {
         self.dests.iter().any(|d| !d.queue.is_empty())

@@ -28,3 +28,38 @@ pub const PUNCH_SECONDS: &str = "updraft_punch_seconds";
 pub const PHASE_SECONDS: &str = "updraft_phase_seconds";
 /// Counter: registrations refused by the rendezvous. Labels: reason.
 pub const RENDEZVOUS_REFUSED: &str = "updraft_rendezvous_refused_total";
+/// Gauge: peak resident memory of the worker process, in bytes.
+pub const PEAK_MEMORY_BYTES: &str = "updraft_peak_memory_bytes";
+/// Gauge: bytes sent on a channel and not yet returned as credit. Labels: operator.
+pub const BYTES_IN_FLIGHT: &str = "updraft_bytes_in_flight";
+/// Histogram: seconds of mesh set-up (rendezvous and punching) on this worker.
+pub const SETUP_SECONDS: &str = "updraft_setup_seconds";
+
+/// Registers a help text for every metric above (exporters print it as `# HELP`).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(OPERATOR_ROWS_IN, Unit::Count, "Rows received by an operator.");
+    describe_counter!(OPERATOR_ROWS_OUT, Unit::Count, "Rows emitted by an operator.");
+    describe_histogram!(OPERATOR_CALL_SECONDS, Unit::Seconds, "Time spent in one call of an operator.");
+    describe_counter!(
+        CREDIT_WAITS,
+        Unit::Count,
+        "Times an operator stopped because a destination had no credit."
+    );
+    describe_counter!(LINK_BYTES_SENT, Unit::Bytes, "Bytes written to a link (frames, headers included).");
+    describe_counter!(LINK_BYTES_RECEIVED, Unit::Bytes, "Bytes read from a link.");
+    describe_counter!(LINK_FRAMES_SENT, Unit::Count, "Frames written to a link.");
+    describe_counter!(PUNCH_ATTEMPTS, Unit::Count, "TCP connect attempts while punching.");
+    describe_counter!(PUNCH_SUCCESSES, Unit::Count, "Links made by punching.");
+    describe_counter!(PUNCH_FAILURES, Unit::Count, "Pairs not linked by the mesh deadline.");
+    describe_histogram!(PUNCH_SECONDS, Unit::Seconds, "Time from the peer table to a pair's link.");
+    describe_histogram!(PHASE_SECONDS, Unit::Seconds, "Busy time of a job phase on a worker.");
+    describe_counter!(RENDEZVOUS_REFUSED, Unit::Count, "Registrations refused by the rendezvous.");
+    describe_gauge!(PEAK_MEMORY_BYTES, Unit::Bytes, "Peak resident memory of the worker process.");
+    describe_gauge!(
+        BYTES_IN_FLIGHT,
+        Unit::Bytes,
+        "Bytes sent by an operator and not yet returned as credit."
+    );
+    describe_histogram!(SETUP_SECONDS, Unit::Seconds, "Rendezvous and punching time of a worker.");
+}

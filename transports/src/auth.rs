@@ -63,6 +63,16 @@ impl JobKey {
         verify(&self.register_mac(job, rank, world, private), got)
     }
 
+    /// MAC of a metrics push.
+    pub fn metrics_mac(&self, job: &str, rank: u32, text: &str) -> [u8; 32] {
+        mac(&self.0, &[b"metrics", job.as_bytes(), &rank.to_le_bytes(), text.as_bytes()])
+    }
+
+    /// Checks a metrics push MAC.
+    pub fn verify_metrics(&self, job: &str, rank: u32, text: &str, got: &[u8; 32]) -> bool {
+        verify(&self.metrics_mac(job, rank, text), got)
+    }
+
     /// Proof sent on a fresh link: binds both ranks and both nonces, so it cannot be replayed
     /// on another connection or reflected back.
     pub fn link_proof(&self, from: u32, to: u32, from_nonce: &[u8; 16], to_nonce: &[u8; 16]) -> [u8; 32] {

@@ -168,8 +168,40 @@ async fn register_once(
             Ok(Registered { local, listener, rendezvous_conn: stream, public, peers })
         }
         RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason).into()),
-        RendezvousMsg::Register { .. } => {
+        RendezvousMsg::Register { .. } | RendezvousMsg::Metrics { .. } => {
             Err(RendezvousError::Protocol("unexpected registration from the server".into()).into())
+        }
+    }
+}
+
+/// Sends this worker's metrics (Prometheus text) to the rendezvous, which serves them with
+/// every other worker's. Best effort: one connection, one frame, within `timeout`.
+///
+/// # Errors
+/// If the rendezvous cannot be reached or the frame not written in time.
+pub async fn push_metrics(
+    rendezvous: SocketAddr,
+    job: &str,
+    rank: u32,
+    key: &JobKey,
+    text: String,
+    timeout: Duration,
+) -> Result<(), RendezvousError> {
+    let mac = key.metrics_mac(job, rank, &text);
+    let msg = RendezvousMsg::Metrics { job: job.to_string(), rank, text, mac };
+    let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
+    let send = async {
+        let mut stream = TcpStream::connect(rendezvous).await?;
+        write_frame(&mut stream, rendezvous_job_hash(), &frame)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tokio::io::AsyncWriteExt::shutdown(&mut stream).await
+    };
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RendezvousError::Io(e)),
+        Err(_) => {
+            Err(RendezvousError::Unreachable { addr: rendezvous, after: timeout, last: "timed out".into() })
         }
     }
 }

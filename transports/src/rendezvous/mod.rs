@@ -13,11 +13,13 @@
 //! which ranks never came. Every step has a deadline on both sides.
 
 pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod state;
 
-pub use client::{PeerAddr, Registered, Registration, RendezvousError, register};
+pub use client::{PeerAddr, Registered, Registration, RendezvousError, push_metrics, register};
+pub use metrics::MetricsStore;
 pub use protocol::{PeerEntry, RendezvousMsg};
 pub use server::{RendezvousServer, ServerConfig};
 pub use state::RendezvousState;

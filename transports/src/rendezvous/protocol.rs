@@ -11,7 +11,10 @@ pub fn rendezvous_job_hash() -> u64 {
 
 /// Limits for frames read by the server: a registration is small.
 pub fn server_limits() -> WireLimits {
-    WireLimits { job: rendezvous_job_hash(), max_body: 64 * 1024 }
+    WireLimits {
+        job: rendezvous_job_hash(),
+        max_body: crate::rendezvous::metrics::MAX_SNAPSHOT as u32 + 4096,
+    }
 }
 
 /// Limits for frames read by a worker: a peer table of thousands of ranks fits.
@@ -50,6 +53,17 @@ pub enum RendezvousMsg {
     Peers {
         /// The table, all ranks including the receiver.
         peers: Vec<PeerEntry>,
+    },
+    /// Worker → server: the worker's metrics, Prometheus text exposition; no answer.
+    Metrics {
+        /// Job id.
+        job: String,
+        /// The worker's rank.
+        rank: u32,
+        /// The exposition.
+        text: String,
+        /// MAC with the job key over job, rank and text.
+        mac: [u8; 32],
     },
     /// Server → worker: registration refused or expired.
     Refused {

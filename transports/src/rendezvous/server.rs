@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use updraft_config::defaults;
 use updraft_runtime::wire::{read_frame, write_frame};
 
+use crate::auth::JobKey;
+use crate::rendezvous::metrics::MetricsStore;
 use crate::rendezvous::protocol::{RendezvousMsg, rendezvous_job_hash, server_limits};
 use crate::rendezvous::state::{ConnId, Registration, RendezvousState};
 
@@ -51,6 +53,7 @@ enum Event {
 /// A running rendezvous server. Dropping it stops it.
 pub struct RendezvousServer {
     local: SocketAddr,
+    metrics: Arc<Mutex<MetricsStore>>,
     registrations: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -66,14 +69,33 @@ impl RendezvousServer {
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let registrations = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(listener, config, stop_rx, Arc::clone(&registrations)));
+        let metrics = Arc::new(Mutex::new(MetricsStore::new(Duration::from_secs(600))));
+        let task =
+            tokio::spawn(serve(listener, config, stop_rx, Arc::clone(&registrations), Arc::clone(&metrics)));
         tracing::info!(%local, "rendezvous listening");
-        Ok(RendezvousServer { local, registrations, stop: Some(stop_tx), task })
+        Ok(RendezvousServer { local, metrics, registrations, stop: Some(stop_tx), task })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Every worker's latest pushed metrics as one Prometheus exposition (`job` and `worker`
+    /// labels added), and the number of workers in it.
+    pub fn metrics(&self) -> (String, usize) {
+        match self.metrics.lock() {
+            Ok(mut m) => {
+                m.expire(std::time::Instant::now());
+                (m.render(), m.workers())
+            }
+            Err(_) => (String::new(), 0),
+        }
+    }
+
+    /// A handle on the metrics store, for serving it elsewhere.
+    pub fn metrics_store(&self) -> Arc<Mutex<MetricsStore>> {
+        Arc::clone(&self.metrics)
     }
 
     /// Registrations processed so far (accepted or refused).
@@ -106,6 +128,7 @@ async fn serve(
     config: ServerConfig,
     mut stop: oneshot::Receiver<()>,
     registrations: Arc<AtomicU64>,
+    metrics: Arc<Mutex<MetricsStore>>,
 ) {
     let mut state = RendezvousState::new(config.secret.clone(), config.job_ttl);
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
@@ -123,7 +146,8 @@ async fn serve(
                         continue;
                     }
                     next_conn += 1;
-                    conns.spawn(connection(next_conn, stream, peer, tx.clone(), config.register_timeout, config.job_ttl));
+                    let push = Push { store: Arc::clone(&metrics), secret: config.secret.clone() };
+                    conns.spawn(connection(next_conn, stream, peer, tx.clone(), config.register_timeout, config.job_ttl, push));
                 }
                 Err(e) => tracing::warn!(%e, "rendezvous accept failed"),
             },
@@ -167,6 +191,12 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// Where pushed metrics go, and the secret to check them with.
+struct Push {
+    store: Arc<Mutex<MetricsStore>>,
+    secret: Vec<u8>,
+}
+
 async fn connection(
     conn: ConnId,
     mut stream: TcpStream,
@@ -174,6 +204,7 @@ async fn connection(
     events: mpsc::Sender<Event>,
     register_timeout: Duration,
     ttl: Duration,
+    push: Push,
 ) {
     let first = tokio::time::timeout(register_timeout, read_frame(&mut stream, server_limits())).await;
     let msg = match first {
@@ -185,6 +216,16 @@ async fn connection(
         Ok(Err(e)) => return refuse(&mut stream, format!("bad frame: {e}")).await,
         Err(_) => return refuse(&mut stream, format!("no registration within {register_timeout:?}")).await,
     };
+    if let RendezvousMsg::Metrics { job, rank, text, mac } = msg {
+        if JobKey::derive(&push.secret, &job).verify_metrics(&job, rank, &text, &mac) {
+            if let Ok(mut store) = push.store.lock() {
+                store.push(std::time::Instant::now(), &job, rank, text);
+            }
+        } else {
+            tracing::debug!(%job, rank, "metrics push with a wrong MAC ignored");
+        }
+        return;
+    }
     let (reply_tx, reply_rx) = oneshot::channel();
     if events.send(Event::Register { conn, public, msg, reply: reply_tx }).await.is_err() {
         return;

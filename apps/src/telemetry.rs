@@ -1,0 +1,150 @@
+//! Metrics export. Every worker records through the `metrics` facade into a Prometheus recorder
+//! (`metrics-exporter-prometheus`). A worker can serve `/metrics` itself (`--metrics-listen`),
+//! and always pushes its exposition to the rendezvous every [`PUSH_INTERVAL`] and once at the
+//! end, so that workers nobody can scrape (functions, processes behind NATs) are seen too: the
+//! rendezvous serves every worker's latest metrics as one `/metrics` with `job` and `worker`
+//! labels.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use updraft_transports::JobKey;
+use updraft_transports::rendezvous::push_metrics;
+
+/// How often a worker pushes its metrics.
+pub const PUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Histogram buckets in seconds, from a fast operator call to a slow job phase.
+const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+
+/// Installs the process's Prometheus recorder; with `listen`, also serves `/metrics` there.
+/// Must run inside a tokio runtime.
+///
+/// # Errors
+/// If a recorder is already installed or the listener cannot be set up.
+pub fn install(listen: Option<SocketAddr>) -> anyhow::Result<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new().set_buckets(BUCKETS)?;
+    let handle = match listen {
+        Some(addr) => {
+            builder = builder.with_http_listener(addr);
+            let (recorder, exporter) = builder.build().context("cannot build the metrics exporter")?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
+            tokio::spawn(async move {
+                if let Err(e) = exporter.await {
+                    tracing::warn!(?e, "metrics listener stopped");
+                }
+            });
+            handle
+        }
+        None => {
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
+            handle
+        }
+    };
+    updraft_runtime::metrics::describe();
+    Ok(handle)
+}
+
+/// Records the process's peak resident memory (Linux: `VmHWM`) as a gauge.
+pub fn record_peak_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    if let Some(kib) = kib {
+        metrics::gauge!(updraft_runtime::metrics::PEAK_MEMORY_BYTES).set(kib * 1024.0);
+    }
+}
+
+/// Where and as whom a worker pushes.
+#[derive(Clone)]
+pub struct Pusher {
+    /// The rendezvous.
+    pub rendezvous: SocketAddr,
+    /// Job id.
+    pub job: String,
+    /// Rank.
+    pub rank: u32,
+    /// Job key.
+    pub key: JobKey,
+    /// The recorder.
+    pub handle: PrometheusHandle,
+}
+
+impl Pusher {
+    /// Pushes once, within `timeout`; failures are logged, never fatal.
+    pub async fn push(&self, timeout: Duration) {
+        record_peak_memory();
+        let text = self.handle.render();
+        if let Err(e) = push_metrics(self.rendezvous, &self.job, self.rank, &self.key, text, timeout).await {
+            tracing::debug!(%e, "metrics push failed");
+        }
+    }
+
+    /// Pushes every [`PUSH_INTERVAL`] until the task is aborted.
+    pub fn spawn_periodic(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                me.push(PUSH_INTERVAL).await;
+            }
+        })
+    }
+}
+
+/// Serves `GET /metrics` on `listener` with whatever `render` returns; other paths get 404.
+/// One request per connection, a deadline on every read and write.
+pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
+    let render = std::sync::Arc::new(render);
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let render = std::sync::Arc::clone(&render);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = async {
+                while n < buf.len() {
+                    let got = conn.read(&mut buf[n..]).await?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+                return;
+            }
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+                ("200 OK", render())
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let write = async {
+                conn.write_all(head.as_bytes()).await?;
+                conn.write_all(body.as_bytes()).await?;
+                conn.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), write).await;
+        });
+    }
+}

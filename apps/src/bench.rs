@@ -35,6 +35,8 @@ pub enum BenchCommand {
     },
     /// Full-mesh set-up time behind real NATs, in the netlab NAT lab (needs root).
     Mesh(crate::bench_mesh::MeshArgs),
+    /// Weak and strong scaling of the join on local workers, with results and plots.
+    Scaling(crate::bench_scaling::ScalingArgs),
 }
 
 /// Runs a benchmark.
@@ -45,6 +47,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             join(workers, rows, unique_factor, repeats.max(1), baseline_bytes)
         }
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
+        BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_mesh;
+mod bench_scaling;
 mod cluster;
 mod output;
 mod secret;

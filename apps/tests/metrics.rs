@@ -96,6 +96,32 @@ fn one_exposition_holds_every_workers_metrics() {
     }
     assert!(text.contains("# HELP updraft_operator_rows_in_total "), "metrics have help texts");
 
+    // Every metric the bundled Grafana dashboard queries exists in a real run.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/monitoring/grafana-dashboard.json"
+    ))
+    .expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let mut queried = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for (i, _) in expr.match_indices("updraft_") {
+                let name: String =
+                    expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10);
+    for name in queried {
+        assert!(
+            all.iter().any(|(n, _, _)| *n == name),
+            "the dashboard queries {name}, which no worker exports"
+        );
+    }
+
     let required = std::env::var("UPDRAFT_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1");
     match Command::new("promtool")
         .args(["check", "metrics"])
@@ -120,4 +146,47 @@ fn one_exposition_holds_every_workers_metrics() {
             eprintln!("promtool not installed; exposition not linted");
         }
     }
+}
+
+#[test]
+fn bench_scaling_writes_results_and_plots() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("results");
+    let run = Command::new(bin())
+        .args(["bench", "scaling", "--workers", "1,2", "--rows", "5000", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for f in [
+        "scaling.json",
+        "scaling.csv",
+        "scaling-time-weak.svg",
+        "scaling-time-strong.svg",
+        "scaling-efficiency.svg",
+    ] {
+        assert!(out.join(f).metadata().is_ok_and(|m| m.len() > 0), "{f} missing");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("scaling.json")).expect("json")).expect("parse");
+    let runs = json["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 4, "weak and strong on 1 and 2 workers");
+    // Weak scaling on N workers joins the generated tables of N ranks: check the row counts
+    // against the specification computed here.
+    for n in [1u32, 2] {
+        let run = runs.iter().find(|r| r["mode"] == "weak" && r["workers"] == n).expect("weak run");
+        let expected = naive_join(
+            &generated_table(1, 5000, n, 0.9),
+            &generated_table(2, 5000, n, 0.9),
+            &[0],
+            &[0],
+            &[0],
+        );
+        assert_eq!(run["output_rows"].as_u64(), Some(expected.len() as u64), "weak, {n} workers");
+    }
+    let weak1 = runs.iter().find(|r| r["mode"] == "weak" && r["workers"] == 1).expect("base");
+    assert_eq!(weak1["efficiency"].as_f64(), Some(1.0), "the base run defines efficiency 1");
+    let csv = std::fs::read_to_string(out.join("scaling.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 5, "header and one line per run");
+    assert!(csv.lines().next().is_some_and(|h| h.contains("busy_join_s")), "{csv}");
 }

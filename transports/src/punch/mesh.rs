@@ -105,6 +105,8 @@ pub async fn punch_mesh(
 ) -> Result<Mesh, PunchError> {
     let start = Instant::now();
     let deadline = start + cfg.timeout;
+    // Export the failure counter from the start, so a dashboard sees zero rather than nothing.
+    metrics::counter!(names::PUNCH_FAILURES).increment(0);
     let targets: Vec<(u32, Vec<SocketAddr>)> =
         peers.iter().map(|p| (p.rank, vec![p.public, p.private])).collect();
     let mut schedule = PunchSchedule::new(start.into_std(), &targets, cfg.attempt, deadline.into_std());

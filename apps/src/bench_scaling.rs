@@ -258,7 +258,7 @@ fn write_outputs(out: &Path, results: &[RunResult]) -> anyhow::Result<()> {
         "mode,workers,repeat,rows_per_side,output_rows,wall_s,setup_s,bytes_sent,rows_per_s,efficiency,cost_usd",
     );
     for p in &phase_names {
-        csv.push_str(&format!(",busy_{}_s", p.replace('+', "_").replace('-', "_")));
+        csv.push_str(&format!(",busy_{}_s", p.replace(['+', '-'], "_")));
     }
     csv.push('\n');
     for r in results {

@@ -190,3 +190,55 @@ fn bench_scaling_writes_results_and_plots() {
     assert_eq!(csv.lines().count(), 5, "header and one line per run");
     assert!(csv.lines().next().is_some_and(|h| h.contains("busy_join_s")), "{csv}");
 }
+
+/// GET /metrics over a plain TCP connection; None while nothing answers.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, rest) = body.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| rest.to_string())
+}
+
+#[test]
+fn a_running_job_is_visible_on_one_live_endpoint() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("p.toml");
+    // Large enough to still be running while the endpoint is scraped.
+    std::fs::write(&file, generated_join_pipeline(3_000_000, 0.9, "")).expect("pipeline");
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(bin())
+        .args(["run", "--quiet", "--workers", "4", "--metrics-listen", &addr])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut live = None;
+    while std::time::Instant::now() < deadline {
+        if let Some(text) = scrape(&addr) {
+            let workers: std::collections::BTreeSet<String> =
+                samples(&text).into_iter().filter_map(|(_, l, _)| l.get("worker").cloned()).collect();
+            if workers.len() == 4 {
+                live = Some(text);
+                break;
+            }
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let still_running = child.try_wait().expect("wait").is_none();
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    let text = live.expect("all 4 workers on the live endpoint before the job ended");
+    assert!(still_running, "the scrape happened while the job ran");
+    assert!(text.contains("updraft_punch_successes_total{"), "{text}");
+}

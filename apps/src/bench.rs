@@ -51,6 +51,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The benchmark pipeline: two generated tables (seeds 1 and 2) of `rows` rows per worker,
+/// joined on `key`, into a summary sink.
+pub fn join_pipeline(name: &str, rows: u64, unique_factor: f64) -> String {
+    format!(
+        "[job]\nname = \"{name}\"\n\n\
+         [source.left]\nkind = \"generate\"\nrows = {rows}\nunique_factor = {unique_factor}\nseed = 1\n\n\
+         [source.right]\nkind = \"generate\"\nrows = {rows}\nunique_factor = {unique_factor}\nseed = 2\n\n\
+         [operator.joined]\nkind = \"join\"\nleft = \"left\"\nright = \"right\"\non = [\"key\"]\n\n\
+         [sink.summary]\nkind = \"summary\"\ninput = \"joined\"\n"
+    )
+}
+
 /// One TCP stream over loopback, one thread each side: bytes per second.
 pub fn loopback_throughput(total: u64) -> anyhow::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -95,36 +107,8 @@ fn join(
 ) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let pipeline = dir.path().join("bench-join.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"[job]
-name = "bench-join"
+    std::fs::write(&pipeline, join_pipeline("bench-join", rows, unique_factor))?;
 
-[source.left]
-kind = "generate"
-rows = {rows}
-unique_factor = {unique_factor}
-seed = 1
-
-[source.right]
-kind = "generate"
-rows = {rows}
-unique_factor = {unique_factor}
-seed = 2
-
-[operator.joined]
-kind = "join"
-left = "left"
-right = "right"
-on = ["key"]
-
-[sink.summary]
-kind = "summary"
-input = "joined"
-"#
-        ),
-    )?;
     println!(
         "bench join: {workers} workers, {rows} rows per side per worker, unique factor {unique_factor}, {repeats} run(s)"
     );

@@ -112,7 +112,10 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         for &n in &workers {
             let per_worker = if *mode == "weak" { args.rows } else { total.div_ceil(u64::from(n)) };
             let pipeline = dir.path().join(format!("{mode}-{n}.toml"));
-            std::fs::write(&pipeline, pipeline_text(per_worker, args.unique_factor))?;
+            std::fs::write(
+                &pipeline,
+                crate::bench::join_pipeline("bench-scaling", per_worker, args.unique_factor),
+            )?;
             for repeat in 0..args.repeats.max(1) {
                 bar.set_message(format!("{mode} scaling, {n} workers, {per_worker} rows/side/worker"));
                 let run = crate::cluster::run_local(
@@ -141,15 +144,6 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn pipeline_text(rows: u64, uf: f64) -> String {
-    format!(
-        "[job]\nname = \"bench-scaling\"\n\n[source.left]\nkind = \"generate\"\nrows = {rows}\nunique_factor = {uf}\nseed = 1\n\n\
-         [source.right]\nkind = \"generate\"\nrows = {rows}\nunique_factor = {uf}\nseed = 2\n\n\
-         [operator.joined]\nkind = \"join\"\nleft = \"left\"\nright = \"right\"\non = [\"key\"]\n\n\
-         [sink.summary]\nkind = \"summary\"\ninput = \"joined\"\n"
-    )
 }
 
 fn result(

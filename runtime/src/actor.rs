@@ -99,6 +99,8 @@ pub struct OperatorActor {
     out: Output,
     stats: OperatorStats,
     rows_in: metrics::Counter,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
     rows_out: metrics::Counter,
     call_seconds: metrics::Histogram,
     credit_waits: metrics::Counter,
@@ -134,6 +136,8 @@ impl OperatorActor {
             out: Output::default(),
             stats,
             rows_in: metrics::counter!(names::OPERATOR_ROWS_IN, "operator" => label.clone()),
+            bytes_in: metrics::counter!(names::OPERATOR_BYTES_IN, "operator" => label.clone()),
+            bytes_out: metrics::counter!(names::OPERATOR_BYTES_OUT, "operator" => label.clone()),
             rows_out: metrics::counter!(names::OPERATOR_ROWS_OUT, "operator" => label.clone()),
             call_seconds: metrics::histogram!(names::OPERATOR_CALL_SECONDS, "operator" => label.clone()),
             credit_waits: metrics::counter!(names::CREDIT_WAITS, "operator" => label.clone()),
@@ -188,6 +192,7 @@ impl OperatorActor {
                         self.stats.rows_in += batch.num_rows() as u64;
                         self.stats.batches_in += 1;
                         self.rows_in.increment(batch.num_rows() as u64);
+                        self.bytes_in.increment(crate::exchange::batch_bytes(&batch));
                         self.op.on_batch(port, batch, &mut self.out)
                         // `_guard` drops here: the batch is processed, its credit goes back.
                     }
@@ -238,6 +243,7 @@ impl OperatorActor {
         for (target, batch) in self.out.drain() {
             self.stats.rows_out += batch.num_rows() as u64;
             self.rows_out.increment(batch.num_rows() as u64);
+            self.bytes_out.increment(crate::exchange::batch_bytes(&batch));
             for edge in &mut self.setup.outputs {
                 edge.push(target, &batch, me)?;
             }

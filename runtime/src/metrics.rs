@@ -6,6 +6,12 @@
 pub const OPERATOR_ROWS_IN: &str = "updraft_operator_rows_in_total";
 /// Counter: rows emitted by an operator. Labels: operator.
 pub const OPERATOR_ROWS_OUT: &str = "updraft_operator_rows_out_total";
+/// Counter: bytes of the batches an operator received. Labels: operator.
+pub const OPERATOR_BYTES_IN: &str = "updraft_operator_bytes_in_total";
+/// Counter: bytes of the batches an operator emitted. Labels: operator.
+pub const OPERATOR_BYTES_OUT: &str = "updraft_operator_bytes_out_total";
+/// Counter: frames read from links. Labels: peer, link.
+pub const LINK_FRAMES_RECEIVED: &str = "updraft_link_frames_received_total";
 /// Histogram: seconds spent in one operator call. Labels: operator.
 pub const OPERATOR_CALL_SECONDS: &str = "updraft_operator_call_seconds";
 /// Counter: times a producer found a channel out of credit. Labels: operator.
@@ -40,6 +46,9 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(OPERATOR_ROWS_IN, Unit::Count, "Rows received by an operator.");
     describe_counter!(OPERATOR_ROWS_OUT, Unit::Count, "Rows emitted by an operator.");
+    describe_counter!(OPERATOR_BYTES_IN, Unit::Bytes, "Bytes of the batches an operator received.");
+    describe_counter!(OPERATOR_BYTES_OUT, Unit::Bytes, "Bytes of the batches an operator emitted.");
+    describe_counter!(LINK_FRAMES_RECEIVED, Unit::Count, "Frames read from a link.");
     describe_histogram!(OPERATOR_CALL_SECONDS, Unit::Seconds, "Time spent in one call of an operator.");
     describe_counter!(
         CREDIT_WAITS,

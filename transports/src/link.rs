@@ -114,6 +114,8 @@ pub async fn reader(
     let mut r = BufReader::with_capacity(IO_BUFFER, half);
     let received =
         metrics::counter!(names::LINK_BYTES_RECEIVED, "peer" => peer.to_string(), "link" => "direct");
+    let frames =
+        metrics::counter!(names::LINK_FRAMES_RECEIVED, "peer" => peer.to_string(), "link" => "direct");
     // Silence is measured until the first byte of a frame; the rest of the frame then gets a
     // deadline of its own, long enough for the largest frame on a slow link.
     let frame_deadline = timing.peer_timeout * 4;
@@ -134,6 +136,7 @@ pub async fn reader(
                 let n = (4 + updraft_runtime::wire::HEADER_LEN + frame.body.len()) as u64;
                 traffic.bytes_received.fetch_add(n, Ordering::Relaxed);
                 received.increment(n);
+                frames.increment(1);
                 inbound.do_send(Inbound { peer, frame });
             }
         }

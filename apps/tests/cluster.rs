@@ -132,6 +132,31 @@ fn small_joins_match_a_naive_join_on_2_3_and_4_workers() {
 }
 
 #[test]
+fn outer_joins_match_a_naive_outer_join() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rng = TestRng(21);
+    let key =
+        |rng: &mut TestRng| if rng.below(8) == 0 { V::S(None) } else { s(&format!("k{}", rng.below(30))) };
+    let left: Vec<Row> = (0..120).map(|n| vec![key(&mut rng), i(n)]).collect();
+    let right: Vec<Row> = (0..90).map(|n| vec![key(&mut rng), i(1000 + n)]).collect();
+    let types = [DataType::Utf8, DataType::Int64];
+    let lf = write_parts(dir.path(), "left", &["key", "lv"], &types, &left, 3);
+    let rf = write_parts(dir.path(), "right", &["key", "rv"], &types, &right, 2);
+    let nulls = (&vec![V::S(None), V::I(None)], &vec![V::S(None), V::I(None)]);
+    for (how, keep) in [("left", (true, false)), ("right", (false, true)), ("full", (true, true))] {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let pipeline = join_pipeline(&lf, &rf, "[\"key\"]", "")
+            .replace("on = [\"key\"]", &format!("on = [\"key\"]\nhow = \"{how}\""));
+        let (out, report) = run_cluster(dir.path(), &pipeline, 3);
+        assert_ok(&out);
+        let expected = naive_outer_join(&left, &right, &[0], &[0], &[0], keep, nulls);
+        assert_summary(&report.expect("report"), &expected, &["key", "lv", "rv"]);
+        let (_, rows) = read_parquet_rows(&dir.path().join("out"), "joined-");
+        assert_eq!(sorted(rows), sorted(expected), "{how} join, full rows");
+    }
+}
+
+#[test]
 fn string_and_multi_column_keys_with_nulls() {
     let dir = tempfile::tempdir().expect("tmp");
     let names = ["alpha", "beta", "gamma", "delta"];

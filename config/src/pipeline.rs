@@ -147,6 +147,24 @@ pub struct JoinSpec {
 pub enum JoinHow {
     /// Rows whose keys match on both sides.
     Inner,
+    /// Inner rows, plus left rows without a match (right columns null).
+    Left,
+    /// Inner rows, plus right rows without a match (left columns null).
+    Right,
+    /// Inner rows, plus unmatched rows of both sides.
+    Full,
+}
+
+impl JoinHow {
+    /// Whether unmatched (left, right) rows are kept.
+    pub fn preserves(self) -> (bool, bool) {
+        match self {
+            JoinHow::Inner => (false, false),
+            JoinHow::Left => (true, false),
+            JoinHow::Right => (false, true),
+            JoinHow::Full => (true, true),
+        }
+    }
 }
 
 /// Join algorithms.
@@ -376,8 +394,14 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             }
             let how = match t.opt_str("how").as_deref() {
                 None | Some("inner") => JoinHow::Inner,
+                Some("left") => JoinHow::Left,
+                Some("right") => JoinHow::Right,
+                Some("full" | "outer") => JoinHow::Full,
                 Some(other) => {
-                    t.error("how", format!("unsupported join type `{other}`; this version supports: inner"));
+                    t.error(
+                        "how",
+                        format!("unknown join type `{other}`; expected one of: inner, left, right, full"),
+                    );
                     JoinHow::Inner
                 }
             };

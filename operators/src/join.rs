@@ -1,5 +1,7 @@
-//! Local inner hash join on one or more key columns. Rows with a null in any key column never
-//! match.
+//! Local hash join (inner, left, right or full outer) on one or more key columns. Rows with a
+//! null in any key column never match; an outer join keeps them as unmatched rows. Because both
+//! inputs are hash-partitioned on the keys first, the local outer join on each rank is the
+//! global one.
 //!
 //! ```text
 //!  Collecting ──both inputs ended──▶ build a table on the smaller side ──▶ Probing ──▶ Done
@@ -8,16 +10,20 @@
 //! ```
 //!
 //! Output columns: every left column, then every right column except right keys that share
-//! their name with the matching left key (their values are equal). Other names that clash get
+//! their name with the matching left key (their values are equal; for a right row without a left
+//! one the key comes from the right). Unmatched build rows of a preserved side are emitted after
+//! probing, from a matched-bitmap. Other names that clash get
 //! the configured suffixes. The table and its key handling are in [`crate::hash_table`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
+use arrow_select::zip::zip;
+use updraft_config::JoinHow;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::hash_table::{ChainTable, END, JoinKeys, join_keys};
@@ -34,6 +40,8 @@ pub struct JoinParams {
     pub right_on: Vec<String>,
     /// Suffixes for clashing names.
     pub suffixes: (String, String),
+    /// Which unmatched rows are kept.
+    pub how: JoinHow,
     /// Rows per output batch.
     pub batch_rows: usize,
 }
@@ -51,6 +59,9 @@ struct Probe {
     right: RecordBatch,
     right_keep: Vec<usize>,
     schema: SchemaRef,
+    /// Output key columns taken from the right row when there is no left row (right and full
+    /// joins): (output column, right column).
+    coalesce: Vec<(usize, usize)>,
     build_is_left: bool,
     table: ChainTable,
     probe_keys: JoinKeys,
@@ -59,6 +70,12 @@ struct Probe {
     /// Next match of probe row `cursor - 1`, or END.
     chain: u32,
     probe_len: usize,
+    /// Probe rows without a match are emitted (their side is preserved).
+    keep_probe: bool,
+    /// Build rows never matched are emitted after probing (their side is preserved).
+    keep_build: bool,
+    matched: Vec<bool>,
+    build_cursor: usize,
 }
 
 impl HashJoin {
@@ -114,14 +131,33 @@ impl HashJoin {
 
     fn prepare(&mut self) -> Result<Option<Probe>, OperatorError> {
         if self.sides[0].is_empty() || self.sides[1].is_empty() {
-            return Ok(None); // a side never saw a schema: nothing can match
+            // A side never saw a schema on any rank (every producer sends at least one,
+            // possibly empty, batch when it has one). Nothing can match; a preserved side
+            // with rows cannot be padded without knowing the other side's columns.
+            let (keep_left, keep_right) = self.p.how.preserves();
+            let rows = |port: usize| self.sides[port].iter().map(RecordBatch::num_rows).sum::<usize>();
+            if (keep_left && rows(0) > 0) || (keep_right && rows(1) > 0) {
+                let missing = if self.sides[0].is_empty() { "left" } else { "right" };
+                return Err(OperatorError::Invalid(format!(
+                    "`{}`: the {missing} input has no schema on any rank (no data at all?), so an outer join cannot pad its rows",
+                    self.p.name
+                )));
+            }
+            return Ok(None);
         }
         let left = self.concat(0)?;
         let right = self.concat(1)?;
         self.sides = [Vec::new(), Vec::new()];
         let lk = column_indices(&left.schema(), &self.p.left_on, &format!("`{}`: left key", self.p.name))?;
         let rk = column_indices(&right.schema(), &self.p.right_on, &format!("`{}`: right key", self.p.name))?;
-        let (schema, right_keep) = output_schema(&left.schema(), &right.schema(), &lk, &rk, &self.p.suffixes);
+        let (schema, right_keep) = output_schema(
+            &left.schema(),
+            &right.schema(),
+            &lk,
+            &rk,
+            &self.p.suffixes,
+            self.p.how.preserves(),
+        );
         let build_is_left = left.num_rows() < right.num_rows();
         let (build, probe, bk, pk) =
             if build_is_left { (&left, &right, &lk, &rk) } else { (&right, &left, &rk, &lk) };
@@ -136,17 +172,35 @@ impl HashJoin {
         };
         let table = ChainTable::build(build_keys)?;
         let probe_len = probe.num_rows();
+        let build_len = build.num_rows();
+        let (keep_left, keep_right) = self.p.how.preserves();
+        let (keep_build, keep_probe) =
+            if build_is_left { (keep_left, keep_right) } else { (keep_right, keep_left) };
+        let coalesce = if keep_right {
+            lk.iter()
+                .zip(&rk)
+                .filter(|(l, r)| left.schema().field(**l).name() == right.schema().field(**r).name())
+                .map(|(l, r)| (*l, *r))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Some(Probe {
             left,
             right,
             right_keep,
             schema,
+            coalesce,
             build_is_left,
             table,
             probe_keys,
             cursor: 0,
             chain: END,
             probe_len,
+            keep_probe,
+            keep_build,
+            matched: if keep_build { vec![false; build_len] } else { Vec::new() },
+            build_cursor: 0,
         }))
     }
 }
@@ -162,6 +216,7 @@ fn output_schema(
     lk: &[usize],
     rk: &[usize],
     suffixes: &(String, String),
+    (keep_left, keep_right): (bool, bool),
 ) -> (SchemaRef, Vec<usize>) {
     let dropped: HashSet<usize> = lk
         .iter()
@@ -181,7 +236,8 @@ fn output_schema(
             } else {
                 f.name().clone()
             };
-            f.as_ref().clone().with_name(name)
+            // A preserved right side leaves left columns empty for unmatched right rows.
+            f.as_ref().clone().with_name(name).with_nullable(f.is_nullable() || keep_right)
         })
         .collect();
     for i in &right_keep {
@@ -191,44 +247,69 @@ fn output_schema(
         } else {
             f.name().clone()
         };
-        fields.push(f.clone().with_name(name));
+        // A preserved left side leaves right columns empty for unmatched left rows.
+        fields.push(f.clone().with_name(name).with_nullable(f.is_nullable() || keep_left));
     }
     (Arc::new(Schema::new(fields)), right_keep)
 }
 
 impl Probe {
-    /// True when every probe row has been matched.
+    /// True when every probe row, and every preserved unmatched build row, has been emitted.
     fn done(&self) -> bool {
-        self.cursor >= self.probe_len && self.chain == END
+        self.cursor >= self.probe_len
+            && self.chain == END
+            && (!self.keep_build || self.build_cursor >= self.matched.len())
     }
 
-    /// Collects up to `limit` matching (left row, right row) pairs.
-    fn pairs(&mut self, limit: usize) -> (Vec<u32>, Vec<u32>) {
+    /// Collects up to `limit` (left row, right row) pairs; `None` stands for the missing row of
+    /// an outer join.
+    fn pairs(&mut self, limit: usize) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
         let mut probe_idx = Vec::with_capacity(limit);
         let mut build_idx = Vec::with_capacity(limit);
         while probe_idx.len() < limit {
-            if self.chain == END {
-                if self.cursor >= self.probe_len {
-                    break;
+            if self.chain != END {
+                let j = self.cursor - 1;
+                probe_idx.push(Some(j as u32));
+                build_idx.push(Some(self.chain));
+                if self.keep_build {
+                    self.matched[self.chain as usize] = true;
                 }
+                self.chain = self.table.next_match(self.chain, &self.probe_keys, j);
+            } else if self.cursor < self.probe_len {
                 self.chain = self.table.first(&self.probe_keys, self.cursor);
+                if self.chain == END && self.keep_probe {
+                    probe_idx.push(Some(self.cursor as u32));
+                    build_idx.push(None);
+                }
                 self.cursor += 1;
-                continue;
+            } else if self.keep_build && self.build_cursor < self.matched.len() {
+                if !self.matched[self.build_cursor] {
+                    probe_idx.push(None);
+                    build_idx.push(Some(self.build_cursor as u32));
+                }
+                self.build_cursor += 1;
+            } else {
+                break;
             }
-            let j = self.cursor - 1;
-            probe_idx.push(j as u32);
-            build_idx.push(self.chain);
-            self.chain = self.table.next_match(self.chain, &self.probe_keys, j);
         }
         if self.build_is_left { (build_idx, probe_idx) } else { (probe_idx, build_idx) }
     }
 
-    fn batch(&self, left_idx: Vec<u32>, right_idx: Vec<u32>) -> Result<RecordBatch, OperatorError> {
+    fn batch(
+        &self,
+        left_idx: Vec<Option<u32>>,
+        right_idx: Vec<Option<u32>>,
+    ) -> Result<RecordBatch, OperatorError> {
+        let has_left = BooleanArray::from(left_idx.iter().map(Option::is_some).collect::<Vec<bool>>());
         let li = UInt32Array::from(left_idx);
         let ri = UInt32Array::from(right_idx);
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for c in self.left.columns() {
             cols.push(take(c.as_ref(), &li, None)?);
+        }
+        for &(out, r) in &self.coalesce {
+            let from_right = take(self.right.column(r).as_ref(), &ri, None)?;
+            cols[out] = zip(&has_left, &cols[out], &from_right)?;
         }
         for &i in &self.right_keep {
             cols.push(take(self.right.column(i).as_ref(), &ri, None)?);
@@ -260,7 +341,7 @@ impl Operator for HashJoin {
         }
         self.probe = self.prepare()?;
         match &self.probe {
-            Some(p) if p.probe_len > 0 => Ok(Flow::More),
+            Some(p) if !p.done() => Ok(Flow::More),
             Some(p) => {
                 out.emit(RecordBatch::new_empty(Arc::clone(&p.schema)));
                 Ok(Flow::Idle)
@@ -291,6 +372,7 @@ impl Operator for HashJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_array::{Int32Array, Int64Array, StringArray};
@@ -302,6 +384,7 @@ mod tests {
             right_on: on.iter().map(|s| s.to_string()).collect(),
             suffixes: ("_left".into(), "_right".into()),
             batch_rows,
+            how: JoinHow::Inner,
         }
     }
 
@@ -361,6 +444,97 @@ mod tests {
         let out = run(&mut HashJoin::new(params(&["key"], 7)), vec![left], vec![right]);
         assert!(out.iter().all(|b| b.num_rows() <= 7), "no batch above batch_rows");
         assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 60_000);
+    }
+
+    fn joined(
+        how: JoinHow,
+        left: RecordBatch,
+        right: RecordBatch,
+        batch_rows: usize,
+    ) -> Vec<(Option<i64>, Option<i64>, Option<i64>)> {
+        let mut p = params(&["key"], batch_rows);
+        p.how = how;
+        let out = run(&mut HashJoin::new(p), vec![left], vec![right]);
+        assert!(out.iter().all(|b| b.num_rows() <= batch_rows));
+        let mut v: Vec<_> = out
+            .iter()
+            .flat_map(|b| {
+                let k = b.column(0).as_primitive::<Int64Type>().clone();
+                let l = b.column(1).as_primitive::<Int64Type>().clone();
+                let r = b.column(2).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows()).map(move |i| {
+                    let get =
+                        |a: &arrow_array::Int64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
+                    (get(&k), get(&l), get(&r))
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Independent outer join over plain values: (key, left payload, right payload).
+    fn naive(
+        how: JoinHow,
+        left: &[(Option<i64>, i64)],
+        right: &[(Option<i64>, i64)],
+    ) -> Vec<(Option<i64>, Option<i64>, Option<i64>)> {
+        let (keep_left, keep_right) = how.preserves();
+        let mut out = Vec::new();
+        let mut right_used = vec![false; right.len()];
+        for (lk, lv) in left {
+            let mut any = false;
+            for (j, (rk, rv)) in right.iter().enumerate() {
+                if lk.is_some() && lk == rk {
+                    out.push((*lk, Some(*lv), Some(*rv)));
+                    right_used[j] = true;
+                    any = true;
+                }
+            }
+            if !any && keep_left {
+                out.push((*lk, Some(*lv), None));
+            }
+        }
+        if keep_right {
+            for (j, (rk, rv)) in right.iter().enumerate() {
+                if !right_used[j] {
+                    out.push((*rk, None, Some(*rv)));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn outer_joins_keep_unmatched_rows_of_the_preserved_sides() {
+        let l: Vec<(Option<i64>, i64)> =
+            vec![(Some(1), 10), (Some(1), 11), (None, 12), (Some(2), 13), (Some(3), 14)];
+        let r: Vec<(Option<i64>, i64)> =
+            vec![(Some(1), 20), (None, 21), (Some(1), 22), (Some(3), 23), (Some(4), 24), (Some(4), 25)];
+        let batch = |rows: &[(Option<i64>, i64)]| {
+            kv(rows.iter().map(|x| x.0).collect(), rows.iter().map(|x| x.1).collect())
+        };
+        for how in [JoinHow::Inner, JoinHow::Left, JoinHow::Right, JoinHow::Full] {
+            for batch_rows in [1, 2, 100] {
+                // Both build-side choices: the smaller side is built.
+                assert_eq!(
+                    joined(how, batch(&l), batch(&r), batch_rows),
+                    naive(how, &l, &r),
+                    "{how:?}, batch {batch_rows}"
+                );
+                assert_eq!(
+                    joined(how, batch(&r), batch(&l), batch_rows),
+                    naive(how, &r, &l),
+                    "{how:?} swapped"
+                );
+            }
+        }
+        // An empty preserved side yields nothing; an empty other side keeps every preserved row.
+        let none: Vec<(Option<i64>, i64)> = Vec::new();
+        assert_eq!(joined(JoinHow::Left, batch(&l), batch(&none), 10), naive(JoinHow::Left, &l, &none));
+        assert_eq!(joined(JoinHow::Right, batch(&l), batch(&none), 10), Vec::new());
+        assert_eq!(joined(JoinHow::Full, batch(&none), batch(&r), 10), naive(JoinHow::Full, &none, &r));
     }
 
     #[test]

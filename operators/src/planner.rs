@@ -122,6 +122,7 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                     right_on: j.right_on.clone(),
                     suffixes: j.suffixes.clone(),
                     batch_rows,
+                    how: j.how,
                 };
                 b.push(o.name.clone(), Phase::Join, Box::new(HashJoin::new(params)), &inputs);
             }

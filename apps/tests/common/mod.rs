@@ -172,6 +172,57 @@ pub fn naive_join(left: &[Row], right: &[Row], lk: &[usize], rk: &[usize], drop_
     out
 }
 
+/// Naive outer join. `keep` = (left rows without a match, right rows without a match). Missing
+/// values are nulls shaped like `left_nulls` / `right_nulls`; the output key columns (the left
+/// ones at `lk`) take the right row's key when there is no left row.
+pub fn naive_outer_join(
+    left: &[Row],
+    right: &[Row],
+    lk: &[usize],
+    rk: &[usize],
+    drop_right: &[usize],
+    keep: (bool, bool),
+    (left_nulls, right_nulls): (&Row, &Row),
+) -> Vec<Row> {
+    let null = |r: &Row, k: &[usize]| k.iter().any(|&i| matches!(r[i], V::I(None) | V::S(None)));
+    let right_part = |r: &Row| -> Vec<V> {
+        r.iter().enumerate().filter(|(i, _)| !drop_right.contains(i)).map(|(_, v)| v.clone()).collect()
+    };
+    let mut out = Vec::new();
+    let mut used = vec![false; right.len()];
+    for l in left {
+        let mut any = false;
+        for (j, r) in right.iter().enumerate() {
+            if !null(l, lk) && !null(r, rk) && lk.iter().zip(rk).all(|(a, b)| l[*a] == r[*b]) {
+                let mut row = l.clone();
+                row.extend(right_part(r));
+                out.push(row);
+                used[j] = true;
+                any = true;
+            }
+        }
+        if !any && keep.0 {
+            let mut row = l.clone();
+            row.extend(right_part(right_nulls));
+            out.push(row);
+        }
+    }
+    if keep.1 {
+        for (j, r) in right.iter().enumerate().filter(|(j, _)| !used[*j]) {
+            let _ = j;
+            let mut row = left_nulls.clone();
+            for (a, b) in lk.iter().zip(rk) {
+                if drop_right.contains(b) {
+                    row[*a] = r[*b].clone();
+                }
+            }
+            row.extend(right_part(r));
+            out.push(row);
+        }
+    }
+    out
+}
+
 // --- the checksum specification, written out again ---
 
 pub fn mix64(mut x: u64) -> u64 {

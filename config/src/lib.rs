@@ -20,8 +20,8 @@ mod units;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use pipeline::{
-    FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec, SinkKind,
-    SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+    AggFn, AggSpec, FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec,
+    SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
 };
 pub use settings::RuntimeSettings;
 pub use units::{parse_bytes, parse_duration};

@@ -114,6 +114,17 @@ pub struct OperatorSpec {
 pub enum OperatorKind {
     /// Distributed join of two inputs; both are hash-partitioned on their keys first.
     Join(JoinSpec),
+    /// Group rows by `keys` and aggregate the rest.
+    GroupBy {
+        /// Input stage.
+        input: String,
+        /// Key columns.
+        keys: Vec<String>,
+        /// Aggregates, in output order.
+        aggregates: Vec<AggSpec>,
+        /// Pre-aggregate on each rank before the shuffle when every aggregate allows it.
+        pre_aggregate: bool,
+    },
     /// Hash-partition on `keys` and send each row to the rank that owns its hash.
     Shuffle {
         /// Input stage.
@@ -140,6 +151,74 @@ pub struct JoinSpec {
     pub algorithm: JoinAlgorithm,
     /// Suffixes appended to clashing non-key column names (left, right).
     pub suffixes: (String, String),
+}
+
+/// Aggregate functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFn {
+    /// Values (or rows, without a column).
+    Count,
+    /// Sum of values.
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Arithmetic mean.
+    Mean,
+    /// Sample variance.
+    Var,
+    /// Sample standard deviation.
+    Std,
+    /// Distinct values.
+    NUnique,
+    /// First value seen.
+    First,
+    /// Last value seen.
+    Last,
+}
+
+/// One aggregate of a group-by: `output = "func(column)"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggSpec {
+    /// Function.
+    pub func: AggFn,
+    /// Input column; `None` for `count()`.
+    pub column: Option<String>,
+    /// Output column name.
+    pub output: String,
+}
+
+const AGG_FNS: &[(&str, AggFn)] = &[
+    ("count", AggFn::Count),
+    ("sum", AggFn::Sum),
+    ("min", AggFn::Min),
+    ("max", AggFn::Max),
+    ("mean", AggFn::Mean),
+    ("var", AggFn::Var),
+    ("std", AggFn::Std),
+    ("nunique", AggFn::NUnique),
+    ("first", AggFn::First),
+    ("last", AggFn::Last),
+];
+
+/// Parses `func(column)` (or `count()`).
+fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
+    let names: Vec<&str> = AGG_FNS.iter().map(|(n, _)| *n).collect();
+    let (name, rest) = text
+        .trim()
+        .split_once('(')
+        .ok_or_else(|| format!("`{text}` is not `function(column)`; functions: {}", names.join(", ")))?;
+    let column =
+        rest.strip_suffix(')').ok_or_else(|| format!("`{text}` lacks its closing parenthesis"))?.trim();
+    let func = AGG_FNS.iter().find(|(n, _)| *n == name.trim()).map(|(_, f)| *f).ok_or_else(|| {
+        format!("unknown aggregate function `{}`; expected one of: {}", name.trim(), names.join(", "))
+    })?;
+    match (func, column.is_empty()) {
+        (AggFn::Count, true) => Ok((func, None)),
+        (_, true) => Err(format!("`{}` needs a column, e.g. `{}(amount)`", name.trim(), name.trim())),
+        (_, false) => Ok((func, Some(column.to_string()))),
+    }
 }
 
 /// Join types.
@@ -364,7 +443,7 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 }
 
 fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
-    let kind = t.req_str("kind", "one of: join, shuffle")?;
+    let kind = t.req_str("kind", "one of: join, group_by, shuffle")?;
     let kind = match kind.as_str() {
         "join" => {
             let left = t.req_str("left", "the left input stage");
@@ -434,6 +513,37 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
                 suffixes,
             })
         }
+        "group_by" => {
+            let input = t.req_str("input", "the input stage");
+            let keys = t.opt_str_list("keys");
+            if keys.as_ref().is_none_or(|k| k.is_empty()) {
+                t.error("keys", "a group_by needs at least one key column in `keys`");
+            }
+            let mut aggregates = Vec::new();
+            match t.opt_table("aggregate") {
+                Some(a) => {
+                    for output in a.keys_in_order() {
+                        if let Some(text) = a.opt_str(&output) {
+                            match parse_agg(&text) {
+                                Ok((func, column)) => aggregates.push(AggSpec { func, column, output }),
+                                Err(msg) => a.error(&output, msg),
+                            }
+                        }
+                    }
+                    a.finish(&[]);
+                    if aggregates.is_empty() && !t.doc().has_errors() {
+                        t.error(
+                            "aggregate",
+                            "list at least one aggregate, e.g. aggregate = { total = \"sum(amount)\" }",
+                        );
+                    }
+                }
+                None => t.error("kind", "a group_by needs `aggregate`, e.g. aggregate = { n = \"count()\" }"),
+            }
+            let pre_aggregate = t.opt_bool("pre_aggregate").unwrap_or(true);
+            t.finish(&["kind", "input", "keys", "aggregate", "pre_aggregate"]);
+            OperatorKind::GroupBy { input: input?, keys: keys.unwrap_or_default(), aggregates, pre_aggregate }
+        }
         "shuffle" => {
             let input = t.req_str("input", "the input stage");
             let keys = t.opt_str_list("keys");
@@ -444,7 +554,10 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             OperatorKind::Shuffle { input: input?, keys: keys.unwrap_or_default() }
         }
         other => {
-            t.error("kind", format!("unknown operator kind `{other}`; expected one of: join, shuffle"));
+            t.error(
+                "kind",
+                format!("unknown operator kind `{other}`; expected one of: join, group_by, shuffle"),
+            );
             return None;
         }
     };
@@ -477,14 +590,14 @@ impl OperatorKind {
     pub fn inputs(&self) -> Vec<&str> {
         match self {
             OperatorKind::Join(j) => vec![j.left.as_str(), j.right.as_str()],
-            OperatorKind::Shuffle { input, .. } => vec![input.as_str()],
+            OperatorKind::Shuffle { input, .. } | OperatorKind::GroupBy { input, .. } => vec![input.as_str()],
         }
     }
 
     fn input_keys(&self) -> &'static [&'static str] {
         match self {
             OperatorKind::Join(_) => &["left", "right"],
-            OperatorKind::Shuffle { .. } => &["input"],
+            OperatorKind::Shuffle { .. } | OperatorKind::GroupBy { .. } => &["input"],
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod checksum;
 pub mod files;
 pub mod generate;
+pub mod groupby;
 pub mod hash_table;
 pub mod join;
 pub mod partition;

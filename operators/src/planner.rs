@@ -14,6 +14,7 @@ use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
 
 use crate::files::{FileSource, assign_files};
 use crate::generate::{Generate, GenerateSpec};
+use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
 use crate::join::{HashJoin, JoinParams};
 use crate::shuffle::Shuffle;
 use crate::sinks::{ParquetSink, SummarySink};
@@ -92,6 +93,39 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
         };
         let o = remaining.remove(pos);
         match &o.kind {
+            OperatorKind::GroupBy { input, keys, aggregates, pre_aggregate } => {
+                let aggs: Vec<Agg> = aggregates
+                    .iter()
+                    .map(|a| Agg { func: a.func, column: a.column.clone(), output: a.output.clone() })
+                    .collect();
+                let params = |name: &str| GroupParams {
+                    name: name.to_string(),
+                    keys: keys.clone(),
+                    aggs: aggs.clone(),
+                    batch_rows,
+                };
+                let mut from = b.lookup(input)?;
+                let split = *pre_aggregate && decomposable(&aggs);
+                if split {
+                    let name = format!("{}.partial", o.name);
+                    from = b.push(
+                        name.clone(),
+                        Phase::Aggregate,
+                        Box::new(GroupBy::new(params(&name), Mode::Partial)),
+                        &[from],
+                    );
+                }
+                let shuffle = format!("{}.shuffle", o.name);
+                let i = b.push(
+                    shuffle.clone(),
+                    Phase::Shuffle,
+                    Box::new(Shuffle::new(&shuffle, keys.clone(), ctx.world)),
+                    &[from],
+                );
+                b.shuffles[i] = true;
+                let mode = if split { Mode::Final } else { Mode::Complete };
+                b.push(o.name.clone(), Phase::Aggregate, Box::new(GroupBy::new(params(&o.name), mode)), &[i]);
+            }
             OperatorKind::Shuffle { input, keys } => {
                 let from = b.lookup(input)?;
                 let i = b.push(

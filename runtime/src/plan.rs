@@ -33,6 +33,8 @@ pub enum Phase {
     Shuffle,
     /// Local joins.
     Join,
+    /// Group-by aggregation.
+    Aggregate,
     /// Sinks.
     Write,
     /// Anything else.
@@ -47,6 +49,7 @@ impl Phase {
             Phase::Read => "read",
             Phase::Shuffle => "partition+shuffle",
             Phase::Join => "join",
+            Phase::Aggregate => "aggregate",
             Phase::Write => "write",
             Phase::Other => "other",
         }

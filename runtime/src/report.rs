@@ -189,7 +189,8 @@ impl JobReport {
             busy_mean_us: mean(workers.iter().map(|w| w.setup_us)),
             end_max_us: workers.iter().map(|w| w.setup_us).max().unwrap_or(0),
         }];
-        for phase in [Phase::Read, Phase::Shuffle, Phase::Join, Phase::Write, Phase::Other] {
+        for phase in [Phase::Read, Phase::Shuffle, Phase::Join, Phase::Aggregate, Phase::Write, Phase::Other]
+        {
             let busy: Vec<u64> = workers
                 .iter()
                 .map(|w| w.operators.iter().filter(|o| o.phase == phase).map(|o| o.busy_us).sum())

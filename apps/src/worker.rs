@@ -149,7 +149,7 @@ async fn run_async(
     let registered = register(&registration, settings.rendezvous_timeout).await.context("rendezvous")?;
     let pusher = Pusher { rendezvous: args.rendezvous, job: args.job.clone(), rank: args.rank, key, handle };
     let periodic = pusher.spawn_periodic();
-    let result = run_registered(args, spec, registered, &pusher.key, started_at, deadline, out).await;
+    let result = run_registered(args, spec, registered, &pusher, started_at, deadline, out).await;
     periodic.abort();
     pusher.push(Duration::from_secs(2)).await;
     result
@@ -159,7 +159,7 @@ async fn run_registered(
     args: &WorkerArgs,
     spec: &PipelineSpec,
     registered: Registered,
-    key: &JobKey,
+    pusher: &Pusher,
     started_at: Instant,
     deadline: tokio::time::Instant,
     out: &mut WorkerOutput,
@@ -167,7 +167,7 @@ async fn run_registered(
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
-    let identity = Identity { me: args.rank, world: args.world, key: key.clone(), job_hash: hash };
+    let identity = Identity { me: args.rank, world: args.world, key: pusher.key.clone(), job_hash: hash };
     let mesh_cfg = MeshConfig {
         attempt: settings.punch_attempt,
         handshake_timeout: settings.handshake_timeout,
@@ -189,6 +189,9 @@ async fn run_registered(
     let setup = started_at.elapsed();
     metrics::histogram!(updraft_runtime::metrics::SETUP_SECONDS).record(setup.as_secs_f64());
     tracing::info!(rank = args.rank, links = mesh.links.len(), ?setup, "links up; job running");
+    // Show the links on the job's /metrics now rather than at the next periodic push.
+    let early = pusher.clone();
+    tokio::spawn(async move { early.push(Duration::from_secs(2)).await });
 
     let plan = build_plan(spec, PlanContext { rank: args.rank, world: args.world })?;
     let transport = TransportActor::new(args.rank, hash, &settings, mesh.links);

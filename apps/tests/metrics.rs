@@ -223,8 +223,12 @@ fn a_running_job_is_visible_on_one_live_endpoint() {
     let mut live = None;
     while std::time::Instant::now() < deadline {
         if let Some(text) = scrape(&addr) {
-            let workers: std::collections::BTreeSet<String> =
-                samples(&text).into_iter().filter_map(|(_, l, _)| l.get("worker").cloned()).collect();
+            // Every worker, each with its links up (pushed as soon as the mesh is made).
+            let workers: std::collections::BTreeSet<String> = samples(&text)
+                .into_iter()
+                .filter(|(n, _, _)| n == "updraft_punch_successes_total")
+                .filter_map(|(_, l, _)| l.get("worker").cloned())
+                .collect();
             if workers.len() == 4 {
                 live = Some(text);
                 break;

@@ -21,7 +21,7 @@ mod units;
 pub use error::{ConfigError, ConfigErrors};
 pub use pipeline::{
     AggFn, AggSpec, FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec,
-    SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+    SetOpKind, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
 };
 pub use settings::RuntimeSettings;
 pub use units::{parse_bytes, parse_duration};

@@ -125,6 +125,13 @@ pub enum OperatorKind {
         /// Pre-aggregate on each rank before the shuffle when every aggregate allows it.
         pre_aggregate: bool,
     },
+    /// A set operation over one or more inputs.
+    Set {
+        /// Which.
+        op: SetOpKind,
+        /// Input stages (one for distinct, two for intersect and subtract).
+        inputs: Vec<String>,
+    },
     /// Hash-partition on `keys` and send each row to the rank that owns its hash.
     Shuffle {
         /// Input stage.
@@ -219,6 +226,24 @@ fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
         (_, true) => Err(format!("`{}` needs a column, e.g. `{}(amount)`", name.trim(), name.trim())),
         (_, false) => Ok((func, Some(column.to_string()))),
     }
+}
+
+/// Set operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOpKind {
+    /// Every row of every input.
+    UnionAll,
+    /// Each distinct row of the inputs once.
+    UnionDistinct,
+    /// Distinct rows of the first input that occur in the second.
+    Intersect,
+    /// Distinct rows of the first input that do not occur in the second.
+    Subtract,
+    /// The first row of each distinct combination of `columns` (every column when empty).
+    Distinct {
+        /// Compared columns.
+        columns: Vec<String>,
+    },
 }
 
 /// Join types.
@@ -443,7 +468,7 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 }
 
 fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
-    let kind = t.req_str("kind", "one of: join, group_by, shuffle")?;
+    let kind = t.req_str("kind", "one of: join, group_by, union, intersect, subtract, distinct, shuffle")?;
     let kind = match kind.as_str() {
         "join" => {
             let left = t.req_str("left", "the left input stage");
@@ -544,6 +569,29 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             t.finish(&["kind", "input", "keys", "aggregate", "pre_aggregate"]);
             OperatorKind::GroupBy { input: input?, keys: keys.unwrap_or_default(), aggregates, pre_aggregate }
         }
+        "union" | "intersect" | "subtract" => {
+            let inputs = t.opt_str_list("inputs").unwrap_or_default();
+            let two = kind != "union";
+            if (two && inputs.len() != 2) || (!two && inputs.len() < 2) {
+                let need = if two { "exactly two stages" } else { "two or more stages" };
+                t.error("inputs", format!("`{kind}` needs `inputs` listing {need}"));
+            }
+            let distinct = if kind == "union" { t.opt_bool("distinct").unwrap_or(false) } else { true };
+            t.finish(if kind == "union" { &["kind", "inputs", "distinct"] } else { &["kind", "inputs"] });
+            let op = match kind.as_str() {
+                "union" if distinct => SetOpKind::UnionDistinct,
+                "union" => SetOpKind::UnionAll,
+                "intersect" => SetOpKind::Intersect,
+                _ => SetOpKind::Subtract,
+            };
+            OperatorKind::Set { op, inputs }
+        }
+        "distinct" => {
+            let input = t.req_str("input", "the input stage");
+            let columns = t.opt_str_list("columns").unwrap_or_default();
+            t.finish(&["kind", "input", "columns"]);
+            OperatorKind::Set { op: SetOpKind::Distinct { columns }, inputs: vec![input?] }
+        }
         "shuffle" => {
             let input = t.req_str("input", "the input stage");
             let keys = t.opt_str_list("keys");
@@ -556,7 +604,9 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
         other => {
             t.error(
                 "kind",
-                format!("unknown operator kind `{other}`; expected one of: join, group_by, shuffle"),
+                format!(
+                    "unknown operator kind `{other}`; expected one of: join, group_by, union, intersect, subtract, distinct, shuffle"
+                ),
             );
             return None;
         }
@@ -591,13 +641,17 @@ impl OperatorKind {
         match self {
             OperatorKind::Join(j) => vec![j.left.as_str(), j.right.as_str()],
             OperatorKind::Shuffle { input, .. } | OperatorKind::GroupBy { input, .. } => vec![input.as_str()],
+            OperatorKind::Set { inputs, .. } => inputs.iter().map(String::as_str).collect(),
         }
     }
 
-    fn input_keys(&self) -> &'static [&'static str] {
+    /// The key naming each input, for error paths.
+    fn input_keys(&self) -> Vec<String> {
         match self {
-            OperatorKind::Join(_) => &["left", "right"],
-            OperatorKind::Shuffle { .. } | OperatorKind::GroupBy { .. } => &["input"],
+            OperatorKind::Join(_) => vec!["left".into(), "right".into()],
+            OperatorKind::Shuffle { .. } | OperatorKind::GroupBy { .. } => vec!["input".into()],
+            OperatorKind::Set { op: SetOpKind::Distinct { .. }, .. } => vec!["input".into()],
+            OperatorKind::Set { inputs, .. } => (0..inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
         }
     }
 }
@@ -627,7 +681,8 @@ fn check_graph(top: &Table<'_, '_>, spec: &PipelineSpec, declared: &[(&'static s
                 } else {
                     "is not a source or operator"
                 };
-                doc.error(&path, position(&path), format!("input `{input}` {what}"));
+                let at = path.split('[').next().unwrap_or(&path).to_string();
+                doc.error(&path, position(&at), format!("input `{input}` {what}"));
             }
         }
     }

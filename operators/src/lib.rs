@@ -20,6 +20,7 @@ pub mod hash_table;
 pub mod join;
 pub mod partition;
 pub mod planner;
+pub mod setops;
 pub mod shuffle;
 pub mod sinks;
 

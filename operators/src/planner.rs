@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use updraft_config::{OperatorKind, PipelineSpec, SinkKind, SourceKind};
+use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
 use updraft_runtime::JobError;
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
 
@@ -16,6 +16,7 @@ use crate::files::{FileSource, assign_files};
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
 use crate::join::{HashJoin, JoinParams};
+use crate::setops::{SetKind, SetOp};
 use crate::shuffle::Shuffle;
 use crate::sinks::{ParquetSink, SummarySink};
 
@@ -125,6 +126,39 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                 b.shuffles[i] = true;
                 let mode = if split { Mode::Final } else { Mode::Complete };
                 b.push(o.name.clone(), Phase::Aggregate, Box::new(GroupBy::new(params(&o.name), mode)), &[i]);
+            }
+            OperatorKind::Set { op, inputs } => {
+                let kind = match op {
+                    SetOpKind::UnionAll => SetKind::UnionAll,
+                    SetOpKind::UnionDistinct => SetKind::UnionDistinct,
+                    SetOpKind::Intersect => SetKind::Intersect,
+                    SetOpKind::Subtract => SetKind::Subtract,
+                    SetOpKind::Distinct { columns } => SetKind::Distinct { columns: columns.clone() },
+                };
+                let mut from = Vec::new();
+                for (n, input) in inputs.iter().enumerate() {
+                    let producer = b.lookup(input)?;
+                    if kind == SetKind::UnionAll {
+                        from.push(producer);
+                        continue;
+                    }
+                    // Equal rows must meet: shuffle on the compared columns (none = whole rows).
+                    let keys = match &kind {
+                        SetKind::Distinct { columns } => columns.clone(),
+                        _ => Vec::new(),
+                    };
+                    let name = format!("{}.shuffle-{n}", o.name);
+                    let i = b.push(
+                        name.clone(),
+                        Phase::Shuffle,
+                        Box::new(Shuffle::new(&name, keys, ctx.world)),
+                        &[producer],
+                    );
+                    b.shuffles[i] = true;
+                    from.push(i);
+                }
+                let op = SetOp::new(&o.name, kind, from.len());
+                b.push(o.name.clone(), Phase::Other, Box::new(op), &from);
             }
             OperatorKind::Shuffle { input, keys } => {
                 let from = b.lookup(input)?;

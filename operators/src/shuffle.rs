@@ -16,7 +16,7 @@ pub struct Shuffle {
 }
 
 impl Shuffle {
-    /// Shuffles on `keys` across `world` ranks.
+    /// Shuffles on `keys` across `world` ranks; no keys means every column (whole rows).
     pub fn new(name: &str, keys: Vec<String>, world: u32) -> Shuffle {
         Shuffle { name: name.to_string(), keys, key_idx: None, world }
     }
@@ -27,7 +27,11 @@ impl Operator for Shuffle {
         let idx = match &self.key_idx {
             Some(i) => i.clone(),
             None => {
-                let i = column_indices(&batch.schema(), &self.keys, &format!("`{}`: key", self.name))?;
+                let i = if self.keys.is_empty() {
+                    (0..batch.num_columns()).collect()
+                } else {
+                    column_indices(&batch.schema(), &self.keys, &format!("`{}`: key", self.name))?
+                };
                 self.key_idx = Some(i.clone());
                 i
             }

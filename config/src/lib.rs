@@ -13,6 +13,7 @@
 
 pub mod defaults;
 mod error;
+pub mod expr;
 mod pipeline;
 mod reader;
 mod settings;

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::de::DeTable;
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::expr::{Expr, parse_expr};
 use crate::reader::{Doc, Table};
 use crate::settings::RuntimeSettings;
 
@@ -124,6 +125,20 @@ pub enum OperatorKind {
         aggregates: Vec<AggSpec>,
         /// Pre-aggregate on each rank before the shuffle when every aggregate allows it.
         pre_aggregate: bool,
+    },
+    /// Keep the rows for which `predicate` is true (null counts as false).
+    Filter {
+        /// Input stage.
+        input: String,
+        /// The predicate.
+        predicate: Expr,
+    },
+    /// Compute new columns from expressions, in order.
+    Project {
+        /// Input stage.
+        input: String,
+        /// (output name, expression).
+        columns: Vec<(String, Expr)>,
     },
     /// A set operation over one or more inputs.
     Set {
@@ -468,7 +483,10 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 }
 
 fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
-    let kind = t.req_str("kind", "one of: join, group_by, union, intersect, subtract, distinct, shuffle")?;
+    let kind = t.req_str(
+        "kind",
+        "one of: join, group_by, filter, project, union, intersect, subtract, distinct, shuffle",
+    )?;
     let kind = match kind.as_str() {
         "join" => {
             let left = t.req_str("left", "the left input stage");
@@ -586,6 +604,38 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             };
             OperatorKind::Set { op, inputs }
         }
+        "filter" => {
+            let input = t.req_str("input", "the input stage");
+            let predicate =
+                t.req_str("where", "a condition, e.g. \"amount > 0 and region == 'eu'\"").and_then(|w| {
+                    parse_expr(&w).map_err(|e| t.error("where", format!("bad expression: {e}"))).ok()
+                });
+            t.finish(&["kind", "input", "where"]);
+            OperatorKind::Filter { input: input?, predicate: predicate? }
+        }
+        "project" => {
+            let input = t.req_str("input", "the input stage");
+            let mut columns = Vec::new();
+            match t.opt_table("columns") {
+                Some(c) => {
+                    for name in c.keys_in_order() {
+                        if let Some(text) = c.opt_str(&name) {
+                            match parse_expr(&text) {
+                                Ok(e) => columns.push((name, e)),
+                                Err(e) => c.error(&name, format!("bad expression: {e}")),
+                            }
+                        }
+                    }
+                    c.finish(&[]);
+                }
+                None => t.error(
+                    "kind",
+                    "a project needs `columns`, e.g. columns = { key = \"key\", double = \"amount * 2\" }",
+                ),
+            }
+            t.finish(&["kind", "input", "columns"]);
+            OperatorKind::Project { input: input?, columns }
+        }
         "distinct" => {
             let input = t.req_str("input", "the input stage");
             let columns = t.opt_str_list("columns").unwrap_or_default();
@@ -605,7 +655,7 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             t.error(
                 "kind",
                 format!(
-                    "unknown operator kind `{other}`; expected one of: join, group_by, union, intersect, subtract, distinct, shuffle"
+                    "unknown operator kind `{other}`; expected one of: join, group_by, filter, project, union, intersect, subtract, distinct, shuffle"
                 ),
             );
             return None;
@@ -640,7 +690,10 @@ impl OperatorKind {
     pub fn inputs(&self) -> Vec<&str> {
         match self {
             OperatorKind::Join(j) => vec![j.left.as_str(), j.right.as_str()],
-            OperatorKind::Shuffle { input, .. } | OperatorKind::GroupBy { input, .. } => vec![input.as_str()],
+            OperatorKind::Shuffle { input, .. }
+            | OperatorKind::GroupBy { input, .. }
+            | OperatorKind::Filter { input, .. }
+            | OperatorKind::Project { input, .. } => vec![input.as_str()],
             OperatorKind::Set { inputs, .. } => inputs.iter().map(String::as_str).collect(),
         }
     }
@@ -649,7 +702,10 @@ impl OperatorKind {
     fn input_keys(&self) -> Vec<String> {
         match self {
             OperatorKind::Join(_) => vec!["left".into(), "right".into()],
-            OperatorKind::Shuffle { .. } | OperatorKind::GroupBy { .. } => vec!["input".into()],
+            OperatorKind::Shuffle { .. }
+            | OperatorKind::GroupBy { .. }
+            | OperatorKind::Filter { .. }
+            | OperatorKind::Project { .. } => vec!["input".into()],
             OperatorKind::Set { op: SetOpKind::Distinct { .. }, .. } => vec!["input".into()],
             OperatorKind::Set { inputs, .. } => (0..inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
         }

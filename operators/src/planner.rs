@@ -12,6 +12,7 @@ use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind
 use updraft_runtime::JobError;
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
 
+use crate::expr::{Filter, Project};
 use crate::files::{FileSource, assign_files};
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
@@ -126,6 +127,24 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                 b.shuffles[i] = true;
                 let mode = if split { Mode::Final } else { Mode::Complete };
                 b.push(o.name.clone(), Phase::Aggregate, Box::new(GroupBy::new(params(&o.name), mode)), &[i]);
+            }
+            OperatorKind::Filter { input, predicate } => {
+                let from = b.lookup(input)?;
+                b.push(
+                    o.name.clone(),
+                    Phase::Other,
+                    Box::new(Filter::new(&o.name, predicate.clone())),
+                    &[from],
+                );
+            }
+            OperatorKind::Project { input, columns } => {
+                let from = b.lookup(input)?;
+                b.push(
+                    o.name.clone(),
+                    Phase::Other,
+                    Box::new(Project::new(&o.name, columns.clone())),
+                    &[from],
+                );
             }
             OperatorKind::Set { op, inputs } => {
                 let kind = match op {

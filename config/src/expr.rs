@@ -1,0 +1,385 @@
+//! Expressions in pipeline files (`filter`'s `where`, `project`'s columns): column references,
+//! literals, arithmetic, comparisons, `and` / `or` / `not`, `is null` / `is not null`.
+//!
+//! ```text
+//!  or      := and ("or" and)*
+//!  and     := not ("and" not)*
+//!  not     := "not" not | compare
+//!  compare := sum (("==" | "!=" | "<" | "<=" | ">" | ">=") sum)? ("is" "not"? "null")?
+//!  sum     := product (("+" | "-") product)*
+//!  product := unary (("*" | "/" | "%") unary)*
+//!  unary   := "-" unary | primary
+//!  primary := number | 'string' | true | false | null | column | `quoted column` | "(" or ")"
+//! ```
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// Integer.
+    Int(i64),
+    /// Floating point.
+    Float(f64),
+    /// String.
+    Str(String),
+    /// Boolean.
+    Bool(bool),
+    /// Null.
+    Null,
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    /// `or`
+    Or,
+    /// `and`
+    And,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Rem,
+}
+
+/// An expression tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A column by name.
+    Column(String),
+    /// A constant.
+    Literal(Literal),
+    /// `not e`.
+    Not(Box<Expr>),
+    /// `-e`.
+    Neg(Box<Expr>),
+    /// `e is null` (`negated`: `is not null`).
+    IsNull {
+        /// Operand.
+        expr: Box<Expr>,
+        /// `is not null`.
+        negated: bool,
+    },
+    /// `l op r`.
+    Binary(Box<Expr>, BinOp, Box<Expr>),
+}
+
+impl Expr {
+    /// Every column the expression reads, in order of first use.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Column(c) => {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+            Expr::Literal(_) => {}
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } => e.collect(out),
+            Expr::Binary(l, _, r) => {
+                l.collect(out);
+                r.collect(out);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Num(String),
+    Str(String),
+    Op(&'static str),
+}
+
+fn tokens(text: &str) -> Result<Vec<(usize, Tok)>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() || (c == '.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_' || b[i] == b'e' || b[i] == b'E')
+            {
+                i += 1;
+            }
+            out.push((start, Tok::Num(text[start..i].replace('_', ""))));
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < b.len() && ((b[i] as char).is_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                i += 1;
+            }
+            out.push((start, Tok::Ident(text[start..i].to_string())));
+        } else if c == '\'' || c == '`' {
+            let start = i;
+            let end =
+                text[i + 1..].find(c).ok_or_else(|| format!("unclosed {c} at position {}", start + 1))?;
+            let s = text[i + 1..i + 1 + end].to_string();
+            i += end + 2;
+            out.push((start, if c == '`' { Tok::Ident(s) } else { Tok::Str(s) }));
+        } else {
+            let two = text.get(i..i + 2).unwrap_or("");
+            let op: &'static str = match two {
+                "==" => "==",
+                "!=" => "!=",
+                "<=" => "<=",
+                ">=" => ">=",
+                _ => match c {
+                    '<' => "<",
+                    '>' => ">",
+                    '+' => "+",
+                    '-' => "-",
+                    '*' => "*",
+                    '/' => "/",
+                    '%' => "%",
+                    '(' => "(",
+                    ')' => ")",
+                    _ => return Err(format!("unexpected `{c}` at position {}", i + 1)),
+                },
+            };
+            out.push((i, Tok::Op(op)));
+            i += op.len();
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<(usize, Tok)>,
+    at: usize,
+    len: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.at).map(|t| &t.1)
+    }
+
+    fn pos(&self) -> usize {
+        self.toks.get(self.at).map_or(self.len, |t| t.0) + 1
+    }
+
+    fn keyword(&mut self, k: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case(k)) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn op(&mut self, ops: &[&'static str]) -> Option<&'static str> {
+        match self.peek() {
+            Some(Tok::Op(o)) if ops.contains(o) => {
+                let o = *o;
+                self.at += 1;
+                Some(o)
+            }
+            _ => None,
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        let mut l = self.and()?;
+        while self.keyword("or") {
+            l = Expr::Binary(Box::new(l), BinOp::Or, Box::new(self.and()?));
+        }
+        Ok(l)
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut l = self.not()?;
+        while self.keyword("and") {
+            l = Expr::Binary(Box::new(l), BinOp::And, Box::new(self.not()?));
+        }
+        Ok(l)
+    }
+
+    fn not(&mut self) -> Result<Expr, String> {
+        if self.keyword("not") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.compare()
+    }
+
+    fn compare(&mut self) -> Result<Expr, String> {
+        let mut l = self.sum()?;
+        if let Some(o) = self.op(&["==", "!=", "<", "<=", ">", ">="]) {
+            let op = match o {
+                "==" => BinOp::Eq,
+                "!=" => BinOp::Ne,
+                "<" => BinOp::Lt,
+                "<=" => BinOp::Le,
+                ">" => BinOp::Gt,
+                _ => BinOp::Ge,
+            };
+            l = Expr::Binary(Box::new(l), op, Box::new(self.sum()?));
+        }
+        if self.keyword("is") {
+            let negated = self.keyword("not");
+            if !self.keyword("null") {
+                return Err(format!("expected `null` after `is` at position {}", self.pos()));
+            }
+            l = Expr::IsNull { expr: Box::new(l), negated };
+        }
+        Ok(l)
+    }
+
+    fn sum(&mut self) -> Result<Expr, String> {
+        let mut l = self.product()?;
+        while let Some(o) = self.op(&["+", "-"]) {
+            let op = if o == "+" { BinOp::Add } else { BinOp::Sub };
+            l = Expr::Binary(Box::new(l), op, Box::new(self.product()?));
+        }
+        Ok(l)
+    }
+
+    fn product(&mut self) -> Result<Expr, String> {
+        let mut l = self.unary()?;
+        while let Some(o) = self.op(&["*", "/", "%"]) {
+            let op = match o {
+                "*" => BinOp::Mul,
+                "/" => BinOp::Div,
+                _ => BinOp::Rem,
+            };
+            l = Expr::Binary(Box::new(l), op, Box::new(self.unary()?));
+        }
+        Ok(l)
+    }
+
+    fn unary(&mut self) -> Result<Expr, String> {
+        if self.op(&["-"]).is_some() {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, String> {
+        let pos = self.pos();
+        let Some(tok) = self.peek().cloned() else {
+            return Err(format!("expression ends early at position {pos}"));
+        };
+        self.at += 1;
+        match tok {
+            Tok::Num(n) => {
+                if n.contains(['.', 'e', 'E']) {
+                    n.parse()
+                        .map(|f| Expr::Literal(Literal::Float(f)))
+                        .map_err(|_| format!("bad number `{n}` at position {pos}"))
+                } else {
+                    n.parse()
+                        .map(|i| Expr::Literal(Literal::Int(i)))
+                        .map_err(|_| format!("bad number `{n}` at position {pos}"))
+                }
+            }
+            Tok::Str(s) => Ok(Expr::Literal(Literal::Str(s))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("true") => Ok(Expr::Literal(Literal::Bool(true))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("false") => Ok(Expr::Literal(Literal::Bool(false))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Ok(Expr::Literal(Literal::Null)),
+            Tok::Ident(w) if ["and", "or", "not", "is"].iter().any(|k| w.eq_ignore_ascii_case(k)) => {
+                Err(format!("unexpected `{w}` at position {pos}"))
+            }
+            Tok::Ident(w) => Ok(Expr::Column(w)),
+            Tok::Op("(") => {
+                let e = self.or()?;
+                if self.op(&[")"]).is_none() {
+                    return Err(format!("expected `)` at position {}", self.pos()));
+                }
+                Ok(e)
+            }
+            Tok::Op(o) => Err(format!("unexpected `{o}` at position {pos}")),
+        }
+    }
+}
+
+/// Parses an expression.
+///
+/// # Errors
+/// A message naming what is wrong and its position (1-based) in the text.
+pub fn parse_expr(text: &str) -> Result<Expr, String> {
+    let mut p = Parser { toks: tokens(text)?, at: 0, len: text.len() };
+    let e = p.or()?;
+    if p.at < p.toks.len() {
+        return Err(format!("unexpected text at position {}", p.pos()));
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(c: &str) -> Box<Expr> {
+        Box::new(Expr::Column(c.into()))
+    }
+
+    #[test]
+    fn precedence_and_forms() {
+        let e = parse_expr("a + 2 * b > 10 and not c is null or d == 'x'").expect("parses");
+        let want = Expr::Binary(
+            Box::new(Expr::Binary(
+                Box::new(Expr::Binary(
+                    Box::new(Expr::Binary(
+                        col("a"),
+                        BinOp::Add,
+                        Box::new(Expr::Binary(
+                            Box::new(Expr::Literal(Literal::Int(2))),
+                            BinOp::Mul,
+                            col("b"),
+                        )),
+                    )),
+                    BinOp::Gt,
+                    Box::new(Expr::Literal(Literal::Int(10))),
+                )),
+                BinOp::And,
+                Box::new(Expr::Not(Box::new(Expr::IsNull { expr: col("c"), negated: false }))),
+            )),
+            BinOp::Or,
+            Box::new(Expr::Binary(col("d"), BinOp::Eq, Box::new(Expr::Literal(Literal::Str("x".into()))))),
+        );
+        assert_eq!(e, want);
+        assert_eq!(e.columns(), vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            parse_expr("`odd name` is not null").expect("quoted"),
+            Expr::IsNull { expr: col("odd name"), negated: true }
+        );
+        assert_eq!(
+            parse_expr("-(1.5e1)").expect("neg"),
+            Expr::Neg(Box::new(Expr::Literal(Literal::Float(15.0))))
+        );
+    }
+
+    #[test]
+    fn errors_say_where() {
+        assert!(parse_expr("a > ").unwrap_err().contains("ends early at position 5"));
+        assert!(parse_expr("(a > 1").unwrap_err().contains("expected `)`"));
+        assert!(parse_expr("a ? b").unwrap_err().contains("unexpected `?` at position 3"));
+        assert!(parse_expr("a is 3").unwrap_err().contains("expected `null`"));
+        assert!(parse_expr("a b").unwrap_err().contains("unexpected text at position 3"));
+    }
+}

@@ -1,0 +1,265 @@
+//! Evaluating expressions (parsed by `updraft_config::expr`) on record batches with Arrow
+//! kernels, and the `filter` and `project` operators built on it.
+//!
+//! Types: integers of any width compute as int64, floats as float64; an integer meeting a
+//! float becomes a float; strings compare with strings. Arithmetic is checked (an int64
+//! overflow or an integer division by zero is an error naming the expression). Comparisons with
+//! null give null; `and` / `or` follow SQL's three-valued logic; `filter` drops rows whose
+//! predicate is null.
+
+use std::sync::Arc;
+
+use arrow_arith::boolean::{and_kleene, is_not_null, is_null, not, or_kleene};
+use arrow_arith::numeric::{add, div, mul, neg, rem, sub};
+use arrow_array::cast::AsArray;
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
+};
+use arrow_ord::cmp::{eq, gt, gt_eq, lt, lt_eq, neq};
+use arrow_schema::{DataType, Field, Schema};
+use arrow_select::filter::filter_record_batch;
+use updraft_config::expr::{BinOp, Expr, Literal};
+use updraft_runtime::{Flow, Operator, OperatorError, Output};
+
+fn err(e: impl std::fmt::Display) -> OperatorError {
+    OperatorError::Invalid(e.to_string())
+}
+
+fn literal(l: &Literal, n: usize, like: Option<&DataType>) -> ArrayRef {
+    match l {
+        Literal::Int(i) => Arc::new(Int64Array::from(vec![*i; n])),
+        Literal::Float(f) => Arc::new(Float64Array::from(vec![*f; n])),
+        Literal::Str(s) => Arc::new(StringArray::from(vec![s.as_str(); n])),
+        Literal::Bool(b) => Arc::new(BooleanArray::from(vec![*b; n])),
+        Literal::Null => new_null_array(like.unwrap_or(&DataType::Int64), n),
+    }
+}
+
+fn numeric_kind(t: &DataType) -> Option<bool> {
+    if t.is_integer() {
+        Some(false)
+    } else if t.is_floating() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Casts both sides to one type for an operator.
+fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorError> {
+    let (lt_, rt_) = (l.data_type().clone(), r.data_type().clone());
+    let target = match (numeric_kind(&lt_), numeric_kind(&rt_)) {
+        (Some(a), Some(b)) => {
+            if a || b {
+                DataType::Float64
+            } else {
+                DataType::Int64
+            }
+        }
+        _ if matches!(lt_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            && matches!(rt_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =>
+        {
+            DataType::Utf8
+        }
+        _ if lt_ == rt_ => return Ok((l, r)),
+        _ => return Err(err(format!("cannot combine {lt_} with {rt_}"))),
+    };
+    Ok((arrow_cast::cast(&l, &target)?, arrow_cast::cast(&r, &target)?))
+}
+
+fn boolean(a: &ArrayRef, what: &str) -> Result<BooleanArray, OperatorError> {
+    a.as_boolean_opt()
+        .cloned()
+        .ok_or_else(|| err(format!("{what} needs true/false values, found {}", a.data_type())))
+}
+
+/// Evaluates `e` on `batch`: one value per row.
+///
+/// # Errors
+/// Unknown columns, type mismatches, overflow and integer division by zero.
+pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
+    let n = batch.num_rows();
+    Ok(match e {
+        Expr::Column(c) => {
+            let i = batch.schema().index_of(c).map_err(|_| {
+                let have: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+                err(format!("unknown column `{c}` (columns: {})", have.join(", ")))
+            })?;
+            batch.column(i).clone()
+        }
+        Expr::Literal(l) => literal(l, n, None),
+        Expr::Not(x) => Arc::new(not(&boolean(&eval(x, batch)?, "not")?)?),
+        Expr::Neg(x) => {
+            let v = eval(x, batch)?;
+            let v = match numeric_kind(v.data_type()) {
+                Some(true) => arrow_cast::cast(&v, &DataType::Float64)?,
+                Some(false) => arrow_cast::cast(&v, &DataType::Int64)?,
+                None => return Err(err(format!("cannot negate {}", v.data_type()))),
+            };
+            neg(&v)?
+        }
+        Expr::IsNull { expr, negated } => {
+            let v = eval(expr, batch)?;
+            Arc::new(if *negated { is_not_null(&v)? } else { is_null(&v)? })
+        }
+        Expr::Binary(l, op, r) => {
+            // A bare null literal takes the type of the other side.
+            let (lv, rv) = match (l.as_ref(), r.as_ref()) {
+                (Expr::Literal(Literal::Null), _) => {
+                    let rv = eval(r, batch)?;
+                    (literal(&Literal::Null, n, Some(rv.data_type())), rv)
+                }
+                (_, Expr::Literal(Literal::Null)) => {
+                    let lv = eval(l, batch)?;
+                    let nl = literal(&Literal::Null, n, Some(lv.data_type()));
+                    (lv, nl)
+                }
+                _ => (eval(l, batch)?, eval(r, batch)?),
+            };
+            match op {
+                BinOp::And => Arc::new(and_kleene(&boolean(&lv, "and")?, &boolean(&rv, "and")?)?),
+                BinOp::Or => Arc::new(or_kleene(&boolean(&lv, "or")?, &boolean(&rv, "or")?)?),
+                _ => {
+                    let (a, b) = coerce(lv, rv)?;
+                    match op {
+                        BinOp::Eq => Arc::new(eq(&a, &b)?),
+                        BinOp::Ne => Arc::new(neq(&a, &b)?),
+                        BinOp::Lt => Arc::new(lt(&a, &b)?),
+                        BinOp::Le => Arc::new(lt_eq(&a, &b)?),
+                        BinOp::Gt => Arc::new(gt(&a, &b)?),
+                        BinOp::Ge => Arc::new(gt_eq(&a, &b)?),
+                        BinOp::Add => add(&a, &b)?,
+                        BinOp::Sub => sub(&a, &b)?,
+                        BinOp::Mul => mul(&a, &b)?,
+                        BinOp::Div => div(&a, &b)?,
+                        _ => rem(&a, &b)?,
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Keeps the rows whose predicate is true.
+pub struct Filter {
+    name: String,
+    predicate: Expr,
+}
+
+impl Filter {
+    /// A filter stage.
+    pub fn new(name: &str, predicate: Expr) -> Filter {
+        Filter { name: name.to_string(), predicate }
+    }
+}
+
+impl Operator for Filter {
+    fn on_batch(&mut self, _: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
+        let mask = eval(&self.predicate, &batch).map_err(|e| err(format!("`{}`: {e}", self.name)))?;
+        let mask = boolean(&mask, "a filter").map_err(|e| err(format!("`{}`: {e}", self.name)))?;
+        out.emit(filter_record_batch(&batch, &mask)?);
+        Ok(())
+    }
+
+    fn on_end(&mut self, _: usize, _: &mut Output) -> Result<Flow, OperatorError> {
+        Ok(Flow::Idle)
+    }
+}
+
+/// Computes new columns.
+pub struct Project {
+    name: String,
+    columns: Vec<(String, Expr)>,
+}
+
+impl Project {
+    /// A project stage.
+    pub fn new(name: &str, columns: Vec<(String, Expr)>) -> Project {
+        Project { name: name.to_string(), columns }
+    }
+}
+
+impl Operator for Project {
+    fn on_batch(&mut self, _: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut cols = Vec::with_capacity(self.columns.len());
+        for (name, e) in &self.columns {
+            let c = eval(e, &batch).map_err(|x| err(format!("`{}`: column `{name}`: {x}", self.name)))?;
+            fields.push(Field::new(name, c.data_type().clone(), true));
+            cols.push(c);
+        }
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        out.emit(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), cols, &options)?);
+        Ok(())
+    }
+
+    fn on_end(&mut self, _: usize, _: &mut Output) -> Result<Flow, OperatorError> {
+        Ok(Flow::Idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use updraft_config::expr::parse_expr;
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            ("a", Arc::new(Int64Array::from(vec![Some(1), Some(5), None, Some(-3)])) as ArrayRef),
+            ("f", Arc::new(Float64Array::from(vec![0.5, 2.0, 3.0, 4.0])) as ArrayRef),
+            ("s", Arc::new(StringArray::from(vec![Some("x"), Some("y"), Some("x"), None])) as ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    fn bools(text: &str) -> Vec<Option<bool>> {
+        eval(&parse_expr(text).expect("parse"), &batch()).expect("eval").as_boolean().iter().collect()
+    }
+
+    #[test]
+    fn comparisons_logic_and_nulls() {
+        assert_eq!(bools("a > 1"), vec![Some(false), Some(true), None, Some(false)]);
+        assert_eq!(bools("a > 1 or s == 'x'"), vec![Some(true), Some(true), Some(true), None]);
+        assert_eq!(bools("a > 1 and s == 'x'"), vec![Some(false), Some(false), None, Some(false)]);
+        assert_eq!(bools("a is null or s is null"), vec![Some(false), Some(false), Some(true), Some(true)]);
+        assert_eq!(
+            bools("a + f > 2"),
+            vec![Some(false), Some(true), None, Some(false)],
+            "int + float is float"
+        );
+        assert_eq!(
+            bools("not (a % 2 == 1)"),
+            vec![Some(false), Some(false), None, Some(true)],
+            "-3 % 2 is -1"
+        );
+        assert_eq!(bools("a == null"), vec![None, None, None, None]);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = |t: &str| eval(&parse_expr(t).expect("parse"), &batch()).expect_err(t).to_string();
+        assert!(e("b > 1").contains("unknown column `b` (columns: a, f, s)"));
+        assert!(e("s + 1").contains("cannot combine Utf8 with Int64"));
+        assert!(e("a / 0").to_lowercase().contains("divide by zero"));
+        assert!(e("not a").contains("needs true/false"));
+    }
+
+    #[test]
+    fn filter_and_project() {
+        let mut out = Output::default();
+        Filter::new("f", parse_expr("a >= 1").expect("p")).on_batch(0, batch(), &mut out).expect("filter");
+        let kept: Vec<_> = out.drain().collect();
+        assert_eq!(kept[0].1.num_rows(), 2);
+        let cols = vec![
+            ("twice".to_string(), parse_expr("a * 2").expect("p")),
+            ("one".to_string(), parse_expr("1").expect("p")),
+        ];
+        Project::new("p", cols).on_batch(0, batch(), &mut out).expect("project");
+        let b = out.drain().next().expect("batch").1;
+        assert_eq!(b.schema().field(0).name(), "twice");
+        let twice = b.column(0).as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(twice.iter().collect::<Vec<_>>(), vec![Some(2), Some(10), None, Some(-6)]);
+        assert_eq!(b.column(1).len(), 4);
+    }
+}

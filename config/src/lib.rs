@@ -22,7 +22,7 @@ mod units;
 pub use error::{ConfigError, ConfigErrors};
 pub use pipeline::{
     AggFn, AggSpec, FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec,
-    SetOpKind, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+    SetOpKind, SinkKind, SinkSpec, SortKeySpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
 };
 pub use settings::RuntimeSettings;
 pub use units::{parse_bytes, parse_duration};

@@ -126,6 +126,13 @@ pub enum OperatorKind {
         /// Pre-aggregate on each rank before the shuffle when every aggregate allows it.
         pre_aggregate: bool,
     },
+    /// Sort globally: rank 0 holds the first rows, each rank's output is in order.
+    Sort {
+        /// Input stage.
+        input: String,
+        /// Sort keys, most significant first.
+        by: Vec<SortKeySpec>,
+    },
     /// Keep the rows for which `predicate` is true (null counts as false).
     Filter {
         /// Input stage.
@@ -241,6 +248,41 @@ fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
         (_, true) => Err(format!("`{}` needs a column, e.g. `{}(amount)`", name.trim(), name.trim())),
         (_, false) => Ok((func, Some(column.to_string()))),
     }
+}
+
+/// One sort key: `"column [asc|desc] [nulls first|last]"` (default: ascending, nulls last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKeySpec {
+    /// Column.
+    pub column: String,
+    /// Largest first.
+    pub descending: bool,
+    /// Nulls before values.
+    pub nulls_first: bool,
+}
+
+fn parse_sort_key(text: &str) -> Result<SortKeySpec, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some((column, rest)) = words.split_first() else { return Err("empty sort key".into()) };
+    let mut key = SortKeySpec { column: column.to_string(), descending: false, nulls_first: false };
+    let mut i = 0;
+    while i < rest.len() {
+        match (rest[i].to_ascii_lowercase().as_str(), rest.get(i + 1).map(|w| w.to_ascii_lowercase())) {
+            ("asc", _) => key.descending = false,
+            ("desc", _) => key.descending = true,
+            ("nulls", Some(w)) if w == "first" || w == "last" => {
+                key.nulls_first = w == "first";
+                i += 1;
+            }
+            (w, _) => {
+                return Err(format!(
+                    "unexpected `{w}` in sort key `{text}`; write e.g. \"amount desc nulls first\""
+                ));
+            }
+        }
+        i += 1;
+    }
+    Ok(key)
 }
 
 /// Set operations.
@@ -485,7 +527,7 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
     let kind = t.req_str(
         "kind",
-        "one of: join, group_by, filter, project, union, intersect, subtract, distinct, shuffle",
+        "one of: join, group_by, sort, filter, project, union, intersect, subtract, distinct, shuffle",
     )?;
     let kind = match kind.as_str() {
         "join" => {
@@ -604,6 +646,25 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             };
             OperatorKind::Set { op, inputs }
         }
+        "sort" => {
+            let input = t.req_str("input", "the input stage");
+            let mut by = Vec::new();
+            match t.get("by").map(|v| v.path) {
+                Some(path) => {
+                    for (i, text) in t.opt_str_list("by").unwrap_or_default().into_iter().enumerate() {
+                        match parse_sort_key(&text) {
+                            Ok(k) => by.push(k),
+                            Err(msg) => {
+                                t.doc().error(&format!("{path}[{i}]"), t.span_of("by").unwrap_or(0..0), msg)
+                            }
+                        }
+                    }
+                }
+                None => t.error("kind", "a sort needs `by`, e.g. by = [\"key\", \"amount desc\"]"),
+            }
+            t.finish(&["kind", "input", "by"]);
+            OperatorKind::Sort { input: input?, by }
+        }
         "filter" => {
             let input = t.req_str("input", "the input stage");
             let predicate =
@@ -655,7 +716,7 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             t.error(
                 "kind",
                 format!(
-                    "unknown operator kind `{other}`; expected one of: join, group_by, filter, project, union, intersect, subtract, distinct, shuffle"
+                    "unknown operator kind `{other}`; expected one of: join, group_by, sort, filter, project, union, intersect, subtract, distinct, shuffle"
                 ),
             );
             return None;
@@ -693,6 +754,7 @@ impl OperatorKind {
             OperatorKind::Shuffle { input, .. }
             | OperatorKind::GroupBy { input, .. }
             | OperatorKind::Filter { input, .. }
+            | OperatorKind::Sort { input, .. }
             | OperatorKind::Project { input, .. } => vec![input.as_str()],
             OperatorKind::Set { inputs, .. } => inputs.iter().map(String::as_str).collect(),
         }
@@ -705,6 +767,7 @@ impl OperatorKind {
             OperatorKind::Shuffle { .. }
             | OperatorKind::GroupBy { .. }
             | OperatorKind::Filter { .. }
+            | OperatorKind::Sort { .. }
             | OperatorKind::Project { .. } => vec!["input".into()],
             OperatorKind::Set { op: SetOpKind::Distinct { .. }, .. } => vec!["input".into()],
             OperatorKind::Set { inputs, .. } => (0..inputs.len()).map(|i| format!("inputs[{i}]")).collect(),

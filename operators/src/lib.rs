@@ -24,5 +24,6 @@ pub mod planner;
 pub mod setops;
 pub mod shuffle;
 pub mod sinks;
+pub mod sort;
 
 pub use planner::{PlanContext, build_plan};

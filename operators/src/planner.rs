@@ -20,6 +20,7 @@ use crate::join::{HashJoin, JoinParams};
 use crate::setops::{SetKind, SetOp};
 use crate::shuffle::Shuffle;
 use crate::sinks::{ParquetSink, SummarySink};
+use crate::sort::{LocalSort, RangePartition, Sampler, SortKey};
 
 /// Where the plan runs.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +128,39 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                 b.shuffles[i] = true;
                 let mode = if split { Mode::Final } else { Mode::Complete };
                 b.push(o.name.clone(), Phase::Aggregate, Box::new(GroupBy::new(params(&o.name), mode)), &[i]);
+            }
+            OperatorKind::Sort { input, by } => {
+                let keys: Vec<SortKey> = by
+                    .iter()
+                    .map(|k| SortKey {
+                        column: k.column.clone(),
+                        descending: k.descending,
+                        nulls_first: k.nulls_first,
+                    })
+                    .collect();
+                let from = b.lookup(input)?;
+                let name = format!("{}.sample", o.name);
+                let s = b.push(
+                    name.clone(),
+                    Phase::Shuffle,
+                    Box::new(Sampler::new(&name, keys.clone(), ctx.world)),
+                    &[from],
+                );
+                b.shuffles[s] = true;
+                let name = format!("{}.range", o.name);
+                let r = b.push(
+                    name.clone(),
+                    Phase::Shuffle,
+                    Box::new(RangePartition::new(&name, keys.clone(), ctx.world)),
+                    &[s],
+                );
+                b.shuffles[r] = true;
+                b.push(
+                    o.name.clone(),
+                    Phase::Other,
+                    Box::new(LocalSort::new(&o.name, keys, batch_rows)),
+                    &[r],
+                );
             }
             OperatorKind::Filter { input, predicate } => {
                 let from = b.lookup(input)?;

@@ -1,0 +1,104 @@
+//! Distributed sort on real local clusters: the concatenation of the ranks' outputs, in rank
+//! order, is the input sorted by the keys (checked against a sort done here).
+
+mod common;
+
+use std::cmp::Ordering;
+
+use arrow_schema::DataType;
+use common::*;
+
+/// a descending with nulls first, then b ascending with nulls last.
+fn order(x: &Row, y: &Row) -> Ordering {
+    let a = |r: &Row| match &r[0] {
+        V::I(v) => *v,
+        V::S(_) => None,
+    };
+    let b = |r: &Row| match &r[1] {
+        V::S(v) => v.clone(),
+        V::I(_) => None,
+    };
+    let first = match (a(x), a(y)) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(p), Some(q)) => q.cmp(&p),
+    };
+    first.then_with(|| match (b(x), b(y)) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(p), Some(q)) => p.cmp(&q),
+    })
+}
+
+#[test]
+fn sorted_across_ranks_in_rank_order_on_1_to_4_workers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rng = TestRng(17);
+    let rows: Vec<Row> = (0..5000)
+        .map(|n| {
+            let a = if rng.below(15) == 0 { V::I(None) } else { V::I(Some(rng.below(400) as i64 - 200)) };
+            let b =
+                if rng.below(15) == 0 { V::S(None) } else { V::S(Some(format!("w{:03}", rng.below(50)))) };
+            vec![a, b, V::I(Some(n))]
+        })
+        .collect();
+    let types = [DataType::Int64, DataType::Utf8, DataType::Int64];
+    let chunk = rows.len().div_ceil(3);
+    let files: Vec<String> = (0..3)
+        .map(|k| {
+            let f = format!("in-{k}.parquet");
+            write_parquet(
+                &dir.path().join(&f),
+                &batch(&["a", "b", "id"], &types, &rows[k * chunk..((k + 1) * chunk).min(rows.len())]),
+            );
+            format!("\"{f}\"")
+        })
+        .collect();
+    let pipeline = format!(
+        "[runtime]\nbatch_rows = 300\n\n[source.s]\nkind = \"parquet\"\npaths = [{}]\n\n\
+         [operator.sorted]\nkind = \"sort\"\ninput = \"s\"\nby = [\"a desc nulls first\", \"b\"]\n\n\
+         [sink.out]\nkind = \"parquet\"\ninput = \"sorted\"\npath = \"out/s-{{rank}}.parquet\"\n",
+        files.join(", ")
+    );
+    let mut want = rows.clone();
+    want.sort_by(order);
+    for workers in 1..=4u32 {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (out, _) = run_cluster(dir.path(), &pipeline, workers);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut got = Vec::new();
+        let mut per_rank = Vec::new();
+        for rank in 0..workers {
+            let (_, part) = read_parquet_rows(&dir.path().join("out"), &format!("s-{rank}."));
+            per_rank.push(part.len());
+            got.extend(part);
+        }
+        assert_eq!(got.len(), want.len(), "{workers} workers: rows");
+        for (i, w) in got.windows(2).enumerate() {
+            assert_ne!(
+                order(&w[0], &w[1]),
+                Ordering::Greater,
+                "{workers} workers: rows {i} and {} out of order",
+                i + 1
+            );
+        }
+        let key = |r: &Row| (r[0].clone(), r[1].clone());
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            want.iter().map(key).collect::<Vec<_>>(),
+            "{workers} workers: keys"
+        );
+        let (mut g, mut w) = (got.clone(), want.clone());
+        g.sort();
+        w.sort();
+        assert_eq!(g, w, "{workers} workers: same rows");
+        if workers > 1 {
+            assert!(
+                per_rank.iter().filter(|n| **n > 0).count() > 1,
+                "{workers} workers: ranges spread over ranks: {per_rank:?}"
+            );
+        }
+    }
+}

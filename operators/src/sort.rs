@@ -91,7 +91,7 @@ impl Operator for Sampler {
         if let Some((conv, idx, _)) = &self.conv {
             let rows = conv.convert_columns(&key_columns(&batch, idx))?;
             for r in rows.iter() {
-                if self.seen % self.every == 0 {
+                if self.seen.is_multiple_of(self.every) {
                     self.sample.push(r.owned());
                 }
                 self.seen += 1;

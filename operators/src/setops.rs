@@ -121,13 +121,13 @@ impl SetOp {
         batch: &RecordBatch,
         keys: Vec<Vec<u8>>,
         mut keep: impl FnMut(Vec<u8>) -> bool,
-    ) -> Result<Option<RecordBatch>, OperatorError> {
+    ) -> Result<RecordBatch, OperatorError> {
         let idx: Vec<u32> =
-            keys.into_iter().enumerate().filter(|(_, k)| keep(k.clone())).map(|(i, _)| i as u32).collect();
+            keys.into_iter().enumerate().filter_map(|(i, k)| keep(k).then_some(i as u32)).collect();
         if idx.len() == batch.num_rows() {
-            return Ok(Some(batch.clone()));
+            return Ok(batch.clone());
         }
-        Ok(Some(take_record_batch(batch, &UInt32Array::from(idx))?))
+        Ok(take_record_batch(batch, &UInt32Array::from(idx))?)
     }
 }
 
@@ -143,9 +143,7 @@ impl Operator for SetOp {
             SetKind::UnionDistinct | SetKind::Distinct { .. } => {
                 let keys = self.keys(&batch)?;
                 let seen = &mut self.seen;
-                if let Some(b) = Self::filter(&batch, keys, |k| seen.insert(k))? {
-                    out.emit(b);
-                }
+                out.emit(Self::filter(&batch, keys, |k| seen.insert(k))?);
             }
             SetKind::Intersect | SetKind::Subtract => {
                 if port == 0 {
@@ -170,9 +168,7 @@ impl Operator for SetOp {
         let keys = self.keys(&all)?;
         let want = self.kind == SetKind::Intersect;
         let (second, seen) = (&self.second, &mut self.seen);
-        if let Some(b) = Self::filter(&all, keys, |k| second.contains(&k) == want && seen.insert(k))? {
-            out.emit(b);
-        }
+        out.emit(Self::filter(&all, keys, |k| second.contains(&k) == want && seen.insert(k))?);
         Ok(Flow::Idle)
     }
 }

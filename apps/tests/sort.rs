@@ -102,3 +102,50 @@ fn sorted_across_ranks_in_rank_order_on_1_to_4_workers() {
         }
     }
 }
+
+#[test]
+fn head_after_sort_is_the_top_n_on_rank_0_and_repartition_keeps_every_row() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rng = TestRng(23);
+    let rows: Vec<Row> = (0..3000)
+        .map(|n| vec![V::I(Some(rng.below(100_000) as i64)), V::S(Some(format!("r{n}"))), V::I(Some(n))])
+        .collect();
+    let types = [DataType::Int64, DataType::Utf8, DataType::Int64];
+    for k in 0..3 {
+        write_parquet(
+            &dir.path().join(format!("in-{k}.parquet")),
+            &batch(&["a", "b", "id"], &types, &rows[k * 1000..(k + 1) * 1000]),
+        );
+    }
+    let pipeline = "[runtime]\nbatch_rows = 128\n\n[source.s]\nkind = \"parquet\"\npaths = [\"in-0.parquet\", \"in-1.parquet\", \"in-2.parquet\"]\n\n\
+         [operator.sorted]\nkind = \"sort\"\ninput = \"s\"\nby = [\"a desc\", \"id\"]\n\n[operator.top]\nkind = \"head\"\ninput = \"sorted\"\nrows = 25\n\n\
+         [operator.spread]\nkind = \"repartition\"\ninput = \"s\"\n\n\
+         [sink.out]\nkind = \"parquet\"\ninput = \"top\"\npath = \"out/t-{rank}.parquet\"\n\n\
+         [sink.spread_files]\nkind = \"parquet\"\ninput = \"spread\"\npath = \"out/r-{rank}.parquet\"\n";
+    let mut want = rows.clone();
+    want.sort_by(|x, y| match (&x[0], &y[0], &x[2], &y[2]) {
+        (V::I(a), V::I(b), V::I(i), V::I(j)) => b.cmp(a).then(i.cmp(j)),
+        _ => Ordering::Equal,
+    });
+    want.truncate(25);
+    let (out, _) = run_cluster(dir.path(), pipeline, 3);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, top) = read_parquet_rows(&dir.path().join("out"), "t-0.");
+    assert_eq!(top, want, "the top 25, in order, on rank 0");
+    for rank in 1..3 {
+        let (_, none) = read_parquet_rows(&dir.path().join("out"), &format!("t-{rank}."));
+        assert!(none.is_empty(), "rank {rank} holds no head rows");
+    }
+    let mut spread_total = Vec::new();
+    let mut ranks_with_rows = 0;
+    for rank in 0..3 {
+        let (_, part) = read_parquet_rows(&dir.path().join("out"), &format!("r-{rank}."));
+        ranks_with_rows += usize::from(!part.is_empty());
+        spread_total.extend(part);
+    }
+    spread_total.sort();
+    let mut all = rows.clone();
+    all.sort();
+    assert_eq!(spread_total, all, "repartition keeps every row once");
+    assert_eq!(ranks_with_rows, 3, "round-robin spreads batches over every rank");
+}

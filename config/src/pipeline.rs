@@ -133,6 +133,20 @@ pub enum OperatorKind {
         /// Sort keys, most significant first.
         by: Vec<SortKeySpec>,
     },
+    /// The first `rows` rows in rank order, delivered on rank 0.
+    Head {
+        /// Input stage.
+        input: String,
+        /// How many.
+        rows: u64,
+    },
+    /// Redistribute rows: by hash of `keys`, or round-robin by batch without keys.
+    Repartition {
+        /// Input stage.
+        input: String,
+        /// Key columns (empty: round-robin).
+        keys: Vec<String>,
+    },
     /// Keep the rows for which `predicate` is true (null counts as false).
     Filter {
         /// Input stage.
@@ -527,7 +541,7 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
     let kind = t.req_str(
         "kind",
-        "one of: join, group_by, sort, filter, project, union, intersect, subtract, distinct, shuffle",
+        "one of: join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle",
     )?;
     let kind = match kind.as_str() {
         "join" => {
@@ -665,6 +679,18 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             t.finish(&["kind", "input", "by"]);
             OperatorKind::Sort { input: input?, by }
         }
+        "head" => {
+            let input = t.req_str("input", "the input stage");
+            let rows = t.req_u64("rows", "how many rows");
+            t.finish(&["kind", "input", "rows"]);
+            OperatorKind::Head { input: input?, rows: rows? }
+        }
+        "repartition" => {
+            let input = t.req_str("input", "the input stage");
+            let keys = t.opt_str_list("keys").unwrap_or_default();
+            t.finish(&["kind", "input", "keys"]);
+            OperatorKind::Repartition { input: input?, keys }
+        }
         "filter" => {
             let input = t.req_str("input", "the input stage");
             let predicate =
@@ -716,7 +742,7 @@ fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
             t.error(
                 "kind",
                 format!(
-                    "unknown operator kind `{other}`; expected one of: join, group_by, sort, filter, project, union, intersect, subtract, distinct, shuffle"
+                    "unknown operator kind `{other}`; expected one of: join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle"
                 ),
             );
             return None;
@@ -755,6 +781,8 @@ impl OperatorKind {
             | OperatorKind::GroupBy { input, .. }
             | OperatorKind::Filter { input, .. }
             | OperatorKind::Sort { input, .. }
+            | OperatorKind::Head { input, .. }
+            | OperatorKind::Repartition { input, .. }
             | OperatorKind::Project { input, .. } => vec![input.as_str()],
             OperatorKind::Set { inputs, .. } => inputs.iter().map(String::as_str).collect(),
         }
@@ -768,6 +796,8 @@ impl OperatorKind {
             | OperatorKind::GroupBy { .. }
             | OperatorKind::Filter { .. }
             | OperatorKind::Sort { .. }
+            | OperatorKind::Head { .. }
+            | OperatorKind::Repartition { .. }
             | OperatorKind::Project { .. } => vec!["input".into()],
             OperatorKind::Set { op: SetOpKind::Distinct { .. }, .. } => vec!["input".into()],
             OperatorKind::Set { inputs, .. } => (0..inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
@@ -780,13 +810,17 @@ fn check_graph(top: &Table<'_, '_>, spec: &PipelineSpec, declared: &[(&'static s
     let doc = top.doc();
     let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
     for (kind, name) in declared {
-        if let Some(prev) = kinds.insert(name.as_str(), kind) {
+        // The first declaration keeps the name; later ones are the error.
+        if let Some(prev) = kinds.get(name.as_str()) {
             let path = format!("{kind}.{name}");
+            let article = if prev.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
             doc.error(
                 &path,
                 find_line(top, &path),
-                format!("name `{name}` is already used by a {prev}; stage names must be unique"),
+                format!("name `{name}` is already used by {article} {prev}; stage names must be unique"),
             );
+        } else {
+            kinds.insert(name.as_str(), kind);
         }
     }
     let producer = |name: &str| matches!(kinds.get(name), Some(&"source") | Some(&"operator"));
@@ -982,6 +1016,15 @@ input = "missing"
         let text = e.to_string();
         assert!(text.contains("cycle: x -> y -> x"), "{text}");
         assert!(e.paths().contains(&"sink.s.input"), "{text}");
+    }
+
+    #[test]
+    fn a_name_used_twice_is_one_error_not_a_cascade() {
+        let text = "[source.a]\nkind = \"generate\"\nrows = 1\n[operator.x]\nkind = \"shuffle\"\ninput = \"a\"\nkeys = [\"key\"]\n\
+                    [sink.x]\nkind = \"summary\"\ninput = \"x\"\n";
+        let e = parse_pipeline(text, "dup.toml").expect_err("invalid");
+        assert_eq!(e.paths(), vec!["sink.x"], "{e}");
+        assert!(e.to_string().contains("already used by an operator"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod files;
 pub mod generate;
 pub mod groupby;
 pub mod hash_table;
+pub mod head;
 pub mod join;
 pub mod partition;
 pub mod planner;

@@ -16,6 +16,7 @@ use crate::expr::{Filter, Project};
 use crate::files::{FileSource, assign_files};
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
+use crate::head::{GatherHead, LocalHead, RoundRobin};
 use crate::join::{HashJoin, JoinParams};
 use crate::setops::{SetKind, SetOp};
 use crate::shuffle::Shuffle;
@@ -161,6 +162,24 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                     Box::new(LocalSort::new(&o.name, keys, batch_rows)),
                     &[r],
                 );
+            }
+            OperatorKind::Head { input, rows } => {
+                let from = b.lookup(input)?;
+                let limit = usize::try_from(*rows).unwrap_or(usize::MAX);
+                let name = format!("{}.local", o.name);
+                let l = b.push(name, Phase::Other, Box::new(LocalHead::new(limit, ctx.rank)), &[from]);
+                b.shuffles[l] = true;
+                b.push(o.name.clone(), Phase::Other, Box::new(GatherHead::new(limit)), &[l]);
+            }
+            OperatorKind::Repartition { input, keys } => {
+                let from = b.lookup(input)?;
+                let op: Box<dyn updraft_runtime::Operator> = if keys.is_empty() {
+                    Box::new(RoundRobin::new(ctx.rank, ctx.world))
+                } else {
+                    Box::new(Shuffle::new(&o.name, keys.clone(), ctx.world))
+                };
+                let i = b.push(o.name.clone(), Phase::Shuffle, op, &[from]);
+                b.shuffles[i] = true;
             }
             OperatorKind::Filter { input, predicate } => {
                 let from = b.lookup(input)?;

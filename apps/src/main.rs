@@ -47,6 +47,14 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         workers: u32,
     },
+    /// Print the plan of a pipeline: stages, phases, inputs, and where rows cross ranks.
+    Explain {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Workers to plan for.
+        #[arg(long, default_value_t = 4)]
+        workers: u32,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => worker::main(args),
         Command::Rendezvous { listen, secret_file } => serve_rendezvous(listen, secret_file),
         Command::Validate { file, workers } => validate(&file, workers),
+        Command::Explain { file, workers } => explain(&file, workers),
         Command::Bench { which } => bench::run(which),
     };
     match result {
@@ -93,6 +102,38 @@ fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow:
         server.wait().await;
         Ok::<_, anyhow::Error>(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_pipeline(file) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let world = workers.max(1);
+    let plan = updraft_operators::build_plan(&spec, updraft_operators::PlanContext { rank: 0, world })?;
+    let edges = plan.edges()?;
+    println!(
+        "job `{}` on {world} workers: {} stages per worker, {} edges",
+        spec.name,
+        plan.stages.len(),
+        edges.len()
+    );
+    for (i, line) in plan.describe().into_iter().enumerate() {
+        println!("  {i:>2}  {line}");
+    }
+    let exchanges: Vec<String> = edges
+        .iter()
+        .filter(|e| e.exchange)
+        .map(|e| format!("{} -> {}", plan.stages[e.from].name, plan.stages[e.to].name))
+        .collect();
+    println!("rows cross ranks on {} edges (all-to-all):", exchanges.len());
+    for x in exchanges {
+        println!("  {x}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

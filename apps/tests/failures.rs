@@ -72,6 +72,17 @@ fn validate_prints_the_plan_of_a_good_pipeline() {
 }
 
 #[test]
+fn explain_lists_stages_and_the_edges_that_cross_ranks() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example-join.toml");
+    let out = Command::new(bin()).args(["explain", example, "--workers", "3"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("job `example-join` on 3 workers: 7 stages per worker, 6 edges"), "{text}");
+    assert!(text.contains("rows cross ranks on 2 edges"), "{text}");
+    assert!(text.contains("joined.shuffle-left -> joined"), "{text}");
+}
+
+#[test]
 fn a_missing_input_file_fails_the_job_on_every_rank_and_names_the_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let pipeline = r#"

@@ -245,6 +245,13 @@ const AGG_FNS: &[(&str, AggFn)] = &[
     ("last", AggFn::Last),
 ];
 
+impl AggFn {
+    /// The function's name as written in pipelines.
+    pub fn name(self) -> &'static str {
+        AGG_FNS.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+    }
+}
+
 /// Parses `func(column)` (or `count()`).
 fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
     let names: Vec<&str> = AGG_FNS.iter().map(|(n, _)| *n).collect();

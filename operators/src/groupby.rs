@@ -543,7 +543,7 @@ impl Operator for GroupBy {
         for ((acc, input), a) in st.accs.iter_mut().zip(&st.inputs).zip(&self.p.aggs) {
             acc.grow(groups);
             let context = |e: OperatorError| {
-                invalid(format!("`{name}`: {:?}({}): {e}", a.func, a.column.as_deref().unwrap_or("")))
+                invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
             };
             match self.mode {
                 Mode::Final => {

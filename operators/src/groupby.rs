@@ -27,6 +27,7 @@ use hashbrown::HashTable;
 use updraft_config::AggFn;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
+use crate::chunked::Chunked;
 use crate::partition::column_indices;
 
 /// Which part of a split aggregation a stage does.
@@ -443,7 +444,7 @@ pub struct GroupBy {
     p: GroupParams,
     mode: Mode,
     st: Option<State>,
-    result: Option<(RecordBatch, usize)>,
+    result: Option<Chunked>,
 }
 
 impl GroupBy {
@@ -560,21 +561,16 @@ impl Operator for GroupBy {
     }
 
     fn on_end(&mut self, _port: usize, _out: &mut Output) -> Result<Flow, OperatorError> {
-        self.result = self.finish()?.map(|b| (b, 0));
+        self.result = self.finish()?.map(|b| Chunked::new(b, self.p.batch_rows));
         Ok(if self.result.is_some() { Flow::More } else { Flow::Idle })
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some((batch, at)) = &mut self.result else { return Ok(Flow::Idle) };
-        let n = self.p.batch_rows.max(1).min(batch.num_rows() - *at);
-        if n > 0 || *at == 0 {
-            out.emit(batch.slice(*at, n));
-        }
-        *at += n;
-        if *at >= batch.num_rows() {
+        let Some(result) = &mut self.result else { return Ok(Flow::Idle) };
+        let flow = result.emit_next(out);
+        if flow == Flow::Idle {
             self.result = None;
-            return Ok(Flow::Idle);
         }
-        Ok(Flow::More)
+        Ok(flow)
     }
 }

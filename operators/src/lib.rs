@@ -13,6 +13,7 @@
 //! | [`planner`] | pipeline spec → physical plan (shuffles inserted before joins) |
 
 pub mod checksum;
+pub mod chunked;
 pub mod expr;
 pub mod files;
 pub mod generate;

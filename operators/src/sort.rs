@@ -21,6 +21,7 @@ use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output, Rank};
 
+use crate::chunked::Chunked;
 use crate::partition::column_indices;
 
 /// Most sampled key rows a rank sends.
@@ -192,7 +193,7 @@ pub struct LocalSort {
     keys: Vec<SortKey>,
     batch_rows: usize,
     data: Vec<RecordBatch>,
-    result: Option<(RecordBatch, usize)>,
+    result: Option<Chunked>,
 }
 
 impl LocalSort {
@@ -223,21 +224,17 @@ impl Operator for LocalSort {
         let rows = conv.convert_columns(&key_columns(&all, &idx))?;
         let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
         order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
-        self.result = Some((take_record_batch(&all, &UInt32Array::from(order))?, 0));
+        self.result =
+            Some(Chunked::new(take_record_batch(&all, &UInt32Array::from(order))?, self.batch_rows));
         Ok(Flow::More)
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some((batch, at)) = &mut self.result else { return Ok(Flow::Idle) };
-        let n = self.batch_rows.min(batch.num_rows() - *at);
-        if n > 0 || *at == 0 {
-            out.emit(batch.slice(*at, n));
-        }
-        *at += n;
-        if *at >= batch.num_rows() {
+        let Some(result) = &mut self.result else { return Ok(Flow::Idle) };
+        let flow = result.emit_next(out);
+        if flow == Flow::Idle {
             self.result = None;
-            return Ok(Flow::Idle);
         }
-        Ok(Flow::More)
+        Ok(flow)
     }
 }

@@ -14,15 +14,18 @@
 pub mod defaults;
 mod error;
 pub mod expr;
+mod operator_spec;
 mod pipeline;
 mod reader;
 mod settings;
 mod units;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use operator_spec::{
+    AggFn, AggSpec, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, SetOpKind, SortKeySpec,
+};
 pub use pipeline::{
-    AggFn, AggSpec, FileFormat, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, PipelineSpec,
-    SetOpKind, SinkKind, SinkSpec, SortKeySpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+    FileFormat, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
 };
 pub use settings::RuntimeSettings;
 pub use units::{parse_bytes, parse_duration};

@@ -207,3 +207,64 @@ input = "j"
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} is still running");
     }
 }
+
+#[test]
+fn every_bundled_example_validates_and_runs() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples");
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir).expect("examples").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    assert!(files.len() >= 4);
+    for file in files {
+        let work = tempfile::tempdir().expect("tmp");
+        let report = work.path().join("r.json");
+        let out = Command::new(bin())
+            .current_dir(work.path())
+            .args(["run", "--quiet", "--workers", "3", "--report"])
+            .arg(&report)
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+        let sinks = r["sinks"].as_array().expect("sinks");
+        assert!(
+            sinks.iter().all(|s| s["summary"]["rows"].as_u64() > Some(0)),
+            "{}: a sink got no rows: {sinks:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn set_examples_are_consistent_with_each_other() {
+    // With A, B the distinct keys: |A| = |A ∩ B| + |A ∖ B| and |A ∪ B| = |A ∖ B| + |B|.
+    let work = tempfile::tempdir().expect("tmp");
+    let report = work.path().join("r.json");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/set-ops.toml");
+    let out = Command::new(bin())
+        .current_dir(work.path())
+        .args(["run", "--quiet", "--workers", "2", "--report"])
+        .arg(&report)
+        .arg(file)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let rows = |name: &str| {
+        r["sinks"]
+            .as_array()
+            .expect("sinks")
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["summary"]["rows"].as_u64())
+            .expect("sink")
+    };
+    let (both, only_a, either) = (rows("both_rows"), rows("only_a_rows"), rows("either_rows"));
+    let (a, b) = (rows("a_rows"), rows("b_rows"));
+    assert!(both > 0 && only_a > 0);
+    assert_eq!(a, both + only_a, "|A| = |A ∩ B| + |A ∖ B|");
+    assert_eq!(either, only_a + b, "|A ∪ B| = |A ∖ B| + |B|");
+}

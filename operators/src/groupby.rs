@@ -241,7 +241,9 @@ impl Acc {
             Acc::Extreme { max, ty, v } => {
                 let Some(c) = col else { return Err(invalid("min and max need a column".into())) };
                 let (t, vals) = scalars(c)?;
-                *ty = t;
+                if *ty == DataType::Null || !vals.is_empty() {
+                    *ty = t;
+                }
                 for (x, g) in vals.into_iter().zip(gids) {
                     let Some(x) = x else { continue };
                     let slot = &mut v[*g as usize];
@@ -253,7 +255,9 @@ impl Acc {
             Acc::Pick { last, ty, v } => {
                 let Some(c) = col else { return Err(invalid("first and last need a column".into())) };
                 let (t, vals) = scalars(c)?;
-                *ty = t;
+                if *ty == DataType::Null || !vals.is_empty() {
+                    *ty = t;
+                }
                 for (x, g) in vals.into_iter().zip(gids) {
                     let Some(x) = x else { continue };
                     let slot = &mut v[*g as usize];

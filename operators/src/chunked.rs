@@ -27,6 +27,17 @@ impl Chunked {
         self.at += n;
         if self.at >= self.batch.num_rows() { Flow::Idle } else { Flow::More }
     }
+
+    /// Emits the next slice of the result in `slot`, clearing it when done: the body of an
+    /// operator's `resume` once its result is computed.
+    pub fn resume(slot: &mut Option<Chunked>, out: &mut Output) -> Flow {
+        let Some(result) = slot else { return Flow::Idle };
+        let flow = result.emit_next(out);
+        if flow == Flow::Idle {
+            *slot = None;
+        }
+        flow
+    }
 }
 
 #[cfg(test)]

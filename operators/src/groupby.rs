@@ -570,11 +570,6 @@ impl Operator for GroupBy {
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some(result) = &mut self.result else { return Ok(Flow::Idle) };
-        let flow = result.emit_next(out);
-        if flow == Flow::Idle {
-            self.result = None;
-        }
-        Ok(flow)
+        Ok(Chunked::resume(&mut self.result, out))
     }
 }

@@ -230,11 +230,6 @@ impl Operator for LocalSort {
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some(result) = &mut self.result else { return Ok(Flow::Idle) };
-        let flow = result.emit_next(out);
-        if flow == Flow::Idle {
-            self.result = None;
-        }
-        Ok(flow)
+        Ok(Chunked::resume(&mut self.result, out))
     }
 }

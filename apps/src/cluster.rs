@@ -52,16 +52,16 @@ pub struct LocalRun {
 
 /// Runs `updraft run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = match output::load_pipeline(&args.pipeline) {
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
-    if args.workers == 0 {
-        bail!("--workers must be at least 1");
-    }
     let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
     let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
     let result = run_local(&args.pipeline, args.workers, deadline, grace, args.metrics_listen)?;

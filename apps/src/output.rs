@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use updraft_config::{ConfigError, ConfigErrors, PipelineSpec, parse_pipeline};
+use updraft_config::{ConfigError, ConfigErrors, PipelineSpec, errors_at, parse_pipeline_with};
 use updraft_runtime::report::JobReport;
 
 /// Reads and validates a pipeline file.
@@ -10,9 +10,32 @@ use updraft_runtime::report::JobReport;
 /// # Errors
 /// Every problem in the file, or one saying it cannot be read.
 pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
+    load(path).map(|(spec, _)| spec)
+}
+
+/// Reads and validates a pipeline file, then checks its columns and types against its sources
+/// (see [`updraft_operators::check`]) as planned for `world` workers. Sources that cannot be
+/// read yet are named on stderr; what follows them is not checked.
+///
+/// # Errors
+/// Every problem in the file, or every column problem, each at its key path.
+pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<PipelineSpec, ConfigErrors> {
+    let (spec, text) = load(path)?;
+    let check = updraft_operators::check::check_columns(&spec, world, crate::registry());
+    for u in &check.unchecked {
+        eprintln!("note: {}: columns after `{}` not checked: {}", path.display(), u.path, u.message);
+    }
+    if check.problems.is_empty() {
+        return Ok(spec);
+    }
+    let problems: Vec<(String, String)> = check.problems.into_iter().map(|p| (p.path, p.message)).collect();
+    Err(errors_at(&text, &path.display().to_string(), &problems))
+}
+
+fn load(path: &Path) -> Result<(PipelineSpec, String), ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_pipeline(&text, &name),
+        Ok(text) => parse_pipeline_with(&text, &name, crate::registry()).map(|spec| (spec, text)),
         Err(e) => Err(ConfigErrors {
             source_name: name,
             errors: vec![ConfigError {

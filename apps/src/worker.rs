@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use updraft_config::PipelineSpec;
-use updraft_operators::{PlanContext, build_plan};
+use updraft_operators::{PlanContext, build_plan_with};
 use updraft_runtime::ids::job_hash;
 use updraft_runtime::job::{JobContext, run_job};
 use updraft_runtime::report::{JobReport, WorkerReport};
@@ -193,7 +193,7 @@ async fn run_registered(
     let early = pusher.clone();
     tokio::spawn(async move { early.push(Duration::from_secs(2)).await });
 
-    let plan = build_plan(spec, PlanContext { rank: args.rank, world: args.world })?;
+    let plan = build_plan_with(spec, PlanContext { rank: args.rank, world: args.world }, crate::registry())?;
     let transport = TransportActor::new(args.rank, hash, &settings, mesh.links);
     let (port, addr) = transport.start_port();
     let ctx = JobContext {

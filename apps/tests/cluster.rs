@@ -143,16 +143,36 @@ fn outer_joins_match_a_naive_outer_join() {
     let lf = write_parts(dir.path(), "left", &["key", "lv"], &types, &left, 3);
     let rf = write_parts(dir.path(), "right", &["key", "rv"], &types, &right, 2);
     let nulls = (&vec![V::S(None), V::I(None)], &vec![V::S(None), V::I(None)]);
-    for (how, keep) in [("left", (true, false)), ("right", (false, true)), ("full", (true, true))] {
-        let _ = std::fs::remove_dir_all(dir.path().join("out"));
-        let pipeline = join_pipeline(&lf, &rf, "[\"key\"]", "")
-            .replace("on = [\"key\"]", &format!("on = [\"key\"]\nhow = \"{how}\""));
-        let (out, report) = run_cluster(dir.path(), &pipeline, 3);
-        assert_ok(&out);
-        let expected = naive_outer_join(&left, &right, &[0], &[0], &[0], keep, nulls);
-        assert_summary(&report.expect("report"), &expected, &["key", "lv", "rv"]);
-        let (_, rows) = read_parquet_rows(&dir.path().join("out"), "joined-");
-        assert_eq!(sorted(rows), sorted(expected), "{how} join, full rows");
+    let cases = [
+        ("inner", (false, false)),
+        ("left", (true, false)),
+        ("right", (false, true)),
+        ("full", (true, true)),
+    ];
+    for algorithm in ["hash", "sort_merge"] {
+        for (how, keep) in cases {
+            let _ = std::fs::remove_dir_all(dir.path().join("out"));
+            let pipeline = join_pipeline(&lf, &rf, "[\"key\"]", "").replace(
+                "on = [\"key\"]",
+                &format!("on = [\"key\"]\nhow = \"{how}\"\nalgorithm = \"{algorithm}\""),
+            );
+            let (out, report) = run_cluster(dir.path(), &pipeline, 3);
+            assert_ok(&out);
+            let expected = naive_outer_join(&left, &right, &[0], &[0], &[0], keep, nulls);
+            assert_summary(&report.expect("report"), &expected, &["key", "lv", "rv"]);
+            let (_, rows) = read_parquet_rows(&dir.path().join("out"), "joined-");
+            assert_eq!(sorted(rows), sorted(expected), "{algorithm} {how} join, full rows");
+            if algorithm == "sort_merge" {
+                // Each rank's output is in key order, rows with a null key last.
+                for rank in 0..3 {
+                    let (_, rows) = read_parquet_rows(&dir.path().join("out"), &format!("joined-{rank}"));
+                    let keys: Vec<&V> = rows.iter().map(|r| &r[0]).collect();
+                    let valid = keys.iter().take_while(|k| **k != &V::S(None)).count();
+                    assert!(keys[..valid].windows(2).all(|w| w[0] <= w[1]), "rank {rank}: keys ascend");
+                    assert!(keys[valid..].iter().all(|k| **k == V::S(None)), "rank {rank}: nulls last");
+                }
+            }
+        }
     }
 }
 
@@ -172,11 +192,16 @@ fn string_and_multi_column_keys_with_nulls() {
     let rf = write_parts(dir.path(), "right", &["name", "n", "rv"], &types, &right, 2);
     let expected = naive_join(&left, &right, &[0, 1], &[0, 1], &[0, 1]);
     assert!(!expected.is_empty());
-    let (out, report) = run_cluster(dir.path(), &join_pipeline(&lf, &rf, "[\"name\", \"n\"]", ""), 3);
-    assert_ok(&out);
-    assert_summary(&report.expect("report"), &expected, &["name", "n", "lv", "rv"]);
-    let (_, rows) = read_parquet_rows(&dir.path().join("out"), "joined-");
-    assert_eq!(sorted(rows), sorted(expected));
+    for algorithm in ["hash", "sort_merge"] {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let pipeline = join_pipeline(&lf, &rf, "[\"name\", \"n\"]", "")
+            .replace("kind = \"join\"", &format!("kind = \"join\"\nalgorithm = \"{algorithm}\""));
+        let (out, report) = run_cluster(dir.path(), &pipeline, 3);
+        assert_ok(&out);
+        assert_summary(&report.expect("report"), &expected, &["name", "n", "lv", "rv"]);
+        let (_, rows) = read_parquet_rows(&dir.path().join("out"), "joined-");
+        assert_eq!(sorted(rows), sorted(expected.clone()), "{algorithm}");
+    }
 
     // Keys of the string column alone: the int `n` columns clash and get suffixes.
     let expected = naive_join(&left, &right, &[0], &[0], &[0]);

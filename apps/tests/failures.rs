@@ -59,6 +59,103 @@ input = "j"
 }
 
 #[test]
+fn validate_checks_columns_and_types_against_the_sources() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("b.csv"), "key,v\nx,1.5\n").expect("csv");
+    let file = dir.path().join("types.toml");
+    std::fs::write(
+        &file,
+        r#"
+[source.a]
+kind = "generate"
+rows = 10
+
+[source.b]
+kind = "csv"
+paths = ["b.csv"]
+
+[operator.mixed_keys]
+kind = "join"
+left = "a"
+right = "b"
+on = ["key"]
+algorithm = "sort_merge"
+
+[operator.no_key]
+kind = "join"
+left = "a"
+right = "a"
+on = ["nokey"]
+
+[operator.text_sum]
+kind = "group_by"
+input = "b"
+keys = ["v"]
+aggregate = { s = "sum(key)" }
+
+[operator.compare_text]
+kind = "filter"
+input = "a"
+where = "payload > 'x'"
+
+[operator.not_bool]
+kind = "filter"
+input = "a"
+where = "payload + 1"
+
+[operator.sorted]
+kind = "sort"
+input = "a"
+by = ["missing desc"]
+
+[operator.both]
+kind = "union"
+inputs = ["a", "b"]
+
+[operator.fine]
+kind = "project"
+input = "a"
+columns = { k = "key", twice = "payload * 2" }
+
+[operator.after_fine]
+kind = "distinct"
+input = "fine"
+columns = ["payload"]
+
+[sink.s]
+kind = "summary"
+input = "mixed_keys"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(bin()).current_dir(dir.path()).arg("validate").arg(&file).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expect = [
+        ("operator.mixed_keys", "Int64 on the left but Utf8 on the right"),
+        ("operator.no_key", "key column `nokey` is not in the input"),
+        ("operator.text_sum", "s = sum(key) needs a numeric column, but `key` is Utf8"),
+        ("operator.compare_text", "cannot combine Int64 with Utf8"),
+        ("operator.not_bool", "a filter needs true/false values"),
+        ("operator.sorted", "sort key column `missing` is not in the input"),
+        ("operator.both", "input 2 has columns (key: Utf8, v: Float64)"),
+        // A projection's output is what later stages see: `payload` is gone.
+        ("operator.after_fine", "key column `payload` is not in the input (columns: k, twice)"),
+    ];
+    for (path, what) in expect {
+        assert!(
+            err.lines().any(|l| l.contains(&format!("- {path} (line ")) && l.contains(what)),
+            "{path}: {what}\n{err}"
+        );
+    }
+    assert!(!err.contains("operator.fine "), "a correct stage is not reported:\n{err}");
+    // `run` refuses the same file before starting any worker.
+    let (out, _) = run_cluster(dir.path(), &std::fs::read_to_string(&file).expect("read"), 2);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("workers started"));
+}
+
+#[test]
 fn validate_prints_the_plan_of_a_good_pipeline() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example-join.toml");
     let out = Command::new(bin()).args(["validate", example, "--workers", "4"]).output().expect("run");
@@ -267,4 +364,26 @@ fn set_examples_are_consistent_with_each_other() {
     assert!(both > 0 && only_a > 0);
     assert_eq!(a, both + only_a, "|A| = |A ∩ B| + |A ∖ B|");
     assert_eq!(either, only_a + b, "|A ∪ B| = |A ∖ B| + |B|");
+}
+
+#[test]
+fn the_sort_merge_example_agrees_with_the_hash_join() {
+    let work = tempfile::tempdir().expect("tmp");
+    let report = work.path().join("r.json");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/sort-merge-join.toml");
+    let out = Command::new(bin())
+        .current_dir(work.path())
+        .args(["run", "--quiet", "--workers", "4", "--report"])
+        .arg(&report)
+        .arg(file)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let (hash, merge, left) = (sink(&r, "hash_rows"), sink(&r, "merge_rows"), sink(&r, "left_rows"));
+    assert!(hash.0 > 0);
+    assert_eq!(hash, merge, "same rows, same checksums");
+    // The left join keeps every inner row plus the unmatched left rows: strictly more here.
+    assert!(left.0 > hash.0 && left.0 < hash.0 + 800_000, "{} vs {}", left.0, hash.0);
 }

@@ -22,10 +22,12 @@ mod units;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use operator_spec::{
-    AggFn, AggSpec, JoinAlgorithm, JoinHow, JoinSpec, OperatorKind, OperatorSpec, SetOpKind, SortKeySpec,
+    AggFn, AggSpec, BuiltinOnly, CustomSpec, JoinAlgorithm, JoinHow, JoinSpec, OperatorCatalog, OperatorKind,
+    OperatorSpec, SetOpKind, SortKeySpec,
 };
 pub use pipeline::{
-    FileFormat, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, parse_pipeline,
+    FileFormat, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, errors_at, is_glob,
+    parse_pipeline, parse_pipeline_with,
 };
 pub use settings::RuntimeSettings;
 pub use units::{parse_bytes, parse_duration};

@@ -78,6 +78,62 @@ pub enum OperatorKind {
         /// Key columns.
         keys: Vec<String>,
     },
+    /// An operator registered by the program embedding updraft (see [`OperatorCatalog`]).
+    Custom(CustomSpec),
+}
+
+/// A registered operator used in a pipeline.
+///
+/// ```toml
+/// [operator.top]
+/// kind = "top_n_per_key"      # the name it was registered under
+/// input = "sales"             # or inputs = ["a", "b"]
+/// partition_by = ["region"]   # optional: rows with equal values meet on one rank first
+/// [operator.top.params]       # the operator's own parameters, checked by its factory
+/// n = 3
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomSpec {
+    /// Registered name.
+    pub kind: String,
+    /// Input stages, in port order.
+    pub inputs: Vec<String>,
+    /// When not empty, every input is hash-partitioned on these columns before the operator.
+    pub partition_by: Vec<String>,
+    /// The `params` table as written.
+    pub params: toml::Table,
+}
+
+/// The operator kinds a program registered besides the built-in ones; the pipeline reader asks
+/// it whether a kind exists and whether its parameters are acceptable.
+pub trait OperatorCatalog {
+    /// True when `kind` was registered.
+    fn contains(&self, kind: &str) -> bool;
+    /// Checks the `params` table of an operator of kind `kind`.
+    ///
+    /// # Errors
+    /// What is wrong with the parameters, in words.
+    fn check_params(&self, kind: &str, params: &toml::Table) -> Result<(), String>;
+    /// Every registered kind, for messages.
+    fn kinds(&self) -> Vec<String>;
+}
+
+/// A catalog with no registered operators.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinOnly;
+
+impl OperatorCatalog for BuiltinOnly {
+    fn contains(&self, _: &str) -> bool {
+        false
+    }
+
+    fn check_params(&self, kind: &str, _: &toml::Table) -> Result<(), String> {
+        Err(format!("`{kind}` is not registered"))
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Join parameters.
@@ -257,13 +313,31 @@ impl JoinHow {
 pub enum JoinAlgorithm {
     /// Build a hash table on one side, probe with the other.
     Hash,
+    /// Sort both sides on the keys and merge them; the output comes out in key order.
+    SortMerge,
 }
 
-pub(crate) fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorSpec> {
-    let kind = t.req_str(
-        "kind",
-        "one of: join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle",
-    )?;
+const BUILTIN_KINDS: &str =
+    "join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle";
+
+fn expected_kinds(catalog: &dyn OperatorCatalog) -> String {
+    let custom = catalog.kinds();
+    if custom.is_empty() {
+        BUILTIN_KINDS.to_string()
+    } else {
+        format!("{BUILTIN_KINDS}, or a registered one: {}", custom.join(", "))
+    }
+}
+
+/// Reads `[operator.NAME]`. `params` is the operator's `params` table as plain TOML, for
+/// registered operators.
+pub(crate) fn read_operator(
+    name: String,
+    t: &Table<'_, '_>,
+    catalog: &dyn OperatorCatalog,
+    params: Option<&toml::Table>,
+) -> Option<OperatorSpec> {
+    let kind = t.req_str("kind", &format!("one of: {}", expected_kinds(catalog)))?;
     let kind = match kind.as_str() {
         "join" => {
             let left = t.req_str("left", "the left input stage");
@@ -306,10 +380,11 @@ pub(crate) fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorS
             };
             let algorithm = match t.opt_str("algorithm").as_deref() {
                 None | Some("hash") => JoinAlgorithm::Hash,
+                Some("sort_merge") => JoinAlgorithm::SortMerge,
                 Some(other) => {
                     t.error(
                         "algorithm",
-                        format!("unsupported join algorithm `{other}`; this version supports: hash"),
+                        format!("unknown join algorithm `{other}`; expected one of: hash, sort_merge"),
                     );
                     JoinAlgorithm::Hash
                 }
@@ -459,12 +534,35 @@ pub(crate) fn read_operator(name: String, t: &Table<'_, '_>) -> Option<OperatorS
             t.finish(&["kind", "input", "keys"]);
             OperatorKind::Shuffle { input: input?, keys: keys.unwrap_or_default() }
         }
+        custom if catalog.contains(custom) => {
+            let input = t.opt_str("input");
+            let inputs = t.opt_str_list("inputs");
+            let inputs = match (input, inputs) {
+                (Some(i), None) => vec![i],
+                (None, Some(list)) if !list.is_empty() => list,
+                (Some(_), Some(_)) => {
+                    t.error("inputs", "give either `input` or `inputs`, not both");
+                    return None;
+                }
+                _ => {
+                    t.error("kind", "a registered operator needs `input` (one stage) or `inputs` (a list)");
+                    return None;
+                }
+            };
+            let partition_by = t.opt_str_list("partition_by").unwrap_or_default();
+            let has_params = t.opt_table("params").is_some();
+            let params = if has_params { params.cloned().unwrap_or_default() } else { toml::Table::new() };
+            if let Err(msg) = catalog.check_params(custom, &params) {
+                let key = if has_params { "params" } else { "kind" };
+                t.error(key, format!("parameters of `{custom}`: {msg}"));
+            }
+            t.finish(&["kind", "input", "inputs", "partition_by", "params"]);
+            OperatorKind::Custom(CustomSpec { kind: custom.to_string(), inputs, partition_by, params })
+        }
         other => {
             t.error(
                 "kind",
-                format!(
-                    "unknown operator kind `{other}`; expected one of: join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle"
-                ),
+                format!("unknown operator kind `{other}`; expected one of: {}", expected_kinds(catalog)),
             );
             return None;
         }
@@ -485,6 +583,7 @@ impl OperatorKind {
             | OperatorKind::Repartition { input, .. }
             | OperatorKind::Project { input, .. } => vec![input.as_str()],
             OperatorKind::Set { inputs, .. } => inputs.iter().map(String::as_str).collect(),
+            OperatorKind::Custom(c) => c.inputs.iter().map(String::as_str).collect(),
         }
     }
 
@@ -501,6 +600,8 @@ impl OperatorKind {
             | OperatorKind::Project { .. } => vec!["input".into()],
             OperatorKind::Set { op: SetOpKind::Distinct { .. }, .. } => vec!["input".into()],
             OperatorKind::Set { inputs, .. } => (0..inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
+            OperatorKind::Custom(c) if c.inputs.len() == 1 => vec!["input".into()],
+            OperatorKind::Custom(c) => (0..c.inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
         }
     }
 }

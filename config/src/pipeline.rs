@@ -5,7 +5,7 @@
 //! name = "example"
 //!
 //! [source.left]
-//! kind = "generate"        # or "parquet", "csv"
+//! kind = "generate"        # or "parquet", "csv", "ipc"
 //! rows = 1000              # per worker
 //!
 //! [operator.joined]
@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::de::DeTable;
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::operator_spec::{OperatorSpec, read_operator};
+use crate::operator_spec::{BuiltinOnly, OperatorCatalog, OperatorSpec, read_operator};
 use crate::reader::{Doc, Table};
 use crate::settings::RuntimeSettings;
 
@@ -65,9 +65,9 @@ pub enum SourceKind {
         /// Base seed; each rank mixes its rank in.
         seed: u64,
     },
-    /// Files on disk.
+    /// Files on disk or in S3 (`s3://bucket/key`).
     Files {
-        /// Parquet or CSV.
+        /// Parquet, CSV or Arrow IPC.
         format: FileFormat,
         /// Which files each rank reads.
         files: SourceFiles,
@@ -88,17 +88,27 @@ pub enum FileFormat {
         /// Declared columns `(name, type)`; inferred from the data when absent.
         schema: Option<Vec<(String, String)>>,
     },
+    /// Arrow IPC file format (Feather v2).
+    Ipc,
 }
 
-/// The files of a source and how ranks share them.
+/// The files of a source and how ranks share them. Paths are local paths or `s3://bucket/key`
+/// URLs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceFiles {
     /// One file per rank: `{rank}` in the path is replaced by the rank. A missing file is an
     /// error.
     PerRank(String),
-    /// A list of files split round-robin across ranks (file `i` goes to rank `i % world`); ranks
-    /// left without a file read nothing.
+    /// A list of files and glob patterns (`*`, `?`, `[...]`, `**`). Patterns are expanded and
+    /// sorted, and the files are split round-robin across ranks (file `i` goes to rank
+    /// `i % world`); ranks left without a file read nothing. A pattern matching nothing is an
+    /// error.
     List(Vec<String>),
+}
+
+/// True when `path` holds glob characters.
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
 }
 
 /// A named sink.
@@ -115,8 +125,11 @@ pub struct SinkSpec {
 /// Sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    /// One Parquet file per rank: `{rank}` in `path` is replaced by the rank.
-    Parquet {
+    /// One file per rank: `{rank}` in `path` is replaced by the rank. Local path or
+    /// `s3://bucket/key`.
+    File {
+        /// Parquet, CSV (with a header, comma-separated) or Arrow IPC.
+        format: FileFormat,
         /// Output path pattern.
         path: String,
     },
@@ -132,6 +145,18 @@ pub const CSV_TYPES: &[&str] = &["int32", "int64", "float64", "utf8", "bool", "d
 /// # Errors
 /// Every problem found, each with its key path and position.
 pub fn parse_pipeline(text: &str, source_name: &str) -> Result<PipelineSpec, ConfigErrors> {
+    parse_pipeline_with(text, source_name, &BuiltinOnly)
+}
+
+/// Like [`parse_pipeline`], also accepting the operator kinds `catalog` registered.
+///
+/// # Errors
+/// Every problem found, each with its key path and position.
+pub fn parse_pipeline_with(
+    text: &str,
+    source_name: &str,
+    catalog: &dyn OperatorCatalog,
+) -> Result<PipelineSpec, ConfigErrors> {
     let fail = |errors: Vec<ConfigError>| ConfigErrors { source_name: source_name.to_string(), errors };
     let root = match DeTable::parse(text) {
         Ok(root) => root,
@@ -143,7 +168,10 @@ pub fn parse_pipeline(text: &str, source_name: &str) -> Result<PipelineSpec, Con
     };
     let doc = Doc::new(text);
     let top = Table::new(&doc, String::new(), root.span(), root.get_ref());
-    let spec = read_pipeline(&top);
+    // Registered operators get their `params` as plain TOML; the document parsed above, so this
+    // parse succeeds too.
+    let plain: toml::Table = text.parse().unwrap_or_default();
+    let spec = read_pipeline(&top, catalog, &plain);
     top.finish(&["job", "runtime", "source", "operator", "sink"]);
     if doc.has_errors() {
         return Err(fail(doc.take_errors()));
@@ -151,7 +179,28 @@ pub fn parse_pipeline(text: &str, source_name: &str) -> Result<PipelineSpec, Con
     Ok(spec)
 }
 
-fn read_pipeline(top: &Table<'_, '_>) -> PipelineSpec {
+/// Problems found after reading (by checking columns against the data, say), placed at their
+/// key paths in `text` so that they print like reading errors.
+pub fn errors_at(text: &str, source_name: &str, problems: &[(String, String)]) -> ConfigErrors {
+    let doc = Doc::new(text);
+    match DeTable::parse(text) {
+        Ok(root) => {
+            let top = Table::new(&doc, String::new(), root.span(), root.get_ref());
+            for (path, message) in problems {
+                let span = if path.is_empty() { 0..0 } else { find_line(&top, path) };
+                doc.error(path, span, message.clone());
+            }
+        }
+        Err(_) => {
+            for (path, message) in problems {
+                doc.error(path, 0..0, message.clone());
+            }
+        }
+    }
+    ConfigErrors { source_name: source_name.to_string(), errors: doc.take_errors() }
+}
+
+fn read_pipeline(top: &Table<'_, '_>, catalog: &dyn OperatorCatalog, plain: &toml::Table) -> PipelineSpec {
     let mut name = "updraft-job".to_string();
     if let Some(job) = top.opt_table("job") {
         if let Some(n) = job.opt_str("name") {
@@ -181,7 +230,12 @@ fn read_pipeline(top: &Table<'_, '_>) -> PipelineSpec {
     if let Some(t) = top.opt_table("operator") {
         for (n, t) in t.named_tables() {
             declared.push(("operator", n.clone()));
-            operators.extend(read_operator(n, &t));
+            let params = plain
+                .get("operator")
+                .and_then(|o| o.get(&n))
+                .and_then(|o| o.get("params"))
+                .and_then(toml::Value::as_table);
+            operators.extend(read_operator(n, &t, catalog, params));
         }
     }
     let mut sinks = Vec::new();
@@ -197,7 +251,7 @@ fn read_pipeline(top: &Table<'_, '_>) -> PipelineSpec {
 }
 
 fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
-    let kind = t.req_str("kind", "one of: generate, parquet, csv")?;
+    let kind = t.req_str("kind", "one of: generate, parquet, csv, ipc")?;
     let kind = match kind.as_str() {
         "generate" => {
             let rows = t.req_u64("rows", "rows per worker");
@@ -209,10 +263,11 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
             t.finish(&["kind", "rows", "unique_factor", "seed"]);
             SourceKind::Generate { rows: rows?, unique_factor, seed }
         }
-        "parquet" => {
+        "parquet" | "ipc" => {
             let files = read_files(t);
             t.finish(&["kind", "path", "paths"]);
-            SourceKind::Files { format: FileFormat::Parquet, files: files? }
+            let format = if kind == "ipc" { FileFormat::Ipc } else { FileFormat::Parquet };
+            SourceKind::Files { format, files: files? }
         }
         "csv" => {
             let files = read_files(t);
@@ -232,7 +287,7 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
         other => {
             t.error(
                 "kind",
-                format!("unknown source kind `{other}`; expected one of: generate, parquet, csv"),
+                format!("unknown source kind `{other}`; expected one of: generate, parquet, csv, ipc"),
             );
             return None;
         }
@@ -247,6 +302,15 @@ fn read_files(t: &Table<'_, '_>) -> Option<SourceFiles> {
         (Some(p), None) => {
             if p.is_empty() {
                 t.error("path", "must not be empty");
+            }
+            if !p.contains("{rank}") && is_glob(&p) {
+                return Some(SourceFiles::List(vec![p]));
+            }
+            if !p.contains("{rank}") {
+                t.error(
+                    "path",
+                    "names one file for every rank: put {rank} in it, use a glob pattern, or list files in `paths`",
+                );
             }
             Some(SourceFiles::PerRank(p))
         }
@@ -291,20 +355,33 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 }
 
 fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
-    let kind = t.req_str("kind", "one of: parquet, summary")?;
+    let kind = t.req_str("kind", "one of: parquet, csv, ipc, summary")?;
     let input = t.req_str("input", "the stage it consumes");
     let kind = match kind.as_str() {
-        "parquet" => {
+        "parquet" | "csv" | "ipc" => {
             let path = t.req_str("path", "output path; {rank} is replaced by the rank");
+            if let Some(p) = &path
+                && !p.contains("{rank}")
+            {
+                t.error("path", "must contain {rank}: every rank writes its own file");
+            }
             t.finish(&["kind", "input", "path"]);
-            SinkKind::Parquet { path: path? }
+            let format = match kind.as_str() {
+                "parquet" => FileFormat::Parquet,
+                "ipc" => FileFormat::Ipc,
+                _ => FileFormat::Csv { has_header: true, delimiter: b',', schema: None },
+            };
+            SinkKind::File { format, path: path? }
         }
         "summary" => {
             t.finish(&["kind", "input"]);
             SinkKind::Summary
         }
         other => {
-            t.error("kind", format!("unknown sink kind `{other}`; expected one of: parquet, summary"));
+            t.error(
+                "kind",
+                format!("unknown sink kind `{other}`; expected one of: parquet, csv, ipc, summary"),
+            );
             return None;
         }
     };

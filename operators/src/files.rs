@@ -1,42 +1,79 @@
-//! File sources: Parquet and CSV. A source either names one file per rank (`{rank}` in the
-//! path) or lists files that are dealt round-robin to the ranks.
+//! File sources: Parquet, CSV and Arrow IPC, on local disk or in S3 (see [`crate::storage`]).
+//! A source either names one file per rank (`{rank}` in the path) or lists files and glob
+//! patterns whose matches are dealt round-robin to the ranks.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use updraft_config::{FileFormat, SourceFiles};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-/// The files rank `rank` reads.
-pub fn assign_files(files: &SourceFiles, rank: u32, world: u32) -> Vec<PathBuf> {
+use crate::storage::{Location, expand, s3_get};
+
+/// The files rank `rank` reads: its own file, or every `world`-th file of the expanded list.
+///
+/// # Errors
+/// Bad URLs or patterns, patterns matching nothing, listing failures.
+pub fn assign_files(files: &SourceFiles, rank: u32, world: u32) -> Result<Vec<Location>, OperatorError> {
     match files {
-        SourceFiles::PerRank(pattern) => vec![PathBuf::from(pattern.replace("{rank}", &rank.to_string()))],
-        SourceFiles::List(list) => list
-            .iter()
+        SourceFiles::PerRank(pattern) => {
+            Ok(vec![Location::parse(&pattern.replace("{rank}", &rank.to_string()))?])
+        }
+        SourceFiles::List(list) => Ok(expand(list)?
+            .into_iter()
             .enumerate()
             .filter(|(i, _)| *i as u32 % world == rank)
-            .map(|(_, p)| PathBuf::from(p))
-            .collect(),
+            .map(|(_, p)| p)
+            .collect()),
+    }
+}
+
+/// A file's bytes: streamed from disk, or an S3 object held in memory.
+enum Input {
+    File(File),
+    Memory(Cursor<Bytes>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Input::File(f) => f.read(buf),
+            Input::Memory(c) => c.read(buf),
+        }
+    }
+}
+
+impl Seek for Input {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Input::File(f) => f.seek(pos),
+            Input::Memory(c) => c.seek(pos),
+        }
     }
 }
 
 enum Reader {
     Parquet(ParquetRecordBatchReader),
-    Csv(Box<arrow_csv::Reader<File>>),
+    Csv(Box<arrow_csv::Reader<Input>>),
+    Ipc(Box<arrow_ipc::reader::FileReader<Input>>),
 }
 
-/// Reads a list of files of one format, one batch per call.
+/// Reads the files of one source in one format, one batch per call.
 pub struct FileSource {
     name: String,
     format: FileFormat,
-    files: Vec<PathBuf>,
+    files: SourceFiles,
+    rank: u32,
+    world: u32,
+    /// Expanded on the first call, so that listing errors are the source's errors.
+    assigned: Option<Vec<Location>>,
     next_file: usize,
-    current: Option<(PathBuf, Reader)>,
+    current: Option<(Location, Reader)>,
     batch_rows: usize,
     schema: Option<SchemaRef>,
     emitted: bool,
@@ -47,7 +84,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> OperatorError {
 }
 
 /// Arrow type for a CSV schema type name (validated by the config already).
-fn csv_type(name: &str) -> Result<DataType, OperatorError> {
+pub fn csv_type(name: &str) -> Result<DataType, OperatorError> {
     Ok(match name {
         "int32" => DataType::Int32,
         "int64" => DataType::Int64,
@@ -59,63 +96,109 @@ fn csv_type(name: &str) -> Result<DataType, OperatorError> {
     })
 }
 
+/// Opens one file and reads its schema.
+///
+/// # Errors
+/// Missing or unreadable files, named with the source.
+fn open(
+    source: &str,
+    format: &FileFormat,
+    at: &Location,
+    batch_rows: usize,
+) -> Result<(SchemaRef, Reader), OperatorError> {
+    let ctx = |what: &str| format!("source `{source}`: cannot {what} {at}");
+    let bad = |what: &str, e: &dyn std::fmt::Display| OperatorError::Invalid(format!("{}: {e}", ctx(what)));
+    let mut input = match at {
+        Location::Local(path) => Input::File(File::open(path).map_err(io(ctx("open")))?),
+        Location::S3 { bucket, key } => Input::Memory(Cursor::new(
+            s3_get(bucket, key).map_err(|e| OperatorError::Invalid(format!("source `{source}`: {e}")))?,
+        )),
+    };
+    match format {
+        FileFormat::Parquet => {
+            let reader = match input {
+                Input::File(f) => ParquetRecordBatchReaderBuilder::try_new(f)
+                    .and_then(|b| b.with_batch_size(batch_rows).build()),
+                Input::Memory(c) => ParquetRecordBatchReaderBuilder::try_new(c.into_inner())
+                    .and_then(|b| b.with_batch_size(batch_rows).build()),
+            }
+            .map_err(|e| bad("read Parquet file", &e))?;
+            let schema = arrow_array::RecordBatchReader::schema(&reader);
+            Ok((schema, Reader::Parquet(reader)))
+        }
+        FileFormat::Ipc => {
+            let reader = arrow_ipc::reader::FileReader::try_new(input, None)
+                .map_err(|e| bad("read Arrow IPC file", &e))?;
+            Ok((reader.schema(), Reader::Ipc(Box::new(reader))))
+        }
+        FileFormat::Csv { has_header, delimiter, schema } => {
+            let schema: SchemaRef = match schema {
+                Some(cols) => {
+                    let fields = cols
+                        .iter()
+                        .map(|(n, t)| Ok(Field::new(n, csv_type(t)?, true)))
+                        .collect::<Result<Vec<_>, OperatorError>>()?;
+                    Arc::new(Schema::new(fields))
+                }
+                None => {
+                    let format = arrow_csv::reader::Format::default()
+                        .with_header(*has_header)
+                        .with_delimiter(*delimiter);
+                    let (schema, _) = format
+                        .infer_schema(&mut input, Some(10_000))
+                        .map_err(|e| bad("infer the schema of", &e))?;
+                    input.seek(SeekFrom::Start(0)).map_err(io(ctx("rewind")))?;
+                    Arc::new(schema)
+                }
+            };
+            let reader = arrow_csv::ReaderBuilder::new(Arc::clone(&schema))
+                .with_header(*has_header)
+                .with_delimiter(*delimiter)
+                .with_batch_size(batch_rows)
+                .build(input)
+                .map_err(|e| bad("read CSV file", &e))?;
+            Ok((schema, Reader::Csv(Box::new(reader))))
+        }
+    }
+}
+
+/// The schema of a source's first file, without reading its rows (for checks before a run).
+///
+/// # Errors
+/// As for reading: the file cannot be found, opened or understood.
+pub fn peek_schema(
+    source: &str,
+    format: &FileFormat,
+    files: &SourceFiles,
+) -> Result<Option<SchemaRef>, OperatorError> {
+    match assign_files(files, 0, 1)?.into_iter().next() {
+        Some(at) => Ok(Some(open(source, format, &at, 1)?.0)),
+        None => Ok(None),
+    }
+}
+
 impl FileSource {
-    /// A source named `name` reading `files` in `format`.
-    pub fn new(name: &str, format: FileFormat, files: Vec<PathBuf>, batch_rows: usize) -> FileSource {
+    /// A source named `name` reading its share of `files` in `format`.
+    pub fn new(
+        name: &str,
+        format: FileFormat,
+        files: SourceFiles,
+        rank: u32,
+        world: u32,
+        batch_rows: usize,
+    ) -> FileSource {
         FileSource {
             name: name.to_string(),
             format,
             files,
+            rank,
+            world,
+            assigned: None,
             next_file: 0,
             current: None,
             batch_rows: batch_rows.max(1),
             schema: None,
             emitted: false,
-        }
-    }
-
-    fn open(&self, path: &PathBuf) -> Result<(SchemaRef, Reader), OperatorError> {
-        let ctx = |what: &str| format!("source `{}`: cannot {what} {}", self.name, path.display());
-        let mut file = File::open(path).map_err(io(ctx("open")))?;
-        match &self.format {
-            FileFormat::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| OperatorError::Invalid(format!("{}: {e}", ctx("read Parquet file"))))?;
-                let schema = Arc::clone(builder.schema());
-                let reader = builder
-                    .with_batch_size(self.batch_rows)
-                    .build()
-                    .map_err(|e| OperatorError::Invalid(format!("{}: {e}", ctx("read Parquet file"))))?;
-                Ok((schema, Reader::Parquet(reader)))
-            }
-            FileFormat::Csv { has_header, delimiter, schema } => {
-                let schema: SchemaRef = match schema {
-                    Some(cols) => {
-                        let fields = cols
-                            .iter()
-                            .map(|(n, t)| Ok(Field::new(n, csv_type(t)?, true)))
-                            .collect::<Result<Vec<_>, OperatorError>>()?;
-                        Arc::new(Schema::new(fields))
-                    }
-                    None => {
-                        let format = arrow_csv::reader::Format::default()
-                            .with_header(*has_header)
-                            .with_delimiter(*delimiter);
-                        let (schema, _) = format.infer_schema(&mut file, Some(10_000)).map_err(|e| {
-                            OperatorError::Invalid(format!("{}: {e}", ctx("infer the schema of")))
-                        })?;
-                        file.seek(SeekFrom::Start(0)).map_err(io(ctx("rewind")))?;
-                        Arc::new(schema)
-                    }
-                };
-                let reader = arrow_csv::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_header(*has_header)
-                    .with_delimiter(*delimiter)
-                    .with_batch_size(self.batch_rows)
-                    .build(file)
-                    .map_err(|e| OperatorError::Invalid(format!("{}: {e}", ctx("read CSV file"))))?;
-                Ok((schema, Reader::Csv(Box::new(reader))))
-            }
         }
     }
 
@@ -126,37 +209,40 @@ impl FileSource {
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, OperatorError> {
         loop {
             if self.current.is_none() {
-                let Some(path) = self.files.get(self.next_file).cloned() else { return Ok(None) };
+                if self.assigned.is_none() {
+                    let files = assign_files(&self.files, self.rank, self.world)
+                        .map_err(|e| OperatorError::Invalid(format!("source `{}`: {e}", self.name)))?;
+                    self.assigned = Some(files);
+                }
+                let Some(at) = self.assigned.as_ref().and_then(|a| a.get(self.next_file)).cloned() else {
+                    return Ok(None);
+                };
                 self.next_file += 1;
-                let (schema, reader) = self.open(&path)?;
+                let (schema, reader) = open(&self.name, &self.format, &at, self.batch_rows)?;
                 match &self.schema {
                     None => self.schema = Some(schema),
                     Some(first) if first.fields() != schema.fields() => {
                         return Err(OperatorError::Invalid(format!(
-                            "source `{}`: {} has columns {:?}, but earlier files have {:?}",
+                            "source `{}`: {at} has columns {:?}, but earlier files have {:?}",
                             self.name,
-                            path.display(),
                             field_list(&schema),
                             field_list(first)
                         )));
                     }
                     Some(_) => {}
                 }
-                self.current = Some((path, reader));
+                self.current = Some((at, reader));
             }
-            let Some((path, reader)) = &mut self.current else { continue };
+            let Some((at, reader)) = &mut self.current else { continue };
             let next = match reader {
-                Reader::Parquet(r) => r.next(),
-                Reader::Csv(r) => r.next(),
+                Reader::Parquet(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
+                Reader::Csv(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
+                Reader::Ipc(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
             };
             match next {
                 Some(Ok(batch)) => return Ok(Some(batch)),
                 Some(Err(e)) => {
-                    return Err(OperatorError::Invalid(format!(
-                        "source `{}`: reading {}: {e}",
-                        self.name,
-                        path.display()
-                    )));
+                    return Err(OperatorError::Invalid(format!("source `{}`: reading {at}: {e}", self.name)));
                 }
                 None => self.current = None,
             }
@@ -206,12 +292,14 @@ mod tests {
 
     #[test]
     fn files_are_dealt_round_robin_or_per_rank() {
-        let list = SourceFiles::List(vec!["a".into(), "b".into(), "c".into()]);
-        assert_eq!(assign_files(&list, 0, 2), vec![PathBuf::from("a"), PathBuf::from("c")]);
-        assert_eq!(assign_files(&list, 1, 2), vec![PathBuf::from("b")]);
-        assert!(assign_files(&list, 3, 4).is_empty());
+        let list = SourceFiles::List(vec!["a".into(), "b".into(), "s3://bk/c".into()]);
+        let local = |p: &str| Location::Local(std::path::PathBuf::from(p));
+        let s3c = Location::S3 { bucket: "bk".into(), key: "c".into() };
+        assert_eq!(assign_files(&list, 0, 2).expect("assign"), vec![local("a"), s3c]);
+        assert_eq!(assign_files(&list, 1, 2).expect("assign"), vec![local("b")]);
+        assert!(assign_files(&list, 3, 4).expect("assign").is_empty());
         let per = SourceFiles::PerRank("d/x-{rank}.parquet".into());
-        assert_eq!(assign_files(&per, 3, 4), vec![PathBuf::from("d/x-3.parquet")]);
+        assert_eq!(assign_files(&per, 3, 4).expect("assign"), vec![local("d/x-3.parquet")]);
     }
 
     #[test]
@@ -226,7 +314,8 @@ mod tests {
                 .expect("writer");
         w.write(&batch).expect("write");
         w.close().expect("close");
-        let mut s = FileSource::new("t", FileFormat::Parquet, vec![pq], 2);
+        let files = SourceFiles::List(vec![pq.display().to_string()]);
+        let mut s = FileSource::new("t", FileFormat::Parquet, files, 0, 1, 2);
         let mut rows = Vec::new();
         while let Some(b) = s.next_batch().expect("read") {
             rows.extend(b.column(0).as_primitive::<Int64Type>().values().iter().copied());
@@ -236,7 +325,7 @@ mod tests {
         let csv = dir.path().join("a.csv");
         File::create(&csv).and_then(|mut f| f.write_all(b"k,name\n1,x\n2,y\n")).expect("csv");
         let fmt = FileFormat::Csv { has_header: true, delimiter: b',', schema: None };
-        let mut s = FileSource::new("t", fmt, vec![csv], 100);
+        let mut s = FileSource::new("t", fmt, SourceFiles::List(vec![csv.display().to_string()]), 0, 1, 100);
         let b = s.next_batch().expect("read").expect("a batch");
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.schema().field(0).data_type(), &DataType::Int64);
@@ -245,9 +334,15 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let mut s =
-            FileSource::new("left", FileFormat::Parquet, vec![PathBuf::from("/nonexistent/x.parquet")], 10);
+        let mut s = FileSource::new(
+            "left",
+            FileFormat::Parquet,
+            SourceFiles::PerRank("/nonexistent/x{rank}.parquet".into()),
+            0,
+            1,
+            10,
+        );
         let e = s.next_batch().expect_err("missing").to_string();
-        assert!(e.contains("source `left`") && e.contains("/nonexistent/x.parquet"), "{e}");
+        assert!(e.contains("source `left`") && e.contains("/nonexistent/x0.parquet"), "{e}");
     }
 }

@@ -489,7 +489,19 @@ impl GroupBy {
                     ),
                     None => None,
                 };
-                accs.push(Acc::for_input(a.func, i.map(|i| schema.field(i).data_type())));
+                let ty = i.map(|i| schema.field(i).data_type());
+                if let (Some(ty), AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std) = (ty, a.func)
+                    && !(ty.is_numeric() || ty == &DataType::Null)
+                {
+                    return Err(invalid(format!(
+                        "`{name}`: {} = {}({}) needs a numeric column, but `{}` is {ty}",
+                        a.output,
+                        a.func.name(),
+                        a.column.as_deref().unwrap_or(""),
+                        a.column.as_deref().unwrap_or("")
+                    )));
+                }
+                accs.push(Acc::for_input(a.func, ty));
                 inputs.push(i);
             }
         }
@@ -522,8 +534,7 @@ impl GroupBy {
 impl Operator for GroupBy {
     fn on_batch(&mut self, _port: usize, batch: RecordBatch, _out: &mut Output) -> Result<(), OperatorError> {
         if self.st.is_none() {
-            self.st =
-                Some(self.init(&batch.schema()).map_err(|e| invalid(format!("`{}`: {e}", self.p.name)))?);
+            self.st = Some(self.init(&batch.schema())?);
         }
         let Some(st) = self.st.as_mut() else { return Ok(()) };
         let key_cols: Vec<ArrayRef> = st.key_idx.iter().map(|&i| batch.column(i).clone()).collect();

@@ -110,8 +110,9 @@ impl JoinKeys {
         self.len() == 0
     }
 
+    /// False when a key column is null in row `i` (such a row never matches).
     #[inline]
-    fn valid(&self, i: usize) -> bool {
+    pub fn valid(&self, i: usize) -> bool {
         match self {
             JoinKeys::Int { nulls, .. } => nulls.as_ref().is_none_or(|n| n.is_valid(i)),
             JoinKeys::Rows { valid, .. } => valid[i],
@@ -124,6 +125,32 @@ impl JoinKeys {
             JoinKeys::Int { values, .. } => (values[i] as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             JoinKeys::Rows { hashes, .. } => hashes[i],
         }
+    }
+
+    /// Orders row `i` of these keys against row `j` of `other` (keys of the two sides of one
+    /// join, from [`join_keys`]).
+    #[inline]
+    pub fn compare(&self, i: usize, other: &JoinKeys, j: usize) -> std::cmp::Ordering {
+        match (self, other) {
+            (JoinKeys::Int { values: a, .. }, JoinKeys::Int { values: b, .. }) => a[i].cmp(&b[j]),
+            (JoinKeys::Rows { rows: a, .. }, JoinKeys::Rows { rows: b, .. }) => a.row(i).cmp(&b.row(j)),
+            // join_keys never mixes representations.
+            (JoinKeys::Int { .. }, JoinKeys::Rows { .. }) => std::cmp::Ordering::Less,
+            (JoinKeys::Rows { .. }, JoinKeys::Int { .. }) => std::cmp::Ordering::Greater,
+        }
+    }
+
+    /// The rows with a valid key sorted by key, and the rows with a null in a key column.
+    pub fn sorted(&self) -> (Vec<u32>, Vec<u32>) {
+        let (mut valid, nulls): (Vec<u32>, Vec<u32>) =
+            (0..self.len() as u32).partition(|&i| self.valid(i as usize));
+        match self {
+            JoinKeys::Int { values, .. } => valid.sort_by_key(|&i| values[i as usize]),
+            JoinKeys::Rows { rows, .. } => {
+                valid.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)))
+            }
+        }
+        (valid, nulls)
     }
 
     #[inline]

@@ -1,13 +1,17 @@
-//! Local hash join (inner, left, right or full outer) on one or more key columns. Rows with a
-//! null in any key column never match; an outer join keeps them as unmatched rows. Because both
-//! inputs are hash-partitioned on the keys first, the local outer join on each rank is the
-//! global one.
+//! Local join (inner, left, right or full outer) on one or more key columns, by hash or by
+//! sort-merge. Rows with a null in any key column never match; an outer join keeps them as
+//! unmatched rows. Because both inputs are hash-partitioned on the keys first, the local outer
+//! join on each rank is the global one.
 //!
 //! ```text
-//!  Collecting ──both inputs ended──▶ build a table on the smaller side ──▶ Probing ──▶ Done
-//!    (batches of each side kept)         (key → chain of row ids)        (≈ one output batch
-//!                                                                          per resume call)
+//!  Collecting ──both inputs ended──▶ hash: build a table on the smaller side ──▶ Matching ──▶ Done
+//!    (batches of each side kept)     sort-merge: sort row ids of both sides   (≈ one output
+//!                                      by key                                 batch per call)
 //! ```
+//!
+//! The hash join probes with the larger side, so its output follows that side's row order. The
+//! sort-merge join walks both sorted sides together and emits in key order (rows with a null
+//! key last); it needs no table and its output is sorted, at the cost of two sorts.
 //!
 //! Output columns: every left column, then every right column except right keys that share
 //! their name with the matching left key (their values are equal; for a right row without a left
@@ -23,7 +27,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
 use arrow_select::zip::zip;
-use updraft_config::JoinHow;
+use updraft_config::{JoinAlgorithm, JoinHow};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::hash_table::{ChainTable, END, JoinKeys, join_keys};
@@ -42,19 +46,22 @@ pub struct JoinParams {
     pub suffixes: (String, String),
     /// Which unmatched rows are kept.
     pub how: JoinHow,
+    /// How matches are found.
+    pub algorithm: JoinAlgorithm,
     /// Rows per output batch.
     pub batch_rows: usize,
 }
 
 /// The join operator. Port 0 is the left input, port 1 the right.
-pub struct HashJoin {
+pub struct Join {
     p: JoinParams,
     sides: [Vec<RecordBatch>; 2],
     ended: [bool; 2],
-    probe: Option<Probe>,
+    state: Option<Matching>,
 }
 
-struct Probe {
+/// Both sides collected; pairs of row ids come from the matcher and are assembled here.
+struct Matching {
     left: RecordBatch,
     right: RecordBatch,
     right_keep: Vec<usize>,
@@ -62,6 +69,33 @@ struct Probe {
     /// Output key columns taken from the right row when there is no left row (right and full
     /// joins): (output column, right column).
     coalesce: Vec<(usize, usize)>,
+    matcher: Matcher,
+    started: bool,
+}
+
+enum Matcher {
+    Hash(Probe),
+    Merge(Merge),
+}
+
+impl Matcher {
+    fn done(&self) -> bool {
+        match self {
+            Matcher::Hash(p) => p.done(),
+            Matcher::Merge(m) => m.done(),
+        }
+    }
+
+    fn pairs(&mut self, limit: usize) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
+        match self {
+            Matcher::Hash(p) => p.pairs(limit),
+            Matcher::Merge(m) => m.pairs(limit),
+        }
+    }
+}
+
+/// Hash matching: a table on the build side, probed row by row.
+struct Probe {
     build_is_left: bool,
     table: ChainTable,
     probe_keys: JoinKeys,
@@ -78,10 +112,10 @@ struct Probe {
     build_cursor: usize,
 }
 
-impl HashJoin {
+impl Join {
     /// A join with these parameters.
-    pub fn new(p: JoinParams) -> HashJoin {
-        HashJoin { p, sides: [Vec::new(), Vec::new()], ended: [false, false], probe: None }
+    pub fn new(p: JoinParams) -> Join {
+        Join { p, sides: [Vec::new(), Vec::new()], ended: [false, false], state: None }
     }
 
     fn side_name(port: usize) -> &'static str {
@@ -129,7 +163,7 @@ impl HashJoin {
         Ok(concat_batches(&schema, &batches)?)
     }
 
-    fn prepare(&mut self) -> Result<Option<Probe>, OperatorError> {
+    fn prepare(&mut self) -> Result<Option<Matching>, OperatorError> {
         if self.sides[0].is_empty() || self.sides[1].is_empty() {
             // A side never saw a schema on any rank (every producer sends at least one,
             // possibly empty, batch when it has one). Nothing can match; a preserved side
@@ -158,24 +192,36 @@ impl HashJoin {
             &self.p.suffixes,
             self.p.how.preserves(),
         );
-        let build_is_left = left.num_rows() < right.num_rows();
-        let (build, probe, bk, pk) =
-            if build_is_left { (&left, &right, &lk, &rk) } else { (&right, &left, &rk, &lk) };
-        let bcols: Vec<ArrayRef> = bk.iter().map(|&i| build.column(i).clone()).collect();
-        let pcols: Vec<ArrayRef> = pk.iter().map(|&i| probe.column(i).clone()).collect();
-        // Keys are checked in left/right order so that messages say "left" and "right".
-        let (build_keys, probe_keys) = if build_is_left {
-            join_keys(&bcols, &pcols, &self.p.name)?
-        } else {
-            let (l, r) = join_keys(&pcols, &bcols, &self.p.name)?;
-            (r, l)
-        };
-        let table = ChainTable::build(build_keys)?;
-        let probe_len = probe.num_rows();
-        let build_len = build.num_rows();
+        let lcols: Vec<ArrayRef> = lk.iter().map(|&i| left.column(i).clone()).collect();
+        let rcols: Vec<ArrayRef> = rk.iter().map(|&i| right.column(i).clone()).collect();
+        let (left_keys, right_keys) = join_keys(&lcols, &rcols, &self.p.name)?;
         let (keep_left, keep_right) = self.p.how.preserves();
-        let (keep_build, keep_probe) =
-            if build_is_left { (keep_left, keep_right) } else { (keep_right, keep_left) };
+        let matcher = match self.p.algorithm {
+            JoinAlgorithm::Hash => {
+                let build_is_left = left.num_rows() < right.num_rows();
+                let (build_keys, probe_keys) =
+                    if build_is_left { (left_keys, right_keys) } else { (right_keys, left_keys) };
+                let (keep_build, keep_probe) =
+                    if build_is_left { (keep_left, keep_right) } else { (keep_right, keep_left) };
+                let probe_len = probe_keys.len();
+                let build_len = build_keys.len();
+                Matcher::Hash(Probe {
+                    build_is_left,
+                    table: ChainTable::build(build_keys)?,
+                    probe_keys,
+                    cursor: 0,
+                    chain: END,
+                    probe_len,
+                    keep_probe,
+                    keep_build,
+                    matched: if keep_build { vec![false; build_len] } else { Vec::new() },
+                    build_cursor: 0,
+                })
+            }
+            JoinAlgorithm::SortMerge => {
+                Matcher::Merge(Merge::new(left_keys, right_keys, keep_left, keep_right))
+            }
+        };
         let coalesce = if keep_right {
             lk.iter()
                 .zip(&rk)
@@ -185,23 +231,7 @@ impl HashJoin {
         } else {
             Vec::new()
         };
-        Ok(Some(Probe {
-            left,
-            right,
-            right_keep,
-            schema,
-            coalesce,
-            build_is_left,
-            table,
-            probe_keys,
-            cursor: 0,
-            chain: END,
-            probe_len,
-            keep_probe,
-            keep_build,
-            matched: if keep_build { vec![false; build_len] } else { Vec::new() },
-            build_cursor: 0,
-        }))
+        Ok(Some(Matching { left, right, right_keep, schema, coalesce, matcher, started: false }))
     }
 }
 
@@ -294,7 +324,144 @@ impl Probe {
         }
         if self.build_is_left { (build_idx, probe_idx) } else { (probe_idx, build_idx) }
     }
+}
 
+/// Sort-merge matching: row ids of both sides sorted by key, walked together.
+struct Merge {
+    left: JoinKeys,
+    right: JoinKeys,
+    /// Rows with valid keys, in key order.
+    order: [Vec<u32>; 2],
+    /// Rows with a null key (never matched).
+    nulls: [Vec<u32>; 2],
+    keep: [bool; 2],
+    /// Next position in `order` of each side.
+    at: [usize; 2],
+    /// A run of equal keys being crossed: ends of the run in `order`, and the cursor over it.
+    run: Option<Run>,
+    /// Next position in `nulls` of each preserved side, emitted after the merge.
+    null_at: [usize; 2],
+}
+
+struct Run {
+    end: [usize; 2],
+    i: usize,
+    j: usize,
+}
+
+impl Merge {
+    fn new(left: JoinKeys, right: JoinKeys, keep_left: bool, keep_right: bool) -> Merge {
+        let (lo, ln) = left.sorted();
+        let (ro, rn) = right.sorted();
+        Merge {
+            left,
+            right,
+            order: [lo, ro],
+            nulls: [ln, rn],
+            keep: [keep_left, keep_right],
+            at: [0, 0],
+            run: None,
+            null_at: [0, 0],
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.run.is_none()
+            && self.at[0] >= self.order[0].len()
+            && self.at[1] >= self.order[1].len()
+            && (0..2).all(|s| !self.keep[s] || self.null_at[s] >= self.nulls[s].len())
+    }
+
+    /// End of the run of keys equal to `order[side][start]`.
+    fn run_end(&self, side: usize, start: usize) -> usize {
+        let keys = if side == 0 { &self.left } else { &self.right };
+        let order = &self.order[side];
+        let first = order[start] as usize;
+        let mut end = start + 1;
+        while end < order.len() && keys.compare(first, keys, order[end] as usize).is_eq() {
+            end += 1;
+        }
+        end
+    }
+
+    fn pairs(&mut self, limit: usize) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
+        let mut l = Vec::with_capacity(limit);
+        let mut r = Vec::with_capacity(limit);
+        while l.len() < limit {
+            if let Some(run) = &mut self.run {
+                l.push(Some(self.order[0][run.i]));
+                r.push(Some(self.order[1][run.j]));
+                run.j += 1;
+                if run.j == run.end[1] {
+                    run.j = self.at[1];
+                    run.i += 1;
+                    if run.i == run.end[0] {
+                        self.at = run.end;
+                        self.run = None;
+                    }
+                }
+                continue;
+            }
+            let (i, j) = (self.at[0], self.at[1]);
+            let (li, rj) = (self.order[0].get(i).copied(), self.order[1].get(j).copied());
+            match (li, rj) {
+                (Some(a), Some(b)) => match self.left.compare(a as usize, &self.right, b as usize) {
+                    std::cmp::Ordering::Less => {
+                        if self.keep[0] {
+                            l.push(Some(a));
+                            r.push(None);
+                        }
+                        self.at[0] += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        if self.keep[1] {
+                            l.push(None);
+                            r.push(Some(b));
+                        }
+                        self.at[1] += 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.run = Some(Run { end: [self.run_end(0, i), self.run_end(1, j)], i, j });
+                    }
+                },
+                (Some(a), None) => {
+                    if self.keep[0] {
+                        l.push(Some(a));
+                        r.push(None);
+                        self.at[0] += 1;
+                    } else {
+                        self.at[0] = self.order[0].len();
+                    }
+                }
+                (None, Some(b)) => {
+                    if self.keep[1] {
+                        l.push(None);
+                        r.push(Some(b));
+                        self.at[1] += 1;
+                    } else {
+                        self.at[1] = self.order[1].len();
+                    }
+                }
+                (None, None) => {
+                    if self.keep[0] && self.null_at[0] < self.nulls[0].len() {
+                        l.push(Some(self.nulls[0][self.null_at[0]]));
+                        r.push(None);
+                        self.null_at[0] += 1;
+                    } else if self.keep[1] && self.null_at[1] < self.nulls[1].len() {
+                        l.push(None);
+                        r.push(Some(self.nulls[1][self.null_at[1]]));
+                        self.null_at[1] += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        (l, r)
+    }
+}
+
+impl Matching {
     fn batch(
         &self,
         left_idx: Vec<Option<u32>>,
@@ -318,7 +485,7 @@ impl Probe {
     }
 }
 
-impl Operator for HashJoin {
+impl Operator for Join {
     fn on_batch(&mut self, port: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
         match self.sides.get_mut(port) {
             Some(side) => {
@@ -339,9 +506,9 @@ impl Operator for HashJoin {
         if !(self.ended[0] && self.ended[1]) {
             return Ok(Flow::Idle);
         }
-        self.probe = self.prepare()?;
-        match &self.probe {
-            Some(p) if !p.done() => Ok(Flow::More),
+        self.state = self.prepare()?;
+        match &self.state {
+            Some(p) if !p.matcher.done() => Ok(Flow::More),
             Some(p) => {
                 out.emit(RecordBatch::new_empty(Arc::clone(&p.schema)));
                 Ok(Flow::Idle)
@@ -351,17 +518,18 @@ impl Operator for HashJoin {
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some(p) = &mut self.probe else { return Ok(Flow::Idle) };
-        let first = p.cursor == 0;
-        let (l, r) = p.pairs(self.p.batch_rows.max(1));
-        let done = p.done();
+        let Some(p) = &mut self.state else { return Ok(Flow::Idle) };
+        let first = !p.started;
+        p.started = true;
+        let (l, r) = p.matcher.pairs(self.p.batch_rows.max(1));
+        let done = p.matcher.done();
         // At most `batch_rows` rows per call; an empty batch only when nothing matched at all,
         // so that consumers still learn the schema.
         if !l.is_empty() || (first && done) {
             out.emit(p.batch(l, r)?);
         }
         if done {
-            self.probe = None;
+            self.state = None;
             Ok(Flow::Idle)
         } else {
             Ok(Flow::More)
@@ -385,10 +553,18 @@ mod tests {
             suffixes: ("_left".into(), "_right".into()),
             batch_rows,
             how: JoinHow::Inner,
+            algorithm: JoinAlgorithm::Hash,
         }
     }
 
-    fn run(j: &mut HashJoin, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    const ALGORITHMS: [JoinAlgorithm; 2] = [JoinAlgorithm::Hash, JoinAlgorithm::SortMerge];
+
+    fn with(algorithm: JoinAlgorithm, mut p: JoinParams) -> Join {
+        p.algorithm = algorithm;
+        Join::new(p)
+    }
+
+    fn run(j: &mut Join, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
         let mut out = Output::default();
         for b in left {
             j.on_batch(0, b, &mut out).expect("left");
@@ -430,23 +606,32 @@ mod tests {
     fn duplicates_nulls_and_chunked_output() {
         let left = kv(vec![Some(1), Some(1), None, Some(2), Some(3)], vec![10, 11, 12, 13, 14]);
         let right = kv(vec![Some(1), None, Some(1), Some(3), Some(4)], vec![20, 21, 22, 23, 24]);
-        let out = run(&mut HashJoin::new(params(&["key"], 2)), vec![left], vec![right]);
-        assert!(out.iter().all(|b| b.num_rows() <= 2));
-        let names: Vec<String> = out[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(names, vec!["key", "payload_left", "payload_right"]);
-        assert_eq!(pairs(&out), vec![(1, 10, 20), (1, 10, 22), (1, 11, 20), (1, 11, 22), (3, 14, 23)]);
+        for a in ALGORITHMS {
+            let out = run(&mut with(a, params(&["key"], 2)), vec![left.clone()], vec![right.clone()]);
+            assert!(out.iter().all(|b| b.num_rows() <= 2));
+            let names: Vec<String> = out[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+            assert_eq!(names, vec!["key", "payload_left", "payload_right"]);
+            assert_eq!(
+                pairs(&out),
+                vec![(1, 10, 20), (1, 10, 22), (1, 11, 20), (1, 11, 22), (3, 14, 23)],
+                "{a:?}"
+            );
+        }
     }
 
     #[test]
     fn a_hot_key_is_emitted_in_bounded_batches() {
         let left = kv(vec![Some(5); 300], (0..300).collect());
         let right = kv(vec![Some(5); 200], (0..200).collect());
-        let out = run(&mut HashJoin::new(params(&["key"], 7)), vec![left], vec![right]);
-        assert!(out.iter().all(|b| b.num_rows() <= 7), "no batch above batch_rows");
-        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 60_000);
+        for a in ALGORITHMS {
+            let out = run(&mut with(a, params(&["key"], 7)), vec![left.clone()], vec![right.clone()]);
+            assert!(out.iter().all(|b| b.num_rows() <= 7), "no batch above batch_rows");
+            assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 60_000, "{a:?}");
+        }
     }
 
     fn joined(
+        algorithm: JoinAlgorithm,
         how: JoinHow,
         left: RecordBatch,
         right: RecordBatch,
@@ -454,7 +639,7 @@ mod tests {
     ) -> Vec<(Option<i64>, Option<i64>, Option<i64>)> {
         let mut p = params(&["key"], batch_rows);
         p.how = how;
-        let out = run(&mut HashJoin::new(p), vec![left], vec![right]);
+        let out = run(&mut with(algorithm, p), vec![left], vec![right]);
         assert!(out.iter().all(|b| b.num_rows() <= batch_rows));
         let mut v: Vec<_> = out
             .iter()
@@ -515,26 +700,57 @@ mod tests {
         let batch = |rows: &[(Option<i64>, i64)]| {
             kv(rows.iter().map(|x| x.0).collect(), rows.iter().map(|x| x.1).collect())
         };
-        for how in [JoinHow::Inner, JoinHow::Left, JoinHow::Right, JoinHow::Full] {
-            for batch_rows in [1, 2, 100] {
-                // Both build-side choices: the smaller side is built.
-                assert_eq!(
-                    joined(how, batch(&l), batch(&r), batch_rows),
-                    naive(how, &l, &r),
-                    "{how:?}, batch {batch_rows}"
-                );
-                assert_eq!(
-                    joined(how, batch(&r), batch(&l), batch_rows),
-                    naive(how, &r, &l),
-                    "{how:?} swapped"
-                );
+        for a in ALGORITHMS {
+            for how in [JoinHow::Inner, JoinHow::Left, JoinHow::Right, JoinHow::Full] {
+                for batch_rows in [1, 2, 100] {
+                    // Both build-side choices: the smaller side is built.
+                    assert_eq!(
+                        joined(a, how, batch(&l), batch(&r), batch_rows),
+                        naive(how, &l, &r),
+                        "{a:?} {how:?}, batch {batch_rows}"
+                    );
+                    assert_eq!(
+                        joined(a, how, batch(&r), batch(&l), batch_rows),
+                        naive(how, &r, &l),
+                        "{a:?} {how:?} swapped"
+                    );
+                }
             }
+            // An empty preserved side yields nothing; an empty other side keeps every preserved row.
+            let none: Vec<(Option<i64>, i64)> = Vec::new();
+            assert_eq!(
+                joined(a, JoinHow::Left, batch(&l), batch(&none), 10),
+                naive(JoinHow::Left, &l, &none)
+            );
+            assert_eq!(joined(a, JoinHow::Right, batch(&l), batch(&none), 10), Vec::new());
+            assert_eq!(
+                joined(a, JoinHow::Full, batch(&none), batch(&r), 10),
+                naive(JoinHow::Full, &none, &r)
+            );
         }
-        // An empty preserved side yields nothing; an empty other side keeps every preserved row.
-        let none: Vec<(Option<i64>, i64)> = Vec::new();
-        assert_eq!(joined(JoinHow::Left, batch(&l), batch(&none), 10), naive(JoinHow::Left, &l, &none));
-        assert_eq!(joined(JoinHow::Right, batch(&l), batch(&none), 10), Vec::new());
-        assert_eq!(joined(JoinHow::Full, batch(&none), batch(&r), 10), naive(JoinHow::Full, &none, &r));
+    }
+
+    #[test]
+    fn sort_merge_output_is_in_key_order_with_null_keys_last() {
+        let keys: Vec<Option<i64>> =
+            (0..500).map(|i| if i % 17 == 0 { None } else { Some((i * 7919) % 113) }).collect();
+        let left = kv(keys.clone(), (0..500).collect());
+        let right = kv(keys.iter().rev().copied().collect(), (0..500).collect());
+        let mut p = params(&["key"], 64);
+        p.how = JoinHow::Full;
+        let out = run(&mut with(JoinAlgorithm::SortMerge, p), vec![left], vec![right]);
+        let got: Vec<Option<i64>> = out
+            .iter()
+            .flat_map(|b| {
+                let k = b.column(0).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows()).map(move |i| if k.is_null(i) { None } else { Some(k.value(i)) })
+            })
+            .collect();
+        let valid: Vec<i64> = got.iter().map_while(|k| *k).collect();
+        assert!(valid.windows(2).all(|w| w[0] <= w[1]), "keys ascend");
+        assert!(got[valid.len()..].iter().all(Option::is_none), "null keys come last");
+        let nulls = keys.iter().filter(|k| k.is_none()).count();
+        assert_eq!(got.len() - valid.len(), 2 * nulls, "every null-key row of both sides, unmatched");
     }
 
     #[test]
@@ -549,17 +765,19 @@ mod tests {
         };
         let left = b(vec![Some("a"), Some("a"), Some("b"), None], vec![1, 2, 1, 1], vec![1, 2, 3, 4]);
         let right = b(vec![Some("a"), Some("b"), Some("b"), None], vec![2, 1, 1, 1], vec![5, 6, 7, 8]);
-        let out = run(&mut HashJoin::new(params(&["s", "n"], 100)), vec![left], vec![right]);
-        let rows: usize = out.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows, 3, "(a,2) once, (b,1) twice; the null key matches nothing");
-        assert_eq!(out[0].schema().fields().len(), 4, "s, n, v_left, v_right");
+        for a in ALGORITHMS {
+            let out = run(&mut with(a, params(&["s", "n"], 100)), vec![left.clone()], vec![right.clone()]);
+            let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+            assert_eq!(rows, 3, "(a,2) once, (b,1) twice; the null key matches nothing ({a:?})");
+            assert_eq!(out[0].schema().fields().len(), 4, "s, n, v_left, v_right");
+        }
     }
 
     #[test]
     fn an_empty_side_gives_an_empty_batch_with_the_schema() {
         let left = kv(vec![Some(1)], vec![1]);
         let right = kv(vec![], vec![]);
-        let out = run(&mut HashJoin::new(params(&["key"], 10)), vec![left], vec![right]);
+        let out = run(&mut Join::new(params(&["key"], 10)), vec![left], vec![right]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].num_rows(), 0);
         assert_eq!(out[0].schema().fields().len(), 3);
@@ -572,7 +790,7 @@ mod tests {
                 .expect("batch");
         let right = RecordBatch::try_from_iter(vec![("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
             .expect("batch");
-        let mut j = HashJoin::new(params(&["k"], 10));
+        let mut j = Join::new(params(&["k"], 10));
         let mut out = Output::default();
         j.on_batch(0, left, &mut out).expect("left");
         j.on_batch(1, right, &mut out).expect("right");

@@ -6,22 +6,23 @@
 //! `<join>.shuffle-right`), and any stage that reads a shuffle reads it from every rank.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
 use updraft_runtime::JobError;
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
 
 use crate::expr::{Filter, Project};
-use crate::files::{FileSource, assign_files};
+use crate::files::FileSource;
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
 use crate::head::{GatherHead, LocalHead, RoundRobin};
-use crate::join::{HashJoin, JoinParams};
+use crate::join::{Join, JoinParams};
+use crate::registry::{BuildContext, Registry};
 use crate::setops::{SetKind, SetOp};
 use crate::shuffle::Shuffle;
-use crate::sinks::{ParquetSink, SummarySink};
+use crate::sinks::{FileSink, SummarySink};
 use crate::sort::{LocalSort, RangePartition, Sampler, SortKey};
+use crate::storage::Location;
 
 /// Where the plan runs.
 #[derive(Debug, Clone, Copy)]
@@ -59,12 +60,24 @@ impl Builder {
     }
 }
 
-/// Builds the plan for one worker.
+/// Builds the plan for one worker, with the built-in operators only.
+///
+/// # Errors
+/// As for [`build_plan_with`].
+pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan, JobError> {
+    build_plan_with(spec, ctx, &Registry::new())
+}
+
+/// Builds the plan for one worker; registered operators come from `registry`.
 ///
 /// # Errors
 /// [`JobError::Plan`] if the spec refers to unknown stages or has a cycle (a validated spec
-/// has neither).
-pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan, JobError> {
+/// has neither), or a registered operator cannot be built.
+pub fn build_plan_with(
+    spec: &PipelineSpec,
+    ctx: PlanContext,
+    registry: &Registry,
+) -> Result<PhysicalPlan, JobError> {
     let batch_rows = spec.runtime.batch_rows;
     let mut b = Builder { plan: PhysicalPlan::default(), index: HashMap::new(), shuffles: Vec::new() };
     for s in &spec.sources {
@@ -80,7 +93,9 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
             SourceKind::Files { format, files } => Box::new(FileSource::new(
                 &s.name,
                 format.clone(),
-                assign_files(files, ctx.rank, ctx.world),
+                files.clone(),
+                ctx.rank,
+                ctx.world,
                 batch_rows,
             )),
         };
@@ -263,8 +278,45 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
                     suffixes: j.suffixes.clone(),
                     batch_rows,
                     how: j.how,
+                    algorithm: j.algorithm,
                 };
-                b.push(o.name.clone(), Phase::Join, Box::new(HashJoin::new(params)), &inputs);
+                b.push(o.name.clone(), Phase::Join, Box::new(Join::new(params)), &inputs);
+            }
+            OperatorKind::Custom(c) => {
+                let Some(factory) = registry.get(&c.kind) else {
+                    return Err(JobError::Plan(format!(
+                        "`{}`: operator kind `{}` is not registered in this program",
+                        o.name, c.kind
+                    )));
+                };
+                let mut from = Vec::new();
+                for (n, input) in c.inputs.iter().enumerate() {
+                    let producer = b.lookup(input)?;
+                    if c.partition_by.is_empty() {
+                        from.push(producer);
+                        continue;
+                    }
+                    let name = format!("{}.shuffle-{n}", o.name);
+                    let i = b.push(
+                        name.clone(),
+                        Phase::Shuffle,
+                        Box::new(Shuffle::new(&name, c.partition_by.clone(), ctx.world)),
+                        &[producer],
+                    );
+                    b.shuffles[i] = true;
+                    from.push(i);
+                }
+                let build = BuildContext {
+                    name: &o.name,
+                    rank: ctx.rank,
+                    world: ctx.world,
+                    batch_rows,
+                    inputs: from.len(),
+                };
+                let op = factory
+                    .build(&c.params, &build)
+                    .map_err(|e| JobError::Plan(format!("`{}`: cannot build `{}`: {e}", o.name, c.kind)))?;
+                b.push(o.name.clone(), Phase::Other, op, &from);
             }
         }
     }
@@ -272,10 +324,11 @@ pub fn build_plan(spec: &PipelineSpec, ctx: PlanContext) -> Result<PhysicalPlan,
         let from = b.lookup(&s.input)?;
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SinkKind::Summary => Box::new(SummarySink::default()),
-            SinkKind::Parquet { path } => Box::new(ParquetSink::new(
-                &s.name,
-                PathBuf::from(path.replace("{rank}", &ctx.rank.to_string())),
-            )),
+            SinkKind::File { format, path } => {
+                let at = Location::parse(&path.replace("{rank}", &ctx.rank.to_string()))
+                    .map_err(|e| JobError::Plan(format!("sink `{}`: {e}", s.name)))?;
+                Box::new(FileSink::new(&s.name, format.clone(), at))
+            }
         };
         b.push(s.name.clone(), Phase::Write, op, &[from]);
     }

@@ -1,0 +1,192 @@
+//! `updraft`: run a pipeline on local workers, run one worker, serve the rendezvous, validate a
+//! pipeline, benchmark.
+//!
+//! The command line is also a library, so that a program can add operators of its own and
+//! still be the whole `updraft` command: register them in a [`Registry`] and hand it to
+//! [`main_with`]. The local cluster starts workers by running the current executable again,
+//! so every worker knows the same operators. `apps/examples/custom_operator.rs` is a complete
+//! example; the [`Operator`] trait documents the calls an operator receives.
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = updraft::Registry::new();
+//!     // registry.register("my_operator", build_my_operator).expect("a new name");
+//!     updraft::main_with(registry)
+//! }
+//! ```
+
+mod bench;
+mod bench_mesh;
+mod bench_scaling;
+mod cluster;
+mod output;
+mod secret;
+mod telemetry;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use updraft_operators::registry::{BuildContext, OperatorFactory, Registry, RegistryError};
+pub use updraft_runtime::report::TableSummary;
+pub use updraft_runtime::{Flow, Operator, OperatorError, Output};
+pub use {arrow_array, arrow_schema, toml};
+
+static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+
+/// The operators this program registered (none for the plain `updraft` binary).
+pub(crate) fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(Registry::new)
+}
+
+/// Distributed data frames over hole-punched TCP links.
+#[derive(Parser, Debug)]
+#[command(name = "updraft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline on N local worker processes with an embedded rendezvous.
+    Run(cluster::RunArgs),
+    /// Run one worker of a job (the same code the local cluster starts N times).
+    Worker(worker::WorkerArgs),
+    /// Serve the rendezvous for any number of jobs.
+    Rendezvous {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7000")]
+        listen: SocketAddr,
+        /// File holding the shared secret (default: the UPDRAFT_SECRET environment variable).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
+    /// Check a pipeline file and print its plan; every error is reported with its key path.
+    Validate {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Workers to plan for.
+        #[arg(long, default_value_t = 4)]
+        workers: u32,
+    },
+    /// Print the plan of a pipeline: stages, phases, inputs, and where rows cross ranks.
+    Explain {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Workers to plan for.
+        #[arg(long, default_value_t = 4)]
+        workers: u32,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+/// Runs the `updraft` command line with the operators in `registry` available to pipelines.
+pub fn main_with(registry: Registry) -> ExitCode {
+    // Set once per process; a second call keeps the first registry.
+    let _ = REGISTRY.set(registry);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cluster::run(args),
+        Command::Worker(args) => worker::main(args),
+        Command::Rendezvous { listen, secret_file } => serve_rendezvous(listen, secret_file),
+        Command::Validate { file, workers } => validate(&file, workers),
+        Command::Explain { file, workers } => explain(&file, workers),
+        Command::Bench { which } => bench::run(which),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("updraft: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let secret = secret::load(secret_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let server = updraft_transports::rendezvous::RendezvousServer::bind(
+            listen,
+            updraft_transports::rendezvous::ServerConfig::new(secret),
+        )
+        .await?;
+        println!("rendezvous listening on {}", server.local_addr());
+        server.wait().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_checked_pipeline(file, workers) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let world = workers.max(1);
+    let plan = updraft_operators::build_plan_with(
+        &spec,
+        updraft_operators::PlanContext { rank: 0, world },
+        registry(),
+    )?;
+    let edges = plan.edges()?;
+    println!(
+        "job `{}` on {world} workers: {} stages per worker, {} edges",
+        spec.name,
+        plan.stages.len(),
+        edges.len()
+    );
+    for (i, line) in plan.describe().into_iter().enumerate() {
+        println!("  {i:>2}  {line}");
+    }
+    let exchanges: Vec<String> = edges
+        .iter()
+        .filter(|e| e.exchange)
+        .map(|e| format!("{} -> {}", plan.stages[e.from].name, plan.stages[e.to].name))
+        .collect();
+    println!("rows cross ranks on {} edges (all-to-all):", exchanges.len());
+    for x in exchanges {
+        println!("  {x}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_checked_pipeline(file, workers) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let plan = updraft_operators::build_plan_with(
+        &spec,
+        updraft_operators::PlanContext { rank: 0, world: workers.max(1) },
+        registry(),
+    )?;
+    println!("{}: ok", file.display());
+    println!("plan for {} workers (stage [phase] <- inputs):", workers.max(1));
+    for line in plan.describe() {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

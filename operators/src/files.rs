@@ -172,7 +172,7 @@ pub fn peek_schema(
     files: &SourceFiles,
 ) -> Result<Option<SchemaRef>, OperatorError> {
     match assign_files(files, 0, 1)?.into_iter().next() {
-        Some(at) => Ok(Some(open(source, format, &at, 1)?.0)),
+        Some(at) => Ok(Some(nullable(&open(source, format, &at, 1)?.0))),
         None => Ok(None),
     }
 }
@@ -219,6 +219,9 @@ impl FileSource {
                 };
                 self.next_file += 1;
                 let (schema, reader) = open(&self.name, &self.format, &at, self.batch_rows)?;
+                // Files (and ranks) may differ in which columns hold nulls; every source column
+                // is nullable, so that they all produce one schema.
+                let schema = nullable(&schema);
                 match &self.schema {
                     None => self.schema = Some(schema),
                     Some(first) if first.fields() != schema.fields() => {
@@ -240,7 +243,10 @@ impl FileSource {
                 Reader::Ipc(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
             };
             match next {
-                Some(Ok(batch)) => return Ok(Some(batch)),
+                Some(Ok(batch)) => {
+                    let Some(schema) = &self.schema else { return Ok(Some(batch)) };
+                    return Ok(Some(RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())?));
+                }
                 Some(Err(e)) => {
                     return Err(OperatorError::Invalid(format!("source `{}`: reading {at}: {e}", self.name)));
                 }
@@ -248,6 +254,13 @@ impl FileSource {
             }
         }
     }
+}
+
+/// `schema` with every field nullable and no schema-level metadata.
+fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>(),
+    ))
 }
 
 fn field_list(schema: &Schema) -> Vec<String> {

@@ -67,6 +67,59 @@ impl Output {
 
 /// A dataflow operator. Implementations are synchronous and know nothing of actors or links,
 /// so they can be unit-tested by calling these methods directly.
+///
+/// What the runtime promises, and what it expects back:
+///
+/// - Batches arrive on ports `0..inputs` in the order each producer sent them; batches of
+///   different producers (other ranks) interleave. A batch may be empty: producers send one
+///   schema-carrying empty batch when they have no rows, so that consumers learn the columns.
+/// - [`on_end`](Operator::on_end) is called once per port, after every producer of that port
+///   (on every rank) finished it. After the last port ends, the runtime calls
+///   [`resume`](Operator::resume) while it returns [`Flow::More`]; the operator is finished when
+///   its last call returns [`Flow::Idle`].
+/// - Emit through [`Output`]: [`Output::emit`] goes to the consumers on this rank (or, for a
+///   shuffle stage, is routed by the runtime), [`Output::emit_to`] to one rank. Keep each call
+///   to about `batch_rows` rows and return `More`; the runtime calls again only when every
+///   receiver has credit. An operator that ends with no rows should still emit one empty batch
+///   with its output schema.
+/// - Check columns and types when the first batch (even an empty one) arrives: `updraft
+///   validate` runs every operator on one empty batch of its input schema and reports what it
+///   refuses at the operator's key path.
+/// - Return errors, never panic: an [`OperatorError`] fails the job on every rank with this
+///   operator's name.
+///
+/// A complete operator, registered by name and used from a pipeline, is
+/// `apps/examples/custom_operator.rs` (the top `n` rows per key); a minimal one:
+///
+/// ```
+/// use arrow_array::RecordBatch;
+/// use updraft_runtime::{Flow, Operator, OperatorError, Output};
+///
+/// /// Keeps every other batch.
+/// #[derive(Default)]
+/// struct EveryOther { seen: usize }
+///
+/// impl Operator for EveryOther {
+///     fn on_batch(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
+///         if self.seen % 2 == 0 || batch.num_rows() == 0 {
+///             out.emit(batch);
+///         }
+///         self.seen += 1;
+///         Ok(())
+///     }
+///
+///     fn on_end(&mut self, _port: usize, _out: &mut Output) -> Result<Flow, OperatorError> {
+///         Ok(Flow::Idle)
+///     }
+/// }
+///
+/// let mut op = EveryOther::default();
+/// let mut out = Output::default();
+/// let batch = RecordBatch::new_empty(std::sync::Arc::new(arrow_schema::Schema::empty()));
+/// op.on_batch(0, batch, &mut out).expect("accepted");
+/// assert_eq!(op.on_end(0, &mut out).expect("ended"), Flow::Idle);
+/// assert_eq!(out.drain().count(), 1);
+/// ```
 pub trait Operator: Send + 'static {
     /// A batch arrived on input `port`.
     ///

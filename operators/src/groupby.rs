@@ -584,3 +584,172 @@ impl Operator for GroupBy {
         Ok(Chunked::resume(&mut self.result, out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agg(func: AggFn, column: Option<&str>, output: &str) -> Agg {
+        Agg { func, column: column.map(str::to_string), output: output.to_string() }
+    }
+
+    fn params(aggs: Vec<Agg>) -> GroupParams {
+        GroupParams { name: "g".into(), keys: vec!["k".into()], aggs, batch_rows: 2 }
+    }
+
+    fn input(k: Vec<Option<i64>>, v: Vec<Option<i64>>) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(Int64Array::from(k)) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(v)) as ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    /// Runs one operator over `batches` and returns its output concatenated.
+    fn run(op: &mut GroupBy, batches: Vec<RecordBatch>) -> RecordBatch {
+        let mut out = Output::default();
+        for b in batches {
+            op.on_batch(0, b, &mut out).expect("batch");
+        }
+        let mut flow = op.on_end(0, &mut out).expect("end");
+        while flow == Flow::More {
+            flow = op.resume(&mut out).expect("resume");
+        }
+        let got: Vec<RecordBatch> = out.drain().map(|(_, b)| b).collect();
+        assert!(got.iter().all(|b| b.num_rows() <= 2), "output in batches of batch_rows");
+        arrow_select::concat::concat_batches(&got[0].schema(), &got).expect("concat")
+    }
+
+    /// (key, column values as f64 or None) sorted by key (null key first).
+    fn by_key(b: &RecordBatch) -> Vec<(Option<i64>, Vec<Option<f64>>)> {
+        let k = b.column(0).as_primitive::<Int64Type>();
+        let mut rows: Vec<_> = (0..b.num_rows())
+            .map(|i| {
+                let vals = (1..b.num_columns())
+                    .map(|c| {
+                        let col = arrow_cast::cast(b.column(c), &DataType::Float64).expect("cast");
+                        let col = col.as_primitive::<Float64Type>();
+                        col.is_valid(i).then(|| col.value(i))
+                    })
+                    .collect();
+                (k.is_valid(i).then(|| k.value(i)), vals)
+            })
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows
+    }
+
+    #[test]
+    fn every_function_on_groups_with_nulls() {
+        let aggs = vec![
+            agg(AggFn::Count, None, "n"),
+            agg(AggFn::Count, Some("v"), "c"),
+            agg(AggFn::Sum, Some("v"), "s"),
+            agg(AggFn::Min, Some("v"), "lo"),
+            agg(AggFn::Max, Some("v"), "hi"),
+            agg(AggFn::Mean, Some("v"), "mean"),
+            agg(AggFn::Var, Some("v"), "var"),
+            agg(AggFn::Std, Some("v"), "std"),
+            agg(AggFn::NUnique, Some("v"), "u"),
+            agg(AggFn::First, Some("v"), "first"),
+            agg(AggFn::Last, Some("v"), "last"),
+        ];
+        let a = input(vec![Some(1), Some(1), None, Some(2)], vec![Some(4), None, Some(7), None]);
+        let b = input(vec![Some(1), Some(1), None], vec![Some(8), Some(4), Some(7)]);
+        let out = by_key(&run(&mut GroupBy::new(params(aggs), Mode::Complete), vec![a, b]));
+        // Key 1: values 4, null, 8, 4. Sample variance of 4, 8, 4 is 16/3.
+        let var = 16.0 / 3.0;
+        let f = |x: f64| Some(x);
+        assert_eq!(
+            out,
+            vec![
+                (
+                    None,
+                    vec![
+                        f(2.0),
+                        f(2.0),
+                        f(14.0),
+                        f(7.0),
+                        f(7.0),
+                        f(7.0),
+                        f(0.0),
+                        f(0.0),
+                        f(1.0),
+                        f(7.0),
+                        f(7.0)
+                    ]
+                ),
+                (
+                    Some(1),
+                    vec![
+                        f(4.0),
+                        f(3.0),
+                        f(16.0),
+                        f(4.0),
+                        f(8.0),
+                        f(16.0 / 3.0),
+                        f(var),
+                        f(var.sqrt()),
+                        f(2.0),
+                        f(4.0),
+                        f(4.0)
+                    ]
+                ),
+                // Only a null value: counts are 1 and 0, everything else null (variance of
+                // fewer than two values too), nunique 0.
+                (Some(2), vec![f(1.0), f(0.0), None, None, None, None, None, None, f(0.0), None, None]),
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_then_final_equals_complete() {
+        let aggs = || {
+            vec![
+                agg(AggFn::Count, None, "n"),
+                agg(AggFn::Sum, Some("v"), "s"),
+                agg(AggFn::Min, Some("v"), "lo"),
+                agg(AggFn::Mean, Some("v"), "m"),
+                agg(AggFn::Std, Some("v"), "sd"),
+            ]
+        };
+        let parts: Vec<RecordBatch> = (0..3)
+            .map(|p| {
+                let k: Vec<Option<i64>> =
+                    (0..50).map(|i| if i % 11 == 0 { None } else { Some((i * p) % 7) }).collect();
+                let v: Vec<Option<i64>> =
+                    (0..50).map(|i| if i % 13 == 0 { None } else { Some(i * 3 - p) }).collect();
+                input(k, v)
+            })
+            .collect();
+        let complete = by_key(&run(&mut GroupBy::new(params(aggs()), Mode::Complete), parts.clone()));
+        // Each part pre-aggregated on its own "rank", the partial states merged.
+        let partials: Vec<RecordBatch> = parts
+            .into_iter()
+            .map(|p| run(&mut GroupBy::new(params(aggs()), Mode::Partial), vec![p]))
+            .collect();
+        let merged = by_key(&run(&mut GroupBy::new(params(aggs()), Mode::Final), partials));
+        assert_eq!(complete.len(), merged.len());
+        for (c, m) in complete.iter().zip(&merged) {
+            assert_eq!(c.0, m.0);
+            for (x, y) in c.1.iter().zip(&m.1) {
+                match (x, y) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}"),
+                    _ => assert_eq!(x, y),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_input_gives_an_empty_result_with_the_output_columns() {
+        let out = run(
+            &mut GroupBy::new(params(vec![agg(AggFn::Sum, Some("v"), "s")]), Mode::Complete),
+            vec![input(vec![], vec![])],
+        );
+        assert_eq!(out.num_rows(), 0);
+        let schema = out.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["k", "s"]);
+    }
+}

@@ -233,3 +233,63 @@ impl Operator for LocalSort {
         Ok(Chunked::resume(&mut self.result, out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+
+    fn values(b: &RecordBatch, c: usize) -> Vec<Option<i64>> {
+        let a = b.column(c).as_primitive::<Int64Type>();
+        (0..b.num_rows()).map(|i| arrow_array::Array::is_valid(a, i).then(|| a.value(i))).collect()
+    }
+
+    #[test]
+    fn local_sort_orders_by_each_key_with_its_null_placement() {
+        let batch = |k: Vec<Option<i64>>, v: Vec<i64>| {
+            RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(Int64Array::from(k)) as ArrayRef),
+                ("v", Arc::new(Int64Array::from(v)) as ArrayRef),
+            ])
+            .expect("batch")
+        };
+        let inputs = vec![
+            batch(vec![Some(2), None, Some(1)], vec![1, 2, 3]),
+            batch(vec![Some(2), Some(3), None], vec![4, 5, 6]),
+        ];
+        let key = |column: &str, descending, nulls_first| SortKey {
+            column: column.into(),
+            descending,
+            nulls_first,
+        };
+        for (keys, want_k, want_v) in [
+            (
+                vec![key("k", false, false), key("v", false, false)],
+                vec![Some(1), Some(2), Some(2), Some(3), None, None],
+                vec![3, 1, 4, 5, 2, 6],
+            ),
+            (
+                vec![key("k", true, true), key("v", true, false)],
+                vec![None, None, Some(3), Some(2), Some(2), Some(1)],
+                vec![6, 2, 5, 4, 1, 3],
+            ),
+        ] {
+            let mut op = LocalSort::new("s", keys, 4);
+            let mut out = Output::default();
+            for b in &inputs {
+                op.on_batch(0, b.clone(), &mut out).expect("batch");
+            }
+            let mut flow = op.on_end(0, &mut out).expect("end");
+            while flow == Flow::More {
+                flow = op.resume(&mut out).expect("resume");
+            }
+            let got: Vec<RecordBatch> = out.drain().map(|(_, b)| b).collect();
+            assert!(got.iter().all(|b| b.num_rows() <= 4));
+            let all = concat_batches(&got[0].schema(), &got).expect("concat");
+            assert_eq!(values(&all, 0), want_k);
+            assert_eq!(values(&all, 1).into_iter().map(|v| v.unwrap_or(-1)).collect::<Vec<_>>(), want_v);
+        }
+    }
+}

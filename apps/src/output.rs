@@ -93,11 +93,28 @@ pub fn print_job(job: &JobReport) {
         );
     }
     println!("  {:<20} {:>12} {:>12} {:>12}", "total (wall)", "", "", ms(job.wall_us));
-    println!(
-        "  links: {} pairs punched concurrently in {} (slowest worker), {} connect attempts",
-        u64::from(job.world) * u64::from(job.world.saturating_sub(1)) / 2,
-        ms(job.mesh_us),
-        job.punch_attempts
-    );
+    let pairs = u64::from(job.world) * u64::from(job.world.saturating_sub(1)) / 2;
+    let (by_channel, relayed) = job.pairs_by_channel();
+    let direct = by_channel.iter().find(|(c, _)| c == "direct").map_or(0, |(_, n)| u64::from(*n));
+    if relayed.is_empty() {
+        println!(
+            "  links: {pairs} pairs punched concurrently in {} (slowest worker), {} connect attempts",
+            ms(job.mesh_us),
+            job.punch_attempts
+        );
+    } else {
+        let counts: Vec<String> = by_channel.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        let shown: Vec<String> = relayed.iter().take(8).map(|(a, b, c)| format!("{a}-{b} {c}")).collect();
+        let more =
+            if relayed.len() > 8 { format!(", and {} more", relayed.len() - 8) } else { String::new() };
+        println!("  links: {pairs} pairs: {}; relayed: {}{more}", counts.join(", "), shown.join(", "));
+        if direct > 0 {
+            println!(
+                "         {direct} punched concurrently in {} (slowest worker), {} connect attempts",
+                ms(job.mesh_us),
+                job.punch_attempts
+            );
+        }
+    }
     println!("  sent over links: {}", bytes(job.bytes_sent));
 }

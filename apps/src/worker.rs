@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use updraft_config::PipelineSpec;
+use updraft_config::{ChannelPolicy, PipelineSpec};
 use updraft_operators::{PlanContext, build_plan_with};
 use updraft_runtime::ids::job_hash;
 use updraft_runtime::job::{JobContext, run_job};
-use updraft_runtime::report::{JobReport, WorkerReport};
+use updraft_runtime::report::{JobReport, PeerChannel, WorkerReport};
 use updraft_transports::punch::handshake::Identity;
-use updraft_transports::punch::{MeshConfig, punch_mesh};
+use updraft_transports::punch::{MeshConfig, PunchError, punch_mesh};
+use updraft_transports::relay::Relay;
 use updraft_transports::rendezvous::{Registered, Registration, register};
 use updraft_transports::transport::await_links;
-use updraft_transports::{JobKey, Shutdown, TransportActor};
+use updraft_transports::{Endpoint, JobKey, Shutdown, TransportActor};
 
 use crate::output;
 use crate::telemetry::Pusher;
@@ -167,34 +168,72 @@ async fn run_registered(
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
-    let identity = Identity { me: args.rank, world: args.world, key: pusher.key.clone(), job_hash: hash };
-    let mesh_cfg = MeshConfig {
-        attempt: settings.punch_attempt,
-        handshake_timeout: settings.handshake_timeout,
-        timeout: settings.mesh_timeout,
+    let relay = Relay::from_settings(&settings).map_err(|e| anyhow::anyhow!("relay: {e}"))?;
+    let forced = matches!(settings.channel, ChannelPolicy::Redis | ChannelPolicy::S3);
+    let mut endpoints: Vec<(u32, Endpoint)> = Vec::new();
+    let mut relayed: Vec<u32> = Vec::new();
+    let (mesh_time, punch_attempts) = if forced {
+        // Forced onto a relay: no punching; the rendezvous still started every worker together.
+        relayed = registered.peers.iter().map(|p| p.rank).collect();
+        drop(registered);
+        (Duration::ZERO, 0)
+    } else {
+        let identity = Identity { me: args.rank, world: args.world, key: pusher.key.clone(), job_hash: hash };
+        let mesh_cfg = MeshConfig {
+            attempt: settings.punch_attempt,
+            handshake_timeout: settings.handshake_timeout,
+            timeout: settings.mesh_timeout,
+            partial_ok: relay.is_some(),
+        };
+        let mesh = punch_mesh(
+            &identity,
+            registered.local,
+            registered.public,
+            &registered.listener,
+            &registered.peers,
+            &mesh_cfg,
+        )
+        .await
+        .context("making links")?;
+        drop(registered);
+        if let Some(PunchError::Unreachable { missing, .. }) = &mesh.unreachable {
+            tracing::warn!(
+                rank = args.rank,
+                ?missing,
+                relay = relay.as_ref().map_or("", Relay::name),
+                "not punched by the deadline; relaying: {}",
+                mesh.unreachable.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+            relayed = missing.clone();
+        }
+        let attempts = mesh.pairs.iter().map(|p| u64::from(p.attempts)).sum();
+        endpoints.extend(mesh.links.into_iter().map(|(peer, stream)| (peer, Endpoint::Direct(stream))));
+        (mesh.elapsed, attempts)
     };
-    let mesh = punch_mesh(
-        &identity,
-        registered.local,
-        registered.public,
-        &registered.listener,
-        &registered.peers,
-        &mesh_cfg,
-    )
-    .await
-    .context("making links")?;
-    drop(registered);
-    let mesh_time = mesh.elapsed;
-    let punch_attempts = mesh.pairs.iter().map(|p| u64::from(p.attempts)).sum();
+    let relay_key = format!("{hash:016x}");
+    if let Some(relay) = &relay {
+        for &peer in &relayed {
+            let t = settings.rendezvous_timeout;
+            let sender =
+                relay.sender(&relay_key, args.rank, peer, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let receiver =
+                relay.receiver(&relay_key, peer, args.rank, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            endpoints.push((peer, Endpoint::Relay { sender, receiver, name: relay.name() }));
+        }
+    }
+    let channels: Vec<PeerChannel> = endpoints
+        .iter()
+        .map(|(peer, e)| PeerChannel { peer: *peer, channel: e.channel().to_string() })
+        .collect();
     let setup = started_at.elapsed();
     metrics::histogram!(updraft_runtime::metrics::SETUP_SECONDS).record(setup.as_secs_f64());
-    tracing::info!(rank = args.rank, links = mesh.links.len(), ?setup, "links up; job running");
+    tracing::info!(rank = args.rank, links = endpoints.len(), ?setup, "links up; job running");
     // Show the links on the job's /metrics now rather than at the next periodic push.
     let early = pusher.clone();
     tokio::spawn(async move { early.push(Duration::from_secs(2)).await });
 
     let plan = build_plan_with(spec, PlanContext { rank: args.rank, world: args.world }, crate::registry())?;
-    let transport = TransportActor::new(args.rank, hash, &settings, mesh.links);
+    let transport = TransportActor::new(args.rank, hash, &settings, endpoints);
     let (port, addr) = transport.start_port();
     let ctx = JobContext {
         me: args.rank,
@@ -205,6 +244,7 @@ async fn run_registered(
         setup,
         mesh: mesh_time,
         punch_attempts,
+        channels,
         deadline,
     };
     let result = run_job(plan, ctx).await;
@@ -212,6 +252,16 @@ async fn run_registered(
     match addr.send(Shutdown).await {
         Ok(tasks) => await_links(tasks, flush).await,
         Err(e) => tracing::warn!(%e, "transport gone before shutdown"),
+    }
+    if let Some(relay) = relay.filter(|_| !relayed.is_empty()) {
+        // What this worker read is gone already; leftovers (and, after a failure, what it sent)
+        // are deleted here.
+        let outgoing = result.is_err();
+        if let Err(e) =
+            relay.cleanup(&relay_key, args.rank, &relayed, outgoing, Duration::from_secs(10)).await
+        {
+            tracing::warn!(%e, "relay keys not cleaned up; they expire on their own");
+        }
     }
     let outcome = result?;
     if args.rank == 0 {

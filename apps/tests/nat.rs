@@ -241,3 +241,42 @@ fn one_symmetric_site_among_cones_fails_only_its_pairs() {
     }
     assert!(errs[1].contains("no link to ranks [0, 2, 3]"), "{}", errs[1]);
 }
+
+#[test]
+fn pairs_a_symmetric_nat_cannot_punch_fall_back_to_the_redis_relay() {
+    let Some(path) = netlab() else { return };
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(path, 4, "cone,symmetric,cone,cone");
+    // Redis on the public segment, next to the rendezvous.
+    let redis = Command::new(&lab.path)
+        .args(["exec", "rdv", "redis-server", "--bind", "198.51.100.10", "--port", "6391"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt install redis-server)");
+    let _redis = Kill(vec![redis]);
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rows, uf) = (20_000u64, 0.9);
+    let runtime = "mesh_timeout = \"3s\"\nredis = \"redis://198.51.100.10:6391/\"";
+    let pipeline = generated_join_pipeline(rows, uf, runtime);
+    let (results, _) = run_job(&lab, dir.path(), "fallback", 4, &pipeline, Duration::from_secs(60));
+    for r in &results {
+        assert!(r.ok, "rank {} failed: {:?}\n{}", r.rank, r.json, r.stderr);
+    }
+    let job = results[0].json.as_ref().and_then(|j| j.get("job")).expect("rank 0 reports the job");
+    let expected =
+        naive_join(&generated_table(1, rows, 4, uf), &generated_table(2, rows, 4, uf), &[0], &[0], &[0]);
+    let (n, row_sum, _) = checksum(&expected);
+    assert_eq!((sink(job, "summary").0, sink(job, "summary").1), (n, row_sum), "rows and checksum");
+    // Rank 1's pairs are relayed, the others punched.
+    for w in job["workers"].as_array().expect("workers") {
+        let rank = w["rank"].as_u64().expect("rank");
+        for c in w["channels"].as_array().expect("channels") {
+            let peer = c["peer"].as_u64().expect("peer");
+            let want = if rank == 1 || peer == 1 { "redis" } else { "direct" };
+            assert_eq!(c["channel"], want, "pair {rank}-{peer}");
+        }
+    }
+}

@@ -29,5 +29,5 @@ pub use pipeline::{
     FileFormat, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, errors_at, is_glob,
     parse_pipeline, parse_pipeline_with,
 };
-pub use settings::RuntimeSettings;
+pub use settings::{ChannelPolicy, RuntimeSettings};
 pub use units::{parse_bytes, parse_duration};

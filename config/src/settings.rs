@@ -31,6 +31,38 @@ pub struct RuntimeSettings {
     pub job_timeout: Duration,
     /// Writer queue length per link, in frames.
     pub link_queue_frames: usize,
+    /// Which channel each pair of workers uses.
+    pub channel: ChannelPolicy,
+    /// Redis server for the Redis relay, e.g. `redis://127.0.0.1:6379/`.
+    pub redis: Option<String>,
+    /// Bucket and key prefix for the S3 relay, e.g. `s3://bucket/relay/`.
+    pub s3_relay: Option<String>,
+}
+
+/// How pairs of workers are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelPolicy {
+    /// A punched TCP link; pairs not punched by `mesh_timeout` use a relay when one is
+    /// configured (Redis first, then S3), and the job fails otherwise.
+    Auto,
+    /// Punched TCP links only.
+    Direct,
+    /// Every pair through the Redis relay (no punching).
+    Redis,
+    /// Every pair through the S3 relay (no punching).
+    S3,
+}
+
+impl ChannelPolicy {
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelPolicy::Auto => "auto",
+            ChannelPolicy::Direct => "direct",
+            ChannelPolicy::Redis => "redis",
+            ChannelPolicy::S3 => "s3",
+        }
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -47,6 +79,9 @@ impl Default for RuntimeSettings {
             heartbeat: defaults::HEARTBEAT,
             job_timeout: defaults::JOB_TIMEOUT,
             link_queue_frames: defaults::LINK_QUEUE_FRAMES,
+            channel: ChannelPolicy::Auto,
+            redis: None,
+            s3_relay: None,
         }
     }
 }
@@ -63,6 +98,9 @@ const KEYS: &[&str] = &[
     "heartbeat",
     "job_timeout",
     "link_queue_frames",
+    "channel",
+    "redis",
+    "s3_relay",
 ];
 
 impl RuntimeSettings {
@@ -103,7 +141,38 @@ impl RuntimeSettings {
             job_timeout: nonzero("job_timeout", t.opt_duration("job_timeout")).unwrap_or(d.job_timeout),
             link_queue_frames: positive("link_queue_frames", t.opt_u64("link_queue_frames"))
                 .map_or(d.link_queue_frames, |v| v as usize),
+            channel: match t.opt_str("channel").as_deref() {
+                None | Some("auto") => ChannelPolicy::Auto,
+                Some("direct") => ChannelPolicy::Direct,
+                Some("redis") => ChannelPolicy::Redis,
+                Some("s3") => ChannelPolicy::S3,
+                Some(other) => {
+                    t.error(
+                        "channel",
+                        format!("unknown channel `{other}`; expected one of: auto, direct, redis, s3"),
+                    );
+                    d.channel
+                }
+            },
+            redis: t.opt_str("redis"),
+            s3_relay: t.opt_str("s3_relay"),
         };
+        if let Some(url) = &s.redis
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            t.error("redis", "must be a redis://HOST:PORT/ URL");
+        }
+        if let Some(url) = &s.s3_relay
+            && !url.strip_prefix("s3://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        {
+            t.error("s3_relay", "must be an s3://BUCKET/PREFIX URL");
+        }
+        if s.channel == ChannelPolicy::Redis && s.redis.is_none() {
+            t.error("channel", "channel = \"redis\" needs `redis`, the server's URL");
+        }
+        if s.channel == ChannelPolicy::S3 && s.s3_relay.is_none() {
+            t.error("channel", "channel = \"s3\" needs `s3_relay`, e.g. \"s3://bucket/relay/\"");
+        }
         if s.heartbeat >= s.peer_timeout {
             t.error("heartbeat", "must be shorter than `peer_timeout`, or live peers would be declared lost");
         }

@@ -5,10 +5,8 @@
 //! are then decoded from that buffer without another copy) and a sink's object is uploaded
 //! once, when its input ends.
 //!
-//! The S3 client is configured from the environment, as AWS tools are: `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`),
-//! and `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` for an S3-compatible server (path-style
-//! addressing is then used). Every request has a deadline (`UPDRAFT_S3_TIMEOUT`, default
+//! The S3 client is configured from the environment, as AWS tools are (see
+//! [`updraft_transports::s3env`]). Every request has a deadline (`UPDRAFT_S3_TIMEOUT`, default
 //! 60 s). Operators run on plain threads, so the client runs on a small runtime of its own
 //! and callers wait for answers on a channel.
 
@@ -18,10 +16,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use updraft_runtime::OperatorError;
+use updraft_transports::s3env::{client_from_env, describe};
 
 /// A file's location.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -157,18 +155,6 @@ pub fn s3_list(bucket: &str, prefix: &str) -> Result<Vec<String>, OperatorError>
     })
 }
 
-fn describe<E: std::error::Error + 'static>(e: aws_sdk_s3::error::SdkError<E>) -> String {
-    use std::error::Error;
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 struct S3 {
     client: Client,
     runtime: tokio::runtime::Runtime,
@@ -177,35 +163,19 @@ struct S3 {
 
 static S3_CLIENT: OnceLock<Result<S3, String>> = OnceLock::new();
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 fn connect() -> Result<S3, String> {
-    let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
-        return Err("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
-    };
-    let timeout = match env("UPDRAFT_S3_TIMEOUT") {
+    let timeout = match std::env::var("UPDRAFT_S3_TIMEOUT").ok().filter(|t| !t.is_empty()) {
         Some(t) => updraft_config::parse_duration(&t).map_err(|e| format!("UPDRAFT_S3_TIMEOUT: {e}"))?,
         None => Duration::from_secs(60),
     };
-    let region =
-        env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
-    let credentials = Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment");
-    let mut config = aws_sdk_s3::Config::builder()
-        .behavior_version_latest()
-        .region(Region::new(region))
-        .credentials_provider(credentials);
-    if let Some(endpoint) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
-        config = config.endpoint_url(endpoint).force_path_style(true);
-    }
+    let client = client_from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("updraft-s3")
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the S3 client's runtime: {e}"))?;
-    Ok(S3 { client: Client::from_conf(config.build()), runtime, timeout })
+    Ok(S3 { client, runtime, timeout })
 }
 
 /// Runs one S3 request on the client's runtime and waits for it, within the deadline.

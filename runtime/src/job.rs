@@ -42,6 +42,8 @@ pub struct JobContext {
     pub mesh: Duration,
     /// Connect attempts made while punching.
     pub punch_attempts: u64,
+    /// The channel to each peer.
+    pub channels: Vec<crate::report::PeerChannel>,
     /// The job must be over by then.
     pub deadline: tokio::time::Instant,
 }
@@ -191,6 +193,7 @@ impl Driver<'_> {
             wall_us: self.ctx.started_at.elapsed().as_micros() as u64,
             bytes_sent,
             bytes_received,
+            channels: self.ctx.channels.clone(),
             ..WorkerReport::default()
         };
         for (_, (stats, summary)) in stages {

@@ -129,6 +129,29 @@ pub struct WorkerReport {
     pub bytes_sent: u64,
     /// Bytes read from links.
     pub bytes_received: u64,
+    /// The channel to each peer.
+    #[serde(default)]
+    pub channels: Vec<PeerChannel>,
+}
+
+/// Which channel a worker used for one peer.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct PeerChannel {
+    /// The peer's rank.
+    pub peer: u32,
+    /// `direct`, `redis` or `s3`.
+    pub channel: String,
 }
 
 /// One row of the per-phase timing table.
@@ -167,6 +190,29 @@ pub struct JobReport {
     pub bytes_sent: u64,
     /// Every worker's own report, by rank.
     pub workers: Vec<WorkerReport>,
+}
+
+/// Pairs per channel name, e.g. `[("direct", 5), ("redis", 1)]`.
+pub type ChannelCounts = Vec<(String, u32)>;
+
+/// Relayed pairs: (lower rank, higher rank, channel).
+pub type RelayedPairs = Vec<(u32, u32, String)>;
+
+impl JobReport {
+    /// Pairs per channel, each pair once (as its lower rank saw it), and the relayed pairs.
+    pub fn pairs_by_channel(&self) -> (ChannelCounts, RelayedPairs) {
+        let mut counts: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+        let mut relayed = Vec::new();
+        for w in &self.workers {
+            for c in w.channels.iter().filter(|c| c.peer > w.rank) {
+                *counts.entry(c.channel.clone()).or_default() += 1;
+                if c.channel != "direct" {
+                    relayed.push((w.rank, c.peer, c.channel.clone()));
+                }
+            }
+        }
+        (counts.into_iter().collect(), relayed)
+    }
 }
 
 impl JobReport {
@@ -270,6 +316,7 @@ mod tests {
             sinks: vec![SinkResult { name: "s".into(), summary: summary(u64::from(rank), 1, 1) }],
             bytes_sent: 3,
             bytes_received: 3,
+            channels: Vec::new(),
         };
         let r = JobReport::combine("job", vec![w(1, 40), w(0, 20)]);
         assert_eq!(r.world, 2);

@@ -5,7 +5,9 @@
 //!   sends each the peer table.
 //! - [`punch`]: TCP hole punching of the whole mesh at once, from the port registered at the
 //!   rendezvous, then an authenticated hello that settles one link per pair.
-//! - [`link`]: the reader and writer tasks that own a connected socket.
+//! - [`link`]: the reader and writer tasks that own a connected socket or a relay direction.
+//! - [`relay`]: Redis and S3 relays for pairs that are not punched (or are forced off TCP).
+//! - [`s3env`]: the S3 client configured from the environment.
 //! - [`transport`]: the transport actor, which owns every link of a worker and routes frames
 //!   between links and operator actors.
 //!
@@ -16,9 +18,11 @@
 pub mod auth;
 pub mod link;
 pub mod punch;
+pub mod relay;
 pub mod rendezvous;
+pub mod s3env;
 pub mod sock;
 pub mod transport;
 
 pub use auth::JobKey;
-pub use transport::{Shutdown, TransportActor};
+pub use transport::{Endpoint, Shutdown, TransportActor};

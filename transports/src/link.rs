@@ -143,3 +143,108 @@ pub async fn reader(
     };
     ended.do_send(LinkEnded { peer, error });
 }
+
+/// Largest message a relay writer builds from queued frames (a single larger frame still goes
+/// alone).
+const RELAY_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// The writer of a relay link: like [`writer`], but frames go out as relay messages, several
+/// queued frames per message; an empty message ends the stream.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_writer(
+    peer: u32,
+    mut sender: crate::relay::Sender,
+    mut rx: mpsc::Receiver<OutFrame>,
+    job: u64,
+    timing: LinkTiming,
+    traffic: Arc<Traffic>,
+    ended: Recipient<LinkEnded>,
+    label: &'static str,
+) {
+    let sent = metrics::counter!(names::LINK_BYTES_SENT, "peer" => peer.to_string(), "link" => label);
+    let frames = metrics::counter!(names::LINK_FRAMES_SENT, "peer" => peer.to_string(), "link" => label);
+    let error = loop {
+        let first = match tokio::time::timeout(timing.heartbeat, rx.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(_) => match OutFrame::control(0, 0, &Control::Ping) {
+                Ok(ping) => ping,
+                Err(e) => break Some(e.to_string()),
+            },
+        };
+        let mut payload = Vec::new();
+        let mut count = 0u64;
+        let mut next = Some(first);
+        let mut failed = None;
+        while let Some(frame) = next.take() {
+            if let Err(e) = write_frame(&mut payload, job, &frame).await {
+                failed = Some(e.to_string());
+                break;
+            }
+            count += 1;
+            if payload.len() < RELAY_MESSAGE {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Some(e) = failed {
+            break Some(e);
+        }
+        let n = payload.len() as u64;
+        if let Err(e) = sender.push(payload, tokio::time::Instant::now() + timing.peer_timeout).await {
+            break Some(e);
+        }
+        traffic.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        sent.increment(n);
+        frames.increment(count);
+    };
+    if error.is_none()
+        && let Err(e) = sender.push(Vec::new(), tokio::time::Instant::now() + timing.peer_timeout).await
+    {
+        tracing::debug!(peer, %e, "ending a relay link failed");
+    }
+    if let Some(e) = &error {
+        ended.do_send(LinkEnded { peer, error: Some(format!("{label} relay: {e}")) });
+    }
+}
+
+/// The reader of a relay link: like [`reader`], over relay messages.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_reader(
+    peer: u32,
+    mut receiver: crate::relay::Receiver,
+    limits: WireLimits,
+    timing: LinkTiming,
+    traffic: Arc<Traffic>,
+    inbound: Recipient<Inbound>,
+    ended: Recipient<LinkEnded>,
+    label: &'static str,
+) {
+    let received = metrics::counter!(names::LINK_BYTES_RECEIVED, "peer" => peer.to_string(), "link" => label);
+    let frames = metrics::counter!(names::LINK_FRAMES_RECEIVED, "peer" => peer.to_string(), "link" => label);
+    let mut silence = timing.first_silence;
+    let error = 'outer: loop {
+        let payload = match receiver.pop(tokio::time::Instant::now() + silence).await {
+            Err(e) => break Some(format!("{label} relay: {e}")),
+            Ok(None) => {
+                break Some(format!("no data or heartbeat through the {label} relay for {silence:?}"));
+            }
+            Ok(Some(p)) if p.is_empty() => break None,
+            Ok(Some(p)) => p,
+        };
+        silence = timing.peer_timeout;
+        traffic.bytes_received.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        received.increment(payload.len() as u64);
+        let mut r: &[u8] = &payload;
+        loop {
+            match read_frame(&mut r, limits).await {
+                Ok(Some(frame)) => {
+                    frames.increment(1);
+                    inbound.do_send(Inbound { peer, frame });
+                }
+                Ok(None) => break,
+                Err(e) => break 'outer Some(format!("{label} relay: {e}")),
+            }
+        }
+    };
+    ended.do_send(LinkEnded { peer, error });
+}

@@ -26,13 +26,44 @@ use updraft_runtime::messages::{
 };
 use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_control};
 
-use crate::link::{Inbound, LinkEnded, LinkTiming, reader, writer};
+use crate::link::{Inbound, LinkEnded, LinkTiming, reader, relay_reader, relay_writer, writer};
+use crate::relay;
+
+/// How a worker reaches one peer.
+pub enum Endpoint {
+    /// A punched TCP connection.
+    Direct(TcpStream),
+    /// Both directions through a relay.
+    Relay {
+        /// This worker's direction to the peer.
+        sender: relay::Sender,
+        /// The peer's direction to this worker.
+        receiver: relay::Receiver,
+        /// `redis` or `s3`.
+        name: &'static str,
+    },
+}
+
+impl Endpoint {
+    /// `direct`, `redis` or `s3`.
+    pub fn channel(&self) -> &'static str {
+        match self {
+            Endpoint::Direct(_) => "direct",
+            Endpoint::Relay { name, .. } => name,
+        }
+    }
+}
+
+enum PendingReader {
+    Direct(OwnedReadHalf),
+    Relay(relay::Receiver, &'static str),
+}
 
 struct Link {
     tx: Option<mpsc::Sender<OutFrame>>,
     backlog: VecDeque<OutFrame>,
     draining: bool,
-    read_half: Option<OwnedReadHalf>,
+    read_half: Option<PendingReader>,
     writer: Option<JoinHandle<()>>,
     reader: Option<JoinHandle<()>>,
     /// No more frames can go out on it.
@@ -49,7 +80,7 @@ pub struct TransportActor {
     timing: LinkTiming,
     queue: usize,
     links: BTreeMap<u32, Link>,
-    pending_links: Vec<(u32, TcpStream)>,
+    pending_links: Vec<(u32, Endpoint)>,
     routes: Option<Routes>,
     events: Option<EventSink>,
     /// Events from before the routes (and the event queue) arrived; at most one per link.
@@ -60,13 +91,13 @@ pub struct TransportActor {
 }
 
 impl TransportActor {
-    /// A transport for `links` (one connected stream per peer). Must be created inside a tokio
+    /// A transport for `links` (one endpoint per peer). Must be created inside a tokio
     /// runtime: link tasks are spawned on it.
     pub fn new(
         me: u32,
         job_hash: u64,
         settings: &RuntimeSettings,
-        links: Vec<(u32, TcpStream)>,
+        links: Vec<(u32, Endpoint)>,
     ) -> TransportActor {
         TransportActor {
             me,
@@ -223,19 +254,33 @@ impl Actor for TransportActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let ended: Recipient<LinkEnded> = ctx.address().recipient();
-        for (peer, stream) in std::mem::take(&mut self.pending_links) {
-            let (read_half, write_half) = stream.into_split();
+        // Relay heartbeats cost a request each: a few per peer deadline are enough.
+        let relay_timing =
+            LinkTiming { heartbeat: self.timing.heartbeat.max(self.timing.peer_timeout / 4), ..self.timing };
+        for (peer, endpoint) in std::mem::take(&mut self.pending_links) {
             let (tx, rx) = mpsc::channel(self.queue);
-            let task = writer(
-                peer,
-                write_half,
-                rx,
-                self.job_hash,
-                self.timing,
-                Arc::clone(&self.traffic),
-                ended.clone(),
-            );
-            let handle = self.runtime.spawn(task);
+            let traffic = Arc::clone(&self.traffic);
+            let (read_half, handle) = match endpoint {
+                Endpoint::Direct(stream) => {
+                    let (read_half, write_half) = stream.into_split();
+                    let task =
+                        writer(peer, write_half, rx, self.job_hash, self.timing, traffic, ended.clone());
+                    (PendingReader::Direct(read_half), self.runtime.spawn(task))
+                }
+                Endpoint::Relay { sender, receiver, name } => {
+                    let task = relay_writer(
+                        peer,
+                        sender,
+                        rx,
+                        self.job_hash,
+                        relay_timing,
+                        traffic,
+                        ended.clone(),
+                        name,
+                    );
+                    (PendingReader::Relay(receiver, name), self.runtime.spawn(task))
+                }
+            };
             self.links.insert(
                 peer,
                 Link {
@@ -273,17 +318,34 @@ impl Handler<InstallRoutes> for TransportActor {
         let inbound: Recipient<Inbound> = ctx.address().recipient();
         let ended: Recipient<LinkEnded> = ctx.address().recipient();
         for (peer, link) in &mut self.links {
-            if let Some(half) = link.read_half.take() {
-                let task = reader(
-                    *peer,
-                    half,
-                    self.limits,
-                    self.timing,
-                    Arc::clone(&self.traffic),
-                    inbound.clone(),
-                    ended.clone(),
-                );
-                link.reader = Some(self.runtime.spawn(task));
+            let traffic = Arc::clone(&self.traffic);
+            match link.read_half.take() {
+                Some(PendingReader::Direct(half)) => {
+                    let task = reader(
+                        *peer,
+                        half,
+                        self.limits,
+                        self.timing,
+                        traffic,
+                        inbound.clone(),
+                        ended.clone(),
+                    );
+                    link.reader = Some(self.runtime.spawn(task));
+                }
+                Some(PendingReader::Relay(receiver, name)) => {
+                    let task = relay_reader(
+                        *peer,
+                        receiver,
+                        self.limits,
+                        self.timing,
+                        traffic,
+                        inbound.clone(),
+                        ended.clone(),
+                        name,
+                    );
+                    link.reader = Some(self.runtime.spawn(task));
+                }
+                None => {}
             }
         }
     }

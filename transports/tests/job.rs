@@ -47,6 +47,7 @@ fn run_alone(plan: PhysicalPlan, settings: RuntimeSettings) -> Result<JobOutcome
             setup: Duration::ZERO,
             mesh: Duration::ZERO,
             punch_attempts: 0,
+            channels: Vec::new(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         };
         run_job(plan, ctx).await

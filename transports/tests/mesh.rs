@@ -42,6 +42,7 @@ async fn worker(rdv: SocketAddr, job: String, rank: u32, world: u32) -> Vec<u32>
         attempt: Duration::from_millis(250),
         handshake_timeout: Duration::from_secs(3),
         timeout: Duration::from_secs(10),
+        partial_ok: false,
     };
     let mesh = punch_mesh(&id, r.local, r.public, &r.listener, &r.peers, &cfg).await.expect("mesh");
     assert_eq!(mesh.links.len() as u32, world - 1);

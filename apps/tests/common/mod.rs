@@ -327,3 +327,26 @@ input = "joined"
 "#
     )
 }
+
+/// `[runtime]` lines pointing at the relays the tests may use: a Redis server
+/// (`UPDRAFT_TEST_REDIS`, a redis:// URL) and an S3 bucket (`UPDRAFT_TEST_S3_BUCKET`, with the
+/// AWS environment). `None` for a relay that is not configured; CI configures both and sets
+/// `UPDRAFT_REQUIRE_RELAYS=1`, which turns a missing one into a failure.
+pub fn relay_settings(which: &str) -> Option<String> {
+    let var = match which {
+        "redis" => "UPDRAFT_TEST_REDIS",
+        _ => "UPDRAFT_TEST_S3_BUCKET",
+    };
+    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        Some(v) if which == "redis" => Some(format!("redis = \"{v}\"")),
+        Some(bucket) => Some(format!("s3_relay = \"s3://{bucket}/relay-tests/\"")),
+        None => {
+            assert!(
+                std::env::var("UPDRAFT_REQUIRE_RELAYS").is_err(),
+                "UPDRAFT_REQUIRE_RELAYS is set but {var} is not"
+            );
+            eprintln!("skipped: set {var} to test the {which} relay");
+            None
+        }
+    }
+}

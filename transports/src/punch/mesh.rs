@@ -25,6 +25,9 @@ pub struct MeshConfig {
     pub handshake_timeout: Duration,
     /// The whole mesh.
     pub timeout: Duration,
+    /// Return the pairs that were linked when some were not (their traffic goes through a
+    /// relay) instead of failing.
+    pub partial_ok: bool,
 }
 
 /// How one pair was linked.
@@ -49,6 +52,8 @@ pub struct Mesh {
     pub pairs: Vec<PairStats>,
     /// Whole mesh.
     pub elapsed: Duration,
+    /// Ranks not linked by the deadline (only with [`MeshConfig::partial_ok`]), and why.
+    pub unreachable: Option<PunchError>,
 }
 
 /// Why the mesh could not be made.
@@ -217,14 +222,19 @@ pub async fn punch_mesh(
                  mapping for every destination, not if it is symmetric (a new port per destination)"
             )
         };
-        return Err(PunchError::Unreachable {
-            missing,
-            after: cfg.timeout,
-            attempts: attempts.join(", "),
-            nat,
+        let error =
+            PunchError::Unreachable { missing, after: cfg.timeout, attempts: attempts.join(", "), nat };
+        if !cfg.partial_ok {
+            return Err(error);
+        }
+        return Ok(Mesh {
+            links: links.into_iter().collect(),
+            pairs,
+            elapsed: start.elapsed(),
+            unreachable: Some(error),
         });
     }
-    Ok(Mesh { links: links.into_iter().collect(), pairs, elapsed: start.elapsed() })
+    Ok(Mesh { links: links.into_iter().collect(), pairs, elapsed: start.elapsed(), unreachable: None })
 }
 
 /// Records the link of a pair (replacing an earlier one: the lower rank's latest decision wins).

@@ -1,0 +1,405 @@
+//! Relay channels: the frames of a pair of workers through Redis or S3 instead of a punched
+//! TCP link, for pairs that cannot be punched and for comparing channels on one job.
+//!
+//! A relay carries the same wire frames as a TCP link (length, header, body), several frames
+//! per message when the writer has more queued. Each direction of each pair is one FIFO:
+//!
+//! | relay | one direction `from → to` | one message | end of stream |
+//! |---|---|---|---|
+//! | Redis | list `updraft:{job}:{from}:{to}` (RPUSH / BLPOP) | a list element | an empty element |
+//! | S3 | objects `{prefix}{job}/{from}-{to}/{seq:016x}` | an object | an empty object |
+//!
+//! The reader deletes what it consumed (BLPOP removes the element; an S3 object is deleted once
+//! read). A Redis list is capped ([`REDIS_MAX_ITEMS`] messages: the writer waits while it is
+//! full) and expires [`KEY_TTL`] after its last write, so a crashed job leaves nothing for long.
+//! When a job ends each worker deletes whatever is left of its incoming directions, and after a
+//! failure of its outgoing ones too. Every request has a deadline.
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
+use updraft_config::{ChannelPolicy, RuntimeSettings};
+
+use crate::s3env::{client_from_env, describe, is_missing};
+
+/// Messages a Redis list may hold before the writer waits.
+pub const REDIS_MAX_ITEMS: usize = 64;
+
+/// A relay key lives this long after its last write.
+pub const KEY_TTL: Duration = Duration::from_secs(3600);
+
+/// Longest pause between two polls of an S3 direction that had nothing new.
+const S3_MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Where a job's relay lives.
+#[derive(Clone)]
+pub enum Relay {
+    /// A Redis server.
+    Redis {
+        /// Client (connections are opened per link).
+        client: redis::Client,
+        /// The server's URL, for messages.
+        url: String,
+    },
+    /// An S3 bucket and key prefix.
+    S3 {
+        /// Client.
+        client: aws_sdk_s3::Client,
+        /// Bucket.
+        bucket: String,
+        /// Key prefix, empty or ending in `/`.
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Relay {
+    /// The relay a job falls back to or is forced onto, from its settings: `None` when the
+    /// policy needs none (or, for `auto`, none is configured).
+    ///
+    /// # Errors
+    /// A bad Redis URL or missing S3 credentials.
+    pub fn from_settings(settings: &RuntimeSettings) -> Result<Option<Relay>, String> {
+        let redis = || -> Result<Relay, String> {
+            let url = settings.redis.as_deref().ok_or("no `redis` URL configured")?;
+            let client = redis::Client::open(url).map_err(|e| format!("redis URL `{url}`: {e}"))?;
+            Ok(Relay::Redis { client, url: url.to_string() })
+        };
+        let s3 = || -> Result<Relay, String> {
+            let url = settings.s3_relay.as_deref().ok_or("no `s3_relay` configured")?;
+            let rest = url.strip_prefix("s3://").ok_or_else(|| format!("`{url}` is not an s3:// URL"))?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/")
+            };
+            Ok(Relay::S3 { client: client_from_env()?, bucket: bucket.to_string(), prefix })
+        };
+        match settings.channel {
+            ChannelPolicy::Direct => Ok(None),
+            ChannelPolicy::Redis => redis().map(Some),
+            ChannelPolicy::S3 => s3().map(Some),
+            ChannelPolicy::Auto if settings.redis.is_some() => redis().map(Some),
+            ChannelPolicy::Auto if settings.s3_relay.is_some() => s3().map(Some),
+            ChannelPolicy::Auto => Ok(None),
+        }
+    }
+
+    /// `redis` or `s3`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Relay::Redis { .. } => "redis",
+            Relay::S3 { .. } => "s3",
+        }
+    }
+
+    /// Opens one direction for writing.
+    ///
+    /// # Errors
+    /// The relay cannot be reached within `timeout`.
+    pub async fn sender(&self, job: &str, from: u32, to: u32, timeout: Duration) -> Result<Sender, String> {
+        let key = self.key(job, from, to);
+        match self {
+            Relay::Redis { client, url } => {
+                let con = connect(client, Some(timeout)).await.map_err(|e| format!("{e} (at {url})"))?;
+                Ok(Sender::Redis { con, key })
+            }
+            Relay::S3 { client, bucket, .. } => {
+                Ok(Sender::S3 { client: client.clone(), bucket: bucket.clone(), key, seq: 0 })
+            }
+        }
+    }
+
+    /// Opens one direction for reading.
+    ///
+    /// # Errors
+    /// The relay cannot be reached within `timeout`.
+    pub async fn receiver(
+        &self,
+        job: &str,
+        from: u32,
+        to: u32,
+        timeout: Duration,
+    ) -> Result<Receiver, String> {
+        let key = self.key(job, from, to);
+        match self {
+            // Blocking pops get a connection of their own, with no response timeout of the
+            // client's: each pop carries its own deadline.
+            Relay::Redis { client, url } => {
+                let con = tokio::time::timeout(timeout, connect(client, None))
+                    .await
+                    .map_err(|_| format!("no answer from Redis at {url} within {timeout:?}"))?
+                    .map_err(|e| format!("{e} (at {url})"))?;
+                Ok(Receiver::Redis { con, key })
+            }
+            Relay::S3 { client, bucket, .. } => {
+                Ok(Receiver::S3 { client: client.clone(), bucket: bucket.clone(), key, seq: 0 })
+            }
+        }
+    }
+
+    fn key(&self, job: &str, from: u32, to: u32) -> String {
+        match self {
+            Relay::Redis { .. } => format!("updraft:{job}:{from}:{to}"),
+            Relay::S3 { prefix, .. } => format!("{prefix}{job}/{from}-{to}/"),
+        }
+    }
+
+    /// Deletes what is left of the directions `peer → me` (and, with `outgoing`, `me → peer`)
+    /// for every peer, within `timeout`.
+    ///
+    /// # Errors
+    /// What could not be deleted.
+    pub async fn cleanup(
+        &self,
+        job: &str,
+        me: u32,
+        peers: &[u32],
+        outgoing: bool,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let mut keys: Vec<String> = peers.iter().map(|p| self.key(job, *p, me)).collect();
+        if outgoing {
+            keys.extend(peers.iter().map(|p| self.key(job, me, *p)));
+        }
+        let work = async {
+            match self {
+                Relay::Redis { client, .. } => {
+                    let mut con = connect(client, Some(timeout)).await?;
+                    if !keys.is_empty() {
+                        redis::cmd("DEL").arg(&keys).exec_async(&mut con).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Relay::S3 { client, bucket, .. } => {
+                    for prefix in &keys {
+                        let mut pages =
+                            client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+                        while let Some(page) = pages.next().await {
+                            let page = page.map_err(describe)?;
+                            for key in page.contents().iter().filter_map(|o| o.key()) {
+                                client
+                                    .delete_object()
+                                    .bucket(bucket)
+                                    .key(key)
+                                    .send()
+                                    .await
+                                    .map_err(describe)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("cleaning up the {} relay took more than {timeout:?}", self.name()))?
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    response_timeout: Option<Duration>,
+) -> Result<MultiplexedConnection, String> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(response_timeout);
+    client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("Redis: {e}"))
+}
+
+/// The writing end of one direction.
+pub enum Sender {
+    /// A Redis list.
+    Redis {
+        /// Connection.
+        con: MultiplexedConnection,
+        /// List key.
+        key: String,
+    },
+    /// S3 objects under a prefix.
+    S3 {
+        /// Client.
+        client: aws_sdk_s3::Client,
+        /// Bucket.
+        bucket: String,
+        /// Prefix of this direction.
+        key: String,
+        /// Next object number.
+        seq: u64,
+    },
+}
+
+impl Sender {
+    /// Appends one message (an empty one ends the stream), waiting while a Redis list is full;
+    /// gives up at `deadline`.
+    ///
+    /// # Errors
+    /// The relay failed or stayed full until the deadline.
+    pub async fn push(&mut self, payload: Vec<u8>, deadline: Instant) -> Result<(), String> {
+        let work = async {
+            match self {
+                Sender::Redis { con, key } => {
+                    let len: usize = redis::cmd("RPUSH")
+                        .arg(&*key)
+                        .arg(payload)
+                        .query_async(con)
+                        .await
+                        .map_err(|e| format!("Redis RPUSH: {e}"))?;
+                    redis::cmd("EXPIRE")
+                        .arg(&*key)
+                        .arg(KEY_TTL.as_secs())
+                        .exec_async(con)
+                        .await
+                        .map_err(|e| format!("Redis EXPIRE: {e}"))?;
+                    let mut pause = Duration::from_millis(1);
+                    let mut len = len;
+                    while len > REDIS_MAX_ITEMS {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(S3_MAX_BACKOFF);
+                        len = redis::cmd("LLEN")
+                            .arg(&*key)
+                            .query_async(con)
+                            .await
+                            .map_err(|e| format!("Redis LLEN: {e}"))?;
+                    }
+                    Ok(())
+                }
+                Sender::S3 { client, bucket, key, seq } => {
+                    let name = format!("{key}{:016x}", *seq);
+                    client
+                        .put_object()
+                        .bucket(&*bucket)
+                        .key(&name)
+                        .body(ByteStream::from(payload))
+                        .send()
+                        .await
+                        .map_err(|e| format!("S3 put {name}: {}", describe(e)))?;
+                    *seq += 1;
+                    Ok(())
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| "the relay accepted nothing in time".to_string())?
+    }
+}
+
+/// The reading end of one direction.
+pub enum Receiver {
+    /// A Redis list.
+    Redis {
+        /// Connection of its own (blocking pops).
+        con: MultiplexedConnection,
+        /// List key.
+        key: String,
+    },
+    /// S3 objects under a prefix.
+    S3 {
+        /// Client.
+        client: aws_sdk_s3::Client,
+        /// Bucket.
+        bucket: String,
+        /// Prefix of this direction.
+        key: String,
+        /// Next object number.
+        seq: u64,
+    },
+}
+
+impl Receiver {
+    /// The next message, or `Ok(None)` when nothing arrived by `deadline`.
+    ///
+    /// # Errors
+    /// The relay failed.
+    pub async fn pop(&mut self, deadline: Instant) -> Result<Option<Bytes>, String> {
+        match self {
+            Receiver::Redis { con, key } => {
+                let wait = deadline.saturating_duration_since(Instant::now()).as_secs_f64().max(0.001);
+                let mut cmd = redis::cmd("BLPOP");
+                cmd.arg(&*key).arg(wait);
+                let pop = cmd.query_async::<Option<(String, Vec<u8>)>>(con);
+                // The server answers nil at `wait`; a second more for the answer to travel.
+                match tokio::time::timeout_at(deadline + Duration::from_secs(1), pop).await {
+                    Err(_) => Err("Redis did not answer a blocking pop in time".into()),
+                    Ok(Err(e)) => Err(format!("Redis BLPOP: {e}")),
+                    Ok(Ok(None)) => Ok(None),
+                    Ok(Ok(Some((_, payload)))) => Ok(Some(Bytes::from(payload))),
+                }
+            }
+            Receiver::S3 { client, bucket, key, seq } => {
+                let name = format!("{key}{:016x}", *seq);
+                let mut pause = Duration::from_millis(1);
+                loop {
+                    let get = client.get_object().bucket(&*bucket).key(&name).send();
+                    let result = match tokio::time::timeout_at(deadline, get).await {
+                        Err(_) => return Ok(None),
+                        Ok(r) => r,
+                    };
+                    match result {
+                        Ok(out) => {
+                            let body = tokio::time::timeout_at(
+                                deadline + Duration::from_secs(30),
+                                out.body.collect(),
+                            )
+                            .await
+                            .map_err(|_| format!("S3 get {name}: the body did not arrive in time"))?
+                            .map_err(|e| format!("S3 get {name}: {e}"))?;
+                            client
+                                .delete_object()
+                                .bucket(&*bucket)
+                                .key(&name)
+                                .send()
+                                .await
+                                .map_err(|e| format!("S3 delete {name}: {}", describe(e)))?;
+                            *seq += 1;
+                            return Ok(Some(body.into_bytes()));
+                        }
+                        Err(e) if is_missing(&e) => {
+                            if Instant::now() + pause >= deadline {
+                                return Ok(None);
+                            }
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(S3_MAX_BACKOFF);
+                        }
+                        Err(e) => return Err(format!("S3 get {name}: {}", describe(e))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_choose_the_relay() {
+        let mut s = RuntimeSettings::default();
+        assert!(Relay::from_settings(&s).expect("ok").is_none(), "auto without a relay");
+        s.redis = Some("redis://127.0.0.1:1/".into());
+        assert_eq!(Relay::from_settings(&s).expect("ok").map(|r| r.name()), Some("redis"));
+        s.channel = ChannelPolicy::Direct;
+        assert!(Relay::from_settings(&s).expect("ok").is_none());
+        s.channel = ChannelPolicy::S3;
+        let e = Relay::from_settings(&s).expect_err("no s3_relay");
+        assert!(e.contains("s3_relay"), "{e}");
+    }
+
+    #[test]
+    fn keys_name_the_job_and_the_direction() {
+        let client = redis::Client::open("redis://127.0.0.1:1/").expect("url");
+        assert_eq!(Relay::Redis { client, url: String::new() }.key("j1", 2, 5), "updraft:j1:2:5");
+    }
+}

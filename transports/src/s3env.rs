@@ -1,0 +1,53 @@
+//! The S3 client as AWS tools configure it from the environment: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`, `AWS_REGION` (or
+//! `AWS_DEFAULT_REGION`; default `us-east-1`), and `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
+//! for an S3-compatible server, which is then addressed path-style. Used by the S3 relay and by
+//! the file sources and sinks.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A client configured from the environment.
+///
+/// # Errors
+/// Missing credentials, in words.
+pub fn client_from_env() -> Result<Client, String> {
+    let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
+        return Err("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
+    };
+    let region =
+        env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let credentials = Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment");
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(region))
+        .credentials_provider(credentials);
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
+        config = config.endpoint_url(endpoint).force_path_style(true);
+    }
+    Ok(Client::from_conf(config.build()))
+}
+
+/// An SDK error with its chain of causes, on one line.
+pub fn describe<E: std::error::Error + 'static>(e: aws_sdk_s3::error::SdkError<E>) -> String {
+    use std::error::Error;
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// True when the error says the object does not exist.
+pub fn is_missing<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> bool {
+    e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code) == Some("NoSuchKey")
+}

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod actor;
+pub mod collective;
 pub mod credit;
 pub mod error;
 pub mod exchange;

@@ -99,6 +99,17 @@ pub struct Routes {
     pub producers: Vec<Recipient<ToOperator>>,
 }
 
+/// Deliver every frame on [`crate::collective::COLLECTIVE_CHANNEL`] to `inbox`, and start
+/// reading links if routes have not already. Collective messages are not under credit: a
+/// communicator runs one operation at a time, so what a peer can send ahead is bounded by the
+/// operations it runs ahead of this worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachCollectives {
+    /// The communicator's inbox.
+    pub inbox: tokio::sync::mpsc::UnboundedSender<crate::collective::CollectiveFrame>,
+}
+
 /// Install routes and start reading links; peer events go to `events`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -216,6 +227,8 @@ pub struct TransportPort {
     pub send: Recipient<SendFrame>,
     /// Route installation.
     pub install: Recipient<InstallRoutes>,
+    /// Where collective messages go.
+    pub attach: Recipient<AttachCollectives>,
     /// Traffic counters.
     pub traffic: Arc<Traffic>,
 }

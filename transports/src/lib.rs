@@ -6,6 +6,7 @@
 //! - [`punch`]: TCP hole punching of the whole mesh at once, from the port registered at the
 //!   rendezvous, then an authenticated hello that settles one link per pair.
 //! - [`link`]: the reader and writer tasks that own a connected socket or a relay direction.
+//! - [`local`]: several workers' transports in one process over one channel (tests, benchmarks).
 //! - [`relay`]: Redis and S3 relays for pairs that are not punched (or are forced off TCP).
 //! - [`s3env`]: the S3 client configured from the environment.
 //! - [`transport`]: the transport actor, which owns every link of a worker and routes frames
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod link;
+pub mod local;
 pub mod punch;
 pub mod relay;
 pub mod rendezvous;

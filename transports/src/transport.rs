@@ -20,9 +20,11 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use updraft_config::RuntimeSettings;
+use updraft_runtime::collective::{COLLECTIVE_CHANNEL, CollectiveFrame};
 use updraft_runtime::ids::EdgeId;
 use updraft_runtime::messages::{
-    EventSink, InstallRoutes, JobEvent, Routes, SendFrame, ToOperator, Traffic, TransportPort,
+    AttachCollectives, EventSink, InstallRoutes, JobEvent, Routes, SendFrame, ToOperator, Traffic,
+    TransportPort,
 };
 use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_control};
 
@@ -82,6 +84,7 @@ pub struct TransportActor {
     links: BTreeMap<u32, Link>,
     pending_links: Vec<(u32, Endpoint)>,
     routes: Option<Routes>,
+    collectives: Option<mpsc::UnboundedSender<CollectiveFrame>>,
     events: Option<EventSink>,
     /// Events from before the routes (and the event queue) arrived; at most one per link.
     early_events: Vec<JobEvent>,
@@ -115,6 +118,7 @@ impl TransportActor {
             links: BTreeMap::new(),
             pending_links: links,
             routes: None,
+            collectives: None,
             events: None,
             early_events: Vec::new(),
             done: BTreeSet::new(),
@@ -127,7 +131,13 @@ impl TransportActor {
     pub fn start_port(self) -> (TransportPort, Addr<TransportActor>) {
         let traffic = Arc::clone(&self.traffic);
         let addr = self.start();
-        (TransportPort { send: addr.clone().recipient(), install: addr.clone().recipient(), traffic }, addr)
+        let port = TransportPort {
+            send: addr.clone().recipient(),
+            install: addr.clone().recipient(),
+            attach: addr.clone().recipient(),
+            traffic,
+        };
+        (port, addr)
     }
 
     fn event(&mut self, event: JobEvent) {
@@ -138,6 +148,19 @@ impl TransportActor {
     }
 
     fn route(&mut self, peer: u32, frame: updraft_runtime::wire::InFrame) {
+        if frame.channel == COLLECTIVE_CHANNEL && frame.kind == FrameKind::Data {
+            match &self.collectives {
+                Some(inbox) => {
+                    let _ = inbox.send(CollectiveFrame { from: peer, seq: frame.seq, body: frame.body });
+                }
+                None => self.event(JobEvent::Protocol {
+                    edge: EdgeId(frame.channel),
+                    peer,
+                    detail: "a collective message, but no communicator here".into(),
+                }),
+            }
+            return;
+        }
         let Some(routes) = self.routes.clone() else { return };
         let edge = EdgeId(frame.channel);
         let idx = frame.channel as usize;
@@ -315,6 +338,22 @@ impl Handler<InstallRoutes> for TransportActor {
             msg.events.send(event);
         }
         self.events = Some(msg.events);
+        self.start_readers(ctx);
+    }
+}
+
+impl Handler<AttachCollectives> for TransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachCollectives, ctx: &mut Self::Context) {
+        self.collectives = Some(msg.inbox);
+        self.start_readers(ctx);
+    }
+}
+
+impl TransportActor {
+    /// Spawns the reader of every link that has none yet.
+    fn start_readers(&mut self, ctx: &mut Context<Self>) {
         let inbound: Recipient<Inbound> = ctx.address().recipient();
         let ended: Recipient<LinkEnded> = ctx.address().recipient();
         for (peer, link) in &mut self.links {

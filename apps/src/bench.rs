@@ -37,6 +37,8 @@ pub enum BenchCommand {
     Mesh(crate::bench_mesh::MeshArgs),
     /// Weak and strong scaling of the join on local workers, with results and plots.
     Scaling(crate::bench_scaling::ScalingArgs),
+    /// Latency, throughput and collectives over direct links, the Redis relay and the S3 relay.
+    Channels(crate::bench_channels::ChannelArgs),
 }
 
 /// Runs a benchmark.
@@ -48,6 +50,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
         BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
+        BenchCommand::Channels(args) => crate::bench_channels::run(args),
     }
 }
 

@@ -16,6 +16,7 @@
 //! ```
 
 mod bench;
+mod bench_channels;
 mod bench_mesh;
 mod bench_scaling;
 mod cluster;

@@ -82,3 +82,48 @@ fn a_relay_that_cannot_be_reached_fails_the_job_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Redis"), "{err}");
 }
+
+#[test]
+fn bench_channels_measures_every_configured_channel_and_writes_json_and_plots() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut args: Vec<String> =
+        ["bench", "channels", "--sizes", "8B,70KiB", "--workers", "2,3", "--stream", "4MiB"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    args.extend(["--budget", "300ms", "--repeats", "5", "--out"].map(String::from));
+    args.push(dir.path().display().to_string());
+    let mut want = vec!["direct"];
+    if let Ok(url) = std::env::var("UPDRAFT_TEST_REDIS") {
+        args.extend(["--redis".to_string(), url]);
+        want.push("redis");
+    }
+    if let Ok(bucket) = std::env::var("UPDRAFT_TEST_S3_BUCKET") {
+        args.extend(["--s3".to_string(), format!("s3://{bucket}/bench-tests/")]);
+        want.push("s3");
+    }
+    let out = Command::new(bin()).args(&args).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("round-trip time") && table.contains("collectives"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("channels.json")).expect("json"))
+            .expect("parse");
+    let got: Vec<&str> =
+        json.as_array().expect("array").iter().map(|c| c["channel"].as_str().expect("name")).collect();
+    assert_eq!(got, want);
+    for c in json.as_array().expect("array") {
+        let pp = c["ping_pong"].as_array().expect("ping_pong");
+        assert_eq!(pp.len(), 2);
+        for entry in pp {
+            assert!(entry[1]["samples"].as_u64() > Some(0) && entry[1]["median_s"].as_f64() > Some(0.0));
+        }
+        assert!(c["throughput_bps"].as_f64() > Some(0.0));
+        assert_eq!(c["barrier"].as_array().map(Vec::len), Some(2), "2 and 3 workers");
+        assert_eq!(c["allreduce_1mib"].as_array().map(Vec::len), Some(2));
+    }
+    for svg in ["channels-latency.svg", "channels-collectives.svg"] {
+        let text = std::fs::read_to_string(dir.path().join(svg)).expect("plot");
+        assert!(text.starts_with("<svg") && text.contains("direct"), "{svg}");
+    }
+}

@@ -155,7 +155,12 @@ impl Communicator {
         }
         let frame =
             OutFrame { kind: FrameKind::Data, channel: COLLECTIVE_CHANNEL, seq, body: OutBody::Bytes(data) };
-        self.send.try_send(SendFrame { peer: to, frame }).map_err(|_| CollectiveError::Closed { op })
+        if !self.send.connected() {
+            return Err(CollectiveError::Closed { op });
+        }
+        // Never waits: the transport queues what its links cannot take yet.
+        self.send.do_send(SendFrame { peer: to, frame });
+        Ok(())
     }
 
     async fn take(&mut self, op: &'static str, seq: u64, from: Option<u32>) -> Result<(u32, Buffer)> {

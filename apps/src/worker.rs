@@ -16,7 +16,7 @@ use updraft_runtime::job::{JobContext, run_job};
 use updraft_runtime::report::{JobReport, PeerChannel, WorkerReport};
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, PunchError, punch_mesh};
-use updraft_transports::relay::Relay;
+use updraft_transports::relay::{Relay, run_key};
 use updraft_transports::rendezvous::{Registered, Registration, register};
 use updraft_transports::transport::await_links;
 use updraft_transports::{Endpoint, JobKey, Shutdown, TransportActor};
@@ -168,7 +168,11 @@ async fn run_registered(
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
+    // Planned before any link exists, so that a plan error cannot leave relayed peers waiting.
+    let plan = build_plan_with(spec, PlanContext { rank: args.rank, world: args.world }, crate::registry())?;
     let relay = Relay::from_settings(&settings).map_err(|e| anyhow::anyhow!("relay: {e}"))?;
+    // Names this run's relay keys: the job and the peer table, which differs between runs.
+    let relay_key = run_key(hash, args.rank, registered.public, registered.local, &registered.peers);
     let forced = matches!(settings.channel, ChannelPolicy::Redis | ChannelPolicy::S3);
     let mut endpoints: Vec<(u32, Endpoint)> = Vec::new();
     let mut relayed: Vec<u32> = Vec::new();
@@ -210,7 +214,6 @@ async fn run_registered(
         endpoints.extend(mesh.links.into_iter().map(|(peer, stream)| (peer, Endpoint::Direct(stream))));
         (mesh.elapsed, attempts)
     };
-    let relay_key = format!("{hash:016x}");
     if let Some(relay) = &relay {
         for &peer in &relayed {
             let t = settings.rendezvous_timeout;
@@ -232,7 +235,6 @@ async fn run_registered(
     let early = pusher.clone();
     tokio::spawn(async move { early.push(Duration::from_secs(2)).await });
 
-    let plan = build_plan_with(spec, PlanContext { rank: args.rank, world: args.world }, crate::registry())?;
     let transport = TransportActor::new(args.rank, hash, &settings, endpoints);
     let (port, addr) = transport.start_port();
     let ctx = JobContext {
@@ -254,12 +256,10 @@ async fn run_registered(
         Err(e) => tracing::warn!(%e, "transport gone before shutdown"),
     }
     if let Some(relay) = relay.filter(|_| !relayed.is_empty()) {
-        // What this worker read is gone already; leftovers (and, after a failure, what it sent)
-        // are deleted here.
-        let outgoing = result.is_err();
-        if let Err(e) =
-            relay.cleanup(&relay_key, args.rank, &relayed, outgoing, Duration::from_secs(10)).await
-        {
+        // What this worker read is gone already; leftovers of its incoming directions are
+        // deleted here. Outgoing ones are left to their readers (an Abort may still be on its
+        // way) and to the key's expiry.
+        if let Err(e) = relay.cleanup(&relay_key, args.rank, &relayed, false, Duration::from_secs(10)).await {
             tracing::warn!(%e, "relay keys not cleaned up; they expire on their own");
         }
     }

@@ -9,11 +9,13 @@
 //! | Redis | list `updraft:{job}:{from}:{to}` (RPUSH / BLPOP) | a list element | an empty element |
 //! | S3 | objects `{prefix}{job}/{from}-{to}/{seq:016x}` | an object | an empty object |
 //!
-//! The reader deletes what it consumed (BLPOP removes the element; an S3 object is deleted once
-//! read). A Redis list is capped ([`REDIS_MAX_ITEMS`] messages: the writer waits while it is
-//! full) and expires [`KEY_TTL`] after its last write, so a crashed job leaves nothing for long.
-//! When a job ends each worker deletes whatever is left of its incoming directions, and after a
-//! failure of its outgoing ones too. Every request has a deadline.
+//! `{job}` names one run: the job hash and a hash of the peer table ([`run_key`]). The reader
+//! deletes what it consumed (BLPOP removes the element; an S3 object is deleted once read). A
+//! Redis list is capped ([`REDIS_MAX_ITEMS`] messages: the writer waits while it is full) and
+//! expires [`KEY_TTL`] after its last write, so a crashed job leaves nothing for long. When a
+//! job ends each worker deletes whatever is left of its incoming directions; S3 has no expiry,
+//! so a bucket used as a relay wants a lifecycle rule for stray objects of crashed jobs. Every
+//! request has a deadline. The Redis relay needs Redis 6 or newer (fractional BLPOP timeouts).
 
 use std::time::Duration;
 
@@ -34,6 +36,24 @@ pub const KEY_TTL: Duration = Duration::from_secs(3600);
 
 /// Longest pause between two polls of an S3 direction that had nothing new.
 const S3_MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The name of one run of a job in relay keys: the job hash and a hash of the whole peer table
+/// (every rank's public and private address), which every worker of the run knows and which
+/// changes between runs, so leftovers of an earlier run of the same job are never read.
+pub fn run_key(
+    job_hash: u64,
+    me: u32,
+    public: std::net::SocketAddr,
+    private: std::net::SocketAddr,
+    peers: &[crate::rendezvous::PeerAddr],
+) -> String {
+    let mut table: Vec<(u32, String)> =
+        peers.iter().map(|p| (p.rank, format!("{}|{}", p.public, p.private))).collect();
+    table.push((me, format!("{public}|{private}")));
+    table.sort();
+    let text: String = table.iter().map(|(r, a)| format!("{r}={a};")).collect();
+    format!("{job_hash:016x}-{:016x}", updraft_runtime::ids::job_hash(&text))
+}
 
 /// Where a job's relay lives.
 #[derive(Clone)]
@@ -246,21 +266,25 @@ impl Sender {
     /// # Errors
     /// The relay failed or stayed full until the deadline.
     pub async fn push(&mut self, payload: Vec<u8>, deadline: Instant) -> Result<(), String> {
+        let what = match self {
+            Sender::Redis { .. } => "the Redis list stayed full (is the peer reading?)",
+            Sender::S3 { .. } => "S3 accepted nothing",
+        };
         let work = async {
             match self {
                 Sender::Redis { con, key } => {
-                    let len: usize = redis::cmd("RPUSH")
+                    // One transaction, so no list is ever left without its expiry.
+                    let (len, _): (usize, bool) = redis::pipe()
+                        .atomic()
+                        .cmd("RPUSH")
                         .arg(&*key)
                         .arg(payload)
+                        .cmd("EXPIRE")
+                        .arg(&*key)
+                        .arg(KEY_TTL.as_secs())
                         .query_async(con)
                         .await
                         .map_err(|e| format!("Redis RPUSH: {e}"))?;
-                    redis::cmd("EXPIRE")
-                        .arg(&*key)
-                        .arg(KEY_TTL.as_secs())
-                        .exec_async(con)
-                        .await
-                        .map_err(|e| format!("Redis EXPIRE: {e}"))?;
                     let mut pause = Duration::from_millis(1);
                     let mut len = len;
                     while len > REDIS_MAX_ITEMS {
@@ -289,9 +313,7 @@ impl Sender {
                 }
             }
         };
-        tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| "the relay accepted nothing in time".to_string())?
+        tokio::time::timeout_at(deadline, work).await.map_err(|_| format!("{what} until the deadline"))?
     }
 }
 
@@ -342,8 +364,8 @@ impl Receiver {
                 let mut pause = Duration::from_millis(1);
                 loop {
                     let get = client.get_object().bucket(&*bucket).key(&name).send();
-                    let result = match tokio::time::timeout_at(deadline, get).await {
-                        Err(_) => return Ok(None),
+                    let result = match tokio::time::timeout_at(deadline + Duration::from_secs(5), get).await {
+                        Err(_) => return Err(format!("S3 get {name}: no answer in time")),
                         Ok(r) => r,
                     };
                     match result {
@@ -355,12 +377,10 @@ impl Receiver {
                             .await
                             .map_err(|_| format!("S3 get {name}: the body did not arrive in time"))?
                             .map_err(|e| format!("S3 get {name}: {e}"))?;
-                            client
-                                .delete_object()
-                                .bucket(&*bucket)
-                                .key(&name)
-                                .send()
+                            let delete = client.delete_object().bucket(&*bucket).key(&name).send();
+                            tokio::time::timeout(Duration::from_secs(30), delete)
                                 .await
+                                .map_err(|_| format!("S3 delete {name}: no answer in time"))?
                                 .map_err(|e| format!("S3 delete {name}: {}", describe(e)))?;
                             *seq += 1;
                             return Ok(Some(body.into_bytes()));
@@ -372,7 +392,17 @@ impl Receiver {
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(S3_MAX_BACKOFF);
                         }
-                        Err(e) => return Err(format!("S3 get {name}: {}", describe(e))),
+                        Err(e) => {
+                            let denied =
+                                e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                                    == Some("AccessDenied");
+                            let hint = if denied {
+                                " (the S3 relay needs s3:ListBucket, or a missing object reads as AccessDenied)"
+                            } else {
+                                ""
+                            };
+                            return Err(format!("S3 get {name}: {}{hint}", describe(e)));
+                        }
                     }
                 }
             }
@@ -395,6 +425,18 @@ mod tests {
         s.channel = ChannelPolicy::S3;
         let e = Relay::from_settings(&s).expect_err("no s3_relay");
         assert!(e.contains("s3_relay"), "{e}");
+    }
+
+    #[test]
+    fn run_keys_agree_across_ranks_and_differ_between_runs() {
+        use crate::rendezvous::PeerAddr;
+        let addr = |port: u16| std::net::SocketAddr::from(([10, 0, 0, 1], port));
+        let peer = |rank, port| PeerAddr { rank, public: addr(port), private: addr(port) };
+        let zero = run_key(7, 0, addr(100), addr(100), &[peer(1, 200)]);
+        let one = run_key(7, 1, addr(200), addr(200), &[peer(0, 100)]);
+        assert_eq!(zero, one, "both ranks name the run alike");
+        assert_ne!(zero, run_key(7, 0, addr(101), addr(101), &[peer(1, 200)]), "another run");
+        assert!(zero.starts_with("0000000000000007-"));
     }
 
     #[test]

@@ -161,7 +161,21 @@ impl TransportActor {
             }
             return;
         }
-        let Some(routes) = self.routes.clone() else { return };
+        let Some(routes) = self.routes.clone() else {
+            // Only a communicator is attached (readers started for it): operator traffic has
+            // nowhere to go, which is a protocol error, never a silent drop.
+            if frame.kind == FrameKind::Control
+                && let Ok(Control::Ping) = decode_control(frame.body.as_slice())
+            {
+                return;
+            }
+            self.event(JobEvent::Protocol {
+                edge: EdgeId(frame.channel),
+                peer,
+                detail: "a frame for the job's operators, but no operators here".into(),
+            });
+            return;
+        };
         let edge = EdgeId(frame.channel);
         let idx = frame.channel as usize;
         match frame.kind {

@@ -194,6 +194,18 @@ async fn exercise(
         if five != blob(prev, 5, 4) || seven != blob(prev, 7, 3) {
             return Err(format!("rank {r} of {p}: point to point differs"));
         }
+        // Two messages with one tag arrive in the order sent.
+        c.send(next, 9, blob(r, 1, 2)).map_err(|x| e("send", x))?;
+        c.send(next, 9, blob(r, 2, 5)).map_err(|x| e("send", x))?;
+        let (first, second) = (c.recv(prev, 9).await, c.recv(prev, 9).await);
+        if first.map_err(|x| e("recv", x))? != blob(prev, 1, 2)
+            || second.map_err(|x| e("recv", x))? != blob(prev, 2, 5)
+        {
+            return Err(format!("rank {r} of {p}: same-tag messages out of order"));
+        }
+        if c.send(next, 1 << 24, Bytes::new()).is_ok() {
+            return Err("a tag of 2^24 was accepted".into());
+        }
     }
     c.barrier().await.map_err(|x| e("final barrier", x))?;
     Ok(())

@@ -27,7 +27,7 @@
 
 mod reduce;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use actix::Recipient;
@@ -101,8 +101,8 @@ pub struct Communicator {
     world: u32,
     send: Recipient<SendFrame>,
     inbox: mpsc::UnboundedReceiver<CollectiveFrame>,
-    /// Messages that arrived before they were asked for, by (seq, sender).
-    held: HashMap<(u64, u32), Buffer>,
+    /// Messages that arrived before they were asked for, by (seq, sender), oldest first.
+    held: HashMap<(u64, u32), VecDeque<Buffer>>,
     next_op: u64,
     timeout: Duration,
 }
@@ -164,13 +164,18 @@ impl Communicator {
     }
 
     async fn take(&mut self, op: &'static str, seq: u64, from: Option<u32>) -> Result<(u32, Buffer)> {
-        let found = match from {
-            Some(f) => self.held.remove(&(seq, f)).map(|b| (f, b)),
-            None => {
-                let key = self.held.keys().find(|(s, _)| *s == seq).copied();
-                key.and_then(|k| self.held.remove(&k).map(|b| (k.1, b)))
-            }
+        let key = match from {
+            Some(f) => Some((seq, f)).filter(|k| self.held.contains_key(k)),
+            None => self.held.keys().find(|(s, _)| *s == seq).copied(),
         };
+        let found = key.and_then(|k| {
+            let queue = self.held.get_mut(&k)?;
+            let b = queue.pop_front();
+            if queue.is_empty() {
+                self.held.remove(&k);
+            }
+            b.map(|b| (k.1, b))
+        });
         if let Some(found) = found {
             return Ok(found);
         }
@@ -189,9 +194,7 @@ impl Communicator {
                 Ok(Some(f)) if f.seq == seq && from.is_none_or(|x| x == f.from) => {
                     return Ok((f.from, f.body));
                 }
-                Ok(Some(f)) => {
-                    self.held.insert((f.seq, f.from), f.body);
-                }
+                Ok(Some(f)) => self.held.entry((f.seq, f.from)).or_default().push_back(f.body),
             }
         }
     }
@@ -200,20 +203,22 @@ impl Communicator {
         Ok(self.take(op, seq, Some(from)).await?.1)
     }
 
-    /// Sends `data` to rank `to` with a user tag (below 2²⁴). Never waits.
+    /// Sends `data` to rank `to` with a user tag (below 2²⁴). Messages with the same tag
+    /// arrive in the order sent. Never waits.
     ///
     /// # Errors
-    /// A bad rank or a closed transport.
+    /// A bad rank or tag, or a closed transport.
     pub fn send(&self, to: u32, tag: u32, data: Bytes) -> Result<()> {
-        self.post("send", to, u64::from(tag & ((1 << STEP_BITS) - 1)), data)
+        self.post("send", to, user_tag("send", tag)?, data)
     }
 
-    /// Receives the message rank `from` sent with `tag`.
+    /// Receives the oldest message rank `from` sent with `tag` not received yet.
     ///
     /// # Errors
-    /// Nothing arrived within the deadline.
+    /// A bad tag, or nothing arrived within the deadline.
     pub async fn recv(&mut self, from: u32, tag: u32) -> Result<Bytes> {
-        Ok(bytes_of(self.recv_from("recv", u64::from(tag & ((1 << STEP_BITS) - 1)), from).await?))
+        let seq = user_tag("recv", tag)?;
+        Ok(bytes_of(self.recv_from("recv", seq, from).await?))
     }
 
     /// Returns when every rank has entered the barrier.
@@ -496,12 +501,15 @@ impl Communicator {
         Ok(Some(acc))
     }
 
-    /// The element-wise reduction of every rank's `data`, on every rank.
+    /// The element-wise reduction of every rank's `data`, on every rank. Every rank must give
+    /// an array of the same length and type (the algorithm is chosen from its size).
     ///
     /// # Errors
     /// Arrays that differ in length or type, unsupported types, or a peer missed the deadline.
     pub async fn allreduce(&mut self, op: ReduceOp, data: ArrayRef) -> Result<ArrayRef> {
         const OP: &str = "allreduce";
+        // Numbered before anything can fail, so that every rank numbers operations alike.
+        let n = self.begin();
         let acc = reduce::prepare(op, &data).map_err(|e| invalid(OP, e))?;
         // Every rank has the same length and type, so every rank picks the same algorithm.
         let bytes = acc.len() * acc.data_type().primitive_width().unwrap_or(8);
@@ -509,15 +517,14 @@ impl Communicator {
             return Ok(acc);
         }
         if bytes <= SMALL_BYTES || acc.len() < self.world as usize {
-            self.allreduce_doubling(op, acc).await
+            self.allreduce_doubling(n, op, acc).await
         } else {
-            self.allreduce_ring(op, acc).await
+            self.allreduce_ring(n, op, acc).await
         }
     }
 
-    async fn allreduce_doubling(&mut self, op: ReduceOp, mut acc: ArrayRef) -> Result<ArrayRef> {
+    async fn allreduce_doubling(&mut self, n: u64, op: ReduceOp, mut acc: ArrayRef) -> Result<ArrayRef> {
         const OP: &str = "allreduce";
-        let n = self.begin();
         let (p, r) = (self.world, self.me);
         let pof2 = 1u32 << (31 - p.leading_zeros());
         let rem = p - pof2;
@@ -565,9 +572,8 @@ impl Communicator {
         Ok(acc)
     }
 
-    async fn allreduce_ring(&mut self, op: ReduceOp, acc: ArrayRef) -> Result<ArrayRef> {
+    async fn allreduce_ring(&mut self, n: u64, op: ReduceOp, acc: ArrayRef) -> Result<ArrayRef> {
         const OP: &str = "allreduce";
-        let n = self.begin();
         let (p, r) = (self.world, self.me);
         let len = acc.len();
         let mut chunks: Vec<ArrayRef> = (0..p)
@@ -625,6 +631,13 @@ impl Communicator {
         }
         Ok(acc)
     }
+}
+
+fn user_tag(op: &'static str, tag: u32) -> Result<u64> {
+    if tag >= 1 << STEP_BITS {
+        return Err(invalid(op, format!("tag {tag} is not below 2^{STEP_BITS}")));
+    }
+    Ok(u64::from(tag))
 }
 
 /// Byte (or element) range of chunk `i` of `total` split into `parts`.

@@ -15,10 +15,6 @@ use serde::Serialize;
 use updraft_runtime::plan::Phase;
 use updraft_runtime::report::JobReport;
 
-/// Lambda price per GB-second and per invocation (us-east-1), for the cost estimate.
-const PRICE_GB_S: f64 = 0.000_016_666_7;
-const PRICE_INVOCATION: f64 = 0.000_000_2;
-
 /// Arguments of `updraft bench scaling`.
 #[derive(clap::Args, Debug)]
 pub struct ScalingArgs {
@@ -175,7 +171,9 @@ fn result(
         bytes_sent: job.bytes_sent,
         rows_per_s: (2 * rows_per_side) as f64 / compute,
         efficiency: 0.0,
-        cost_usd: f64::from(workers) * (wall_s * memory_gb * PRICE_GB_S + PRICE_INVOCATION),
+        cost_usd: updraft_config::pricing::Pricing::defaults()
+            .estimate(workers, wall_s, memory_gb, 0, 0)
+            .lambda_total,
     }
 }
 

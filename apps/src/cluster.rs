@@ -38,6 +38,12 @@ pub struct RunArgs {
     /// Write every worker's final metrics (Prometheus text) to this file at the end.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+    /// Function memory for the "as if on Lambda" cost line, in GB.
+    #[arg(long, default_value_t = 2.0)]
+    pub memory_gb: f64,
+    /// Prices for the cost lines (default: the shipped config/pricing.toml).
+    #[arg(long)]
+    pub pricing: Option<PathBuf>,
 }
 
 /// Outcome of a local run.
@@ -76,6 +82,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         (Some(job), true) => {
             if !args.quiet {
                 output::print_job(job);
+                let pricing = output::load_pricing(args.pricing.as_deref())?;
+                output::print_cost(job, args.memory_gb, 0, 0, &pricing);
             }
             Ok(ExitCode::SUCCESS)
         }

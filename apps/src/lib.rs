@@ -82,6 +82,27 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         workers: u32,
     },
+    /// What N workers x T seconds x M GB would cost on Lambda, and on always-on VMs.
+    Cost {
+        /// Functions (workers).
+        #[arg(long)]
+        workers: u32,
+        /// Seconds each runs.
+        #[arg(long)]
+        seconds: f64,
+        /// Function memory in GB.
+        #[arg(long)]
+        memory_gb: f64,
+        /// S3 PUT/LIST requests.
+        #[arg(long, default_value_t = 0)]
+        s3_puts: u64,
+        /// S3 GET requests.
+        #[arg(long, default_value_t = 0)]
+        s3_gets: u64,
+        /// Prices (default: the shipped config/pricing.toml).
+        #[arg(long)]
+        pricing: Option<PathBuf>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -109,6 +130,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Validate { file, workers } => validate(&file, workers),
         Command::Explain { file, workers } => explain(&file, workers),
         Command::Bench { which } => bench::run(which),
+        Command::Cost { workers, seconds, memory_gb, s3_puts, s3_gets, pricing } => {
+            cost(workers, seconds, memory_gb, s3_puts, s3_gets, pricing.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -117,6 +141,37 @@ pub fn main_with(registry: Registry) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn cost(
+    workers: u32,
+    seconds: f64,
+    memory_gb: f64,
+    puts: u64,
+    gets: u64,
+    pricing: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    if workers == 0 || !(seconds >= 0.0 && seconds.is_finite()) || !(memory_gb > 0.0 && memory_gb <= 10.24) {
+        anyhow::bail!("--workers must be at least 1, --seconds at least 0, --memory-gb in (0, 10.24]");
+    }
+    let p = output::load_pricing(pricing)?;
+    let e = p.estimate(workers, seconds, memory_gb, puts, gets);
+    println!("{workers} functions x {seconds} s x {memory_gb} GB ({} prices of {}):", p.region, p.as_of);
+    println!(
+        "  compute      {:>14}  ({:.3} GB-s x ${}/GB-s)",
+        output::usd(e.lambda_compute),
+        e.gb_seconds,
+        p.lambda.gb_second
+    );
+    println!("  invocations  {:>14}  ({workers} x ${})", output::usd(e.lambda_requests), p.lambda.request);
+    println!("  S3 requests  {:>14}  ({puts} PUT, {gets} GET)", output::usd(e.s3_requests));
+    println!("  Lambda total {:>14}", output::usd(e.lambda_total));
+    println!(
+        "  {workers} always-on VMs ({}) for the same {seconds} s: {}",
+        p.vm.name,
+        output::usd(e.vm_total)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,53 @@ fn load(path: &Path) -> Result<(PipelineSpec, String), ConfigErrors> {
     }
 }
 
+/// Prices from `path`, or the shipped defaults.
+///
+/// # Errors
+/// An unreadable or invalid file, named.
+pub fn load_pricing(path: Option<&Path>) -> anyhow::Result<updraft_config::pricing::Pricing> {
+    use updraft_config::pricing::Pricing;
+    match path {
+        None => Ok(Pricing::defaults()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            Pricing::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        }
+    }
+}
+
+/// Dollars with enough digits for sub-cent amounts.
+pub fn usd(x: f64) -> String {
+    format!("${x:.6}")
+}
+
+/// The cost lines of a job summary: the run as if on Lambda (each worker billed for the job's
+/// wall time at `memory_gb`), next to the same wall time on an always-on cluster of VMs.
+pub fn print_cost(
+    job: &JobReport,
+    memory_gb: f64,
+    puts: u64,
+    gets: u64,
+    pricing: &updraft_config::pricing::Pricing,
+) {
+    let seconds = job.wall_us as f64 / 1e6;
+    let e = pricing.estimate(job.world, seconds, memory_gb, puts, gets);
+    println!(
+        "  cost as if on Lambda: {} ({} workers x {seconds:.3} s x {memory_gb} GB = {:.3} GB-s: compute {}, \
+         invocations {}, S3 requests {}; {} prices of {})",
+        usd(e.lambda_total),
+        job.world,
+        e.gb_seconds,
+        usd(e.lambda_compute),
+        usd(e.lambda_requests),
+        usd(e.s3_requests),
+        pricing.region,
+        pricing.as_of
+    );
+    println!("  same wall time on {} always-on VMs ({}): {}", job.world, pricing.vm.name, usd(e.vm_total));
+}
+
 /// Milliseconds with one decimal.
 pub fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)

@@ -16,6 +16,7 @@ mod error;
 pub mod expr;
 mod operator_spec;
 mod pipeline;
+pub mod pricing;
 mod reader;
 mod settings;
 mod units;

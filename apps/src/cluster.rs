@@ -38,6 +38,15 @@ pub struct RunArgs {
     /// Write every worker's final metrics (Prometheus text) to this file at the end.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+    /// Where the workers run: `local` processes, or `lambda` functions.
+    #[arg(long, default_value = "local", value_parser = ["local", "lambda"])]
+    pub backend: String,
+    /// The Lambda function (name or ARN) to invoke once per rank (--backend lambda).
+    #[arg(long, required_if_eq("backend", "lambda"))]
+    pub function: Option<String>,
+    /// Rendezvous the functions can reach, HOST:PORT (--backend lambda).
+    #[arg(long, required_if_eq("backend", "lambda"))]
+    pub rendezvous: Option<String>,
     /// Function memory for the "as if on Lambda" cost line, in GB.
     #[arg(long, default_value_t = 2.0)]
     pub memory_gb: f64,
@@ -60,6 +69,16 @@ pub struct LocalRun {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if args.backend == "lambda" {
+        return crate::lambda::drive(crate::lambda::LambdaRun {
+            pipeline: args.pipeline.clone(),
+            function: args.function.clone().unwrap_or_default(),
+            workers: args.workers,
+            rendezvous: args.rendezvous.clone().unwrap_or_default(),
+            report: args.report.clone(),
+            pricing: args.pricing.clone(),
+        });
     }
     let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
         Ok(s) => s,

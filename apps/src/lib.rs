@@ -20,6 +20,7 @@ mod bench_channels;
 mod bench_mesh;
 mod bench_scaling;
 mod cluster;
+mod lambda;
 mod output;
 mod secret;
 mod telemetry;
@@ -57,6 +58,9 @@ enum Command {
     Run(cluster::RunArgs),
     /// Run one worker of a job (the same code the local cluster starts N times).
     Worker(worker::WorkerArgs),
+    /// Run as an AWS Lambda function (the runtime API comes from AWS_LAMBDA_RUNTIME_API); the
+    /// binary does this by itself when it is started as `bootstrap`.
+    Lambda,
     /// Serve the rendezvous for any number of jobs.
     Rendezvous {
         /// Address to listen on.
@@ -122,10 +126,16 @@ pub fn main_with(registry: Registry) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    // Deployed to Lambda as `bootstrap`, the binary is the function's runtime.
+    let exe = std::env::args_os().next().map(PathBuf::from);
+    if exe.as_deref().and_then(std::path::Path::file_name).is_some_and(|n| n == "bootstrap") {
+        return finish(lambda::handler_main());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cluster::run(args),
         Command::Worker(args) => worker::main(args),
+        Command::Lambda => lambda::handler_main(),
         Command::Rendezvous { listen, secret_file } => serve_rendezvous(listen, secret_file),
         Command::Validate { file, workers } => validate(&file, workers),
         Command::Explain { file, workers } => explain(&file, workers),
@@ -134,6 +144,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
             cost(workers, seconds, memory_gb, s3_puts, s3_gets, pricing.as_deref())
         }
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -82,7 +82,7 @@ pub fn print_cost(
     let e = pricing.estimate(job.world, seconds, memory_gb, puts, gets);
     println!(
         "  cost as if on Lambda: {} ({} workers x {seconds:.3} s x {memory_gb} GB = {:.3} GB-s: compute {}, \
-         invocations {}, S3 requests {}; {} prices of {})",
+         invocations {}, S3 requests {} for {puts} PUT/LIST and {gets} GET; {} prices of {})",
         usd(e.lambda_total),
         job.world,
         e.gb_seconds,

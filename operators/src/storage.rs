@@ -19,7 +19,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use updraft_runtime::OperatorError;
-use updraft_transports::s3env::{client_from_env, describe};
+use updraft_transports::s3env::{client_from_env, count_get, count_put, describe};
 
 /// A file's location.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,6 +120,7 @@ pub fn expand(entries: &[String]) -> Result<Vec<Location>, OperatorError> {
 pub fn s3_get(bucket: &str, key: &str) -> Result<Bytes, OperatorError> {
     let (b, k) = (bucket.to_string(), key.to_string());
     run(format!("s3://{bucket}/{key}"), "read", move |c| async move {
+        count_get();
         let out = c.get_object().bucket(b).key(k).send().await.map_err(describe)?;
         let data = out.body.collect().await.map_err(|e| e.to_string())?;
         Ok(data.into_bytes())
@@ -133,6 +134,7 @@ pub fn s3_get(bucket: &str, key: &str) -> Result<Bytes, OperatorError> {
 pub fn s3_put(bucket: &str, key: &str, data: Vec<u8>) -> Result<(), OperatorError> {
     let (b, k) = (bucket.to_string(), key.to_string());
     run(format!("s3://{bucket}/{key}"), "write", move |c| async move {
+        count_put();
         c.put_object().bucket(b).key(k).body(ByteStream::from(data)).send().await.map_err(describe)?;
         Ok(())
     })
@@ -148,6 +150,7 @@ pub fn s3_list(bucket: &str, prefix: &str) -> Result<Vec<String>, OperatorError>
         let mut keys = Vec::new();
         let mut pages = c.list_objects_v2().bucket(b).prefix(p).into_paginator().send();
         while let Some(page) = pages.next().await {
+            count_put();
             let page = page.map_err(describe)?;
             keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
         }

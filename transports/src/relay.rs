@@ -26,7 +26,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use updraft_config::{ChannelPolicy, RuntimeSettings};
 
-use crate::s3env::{client_from_env, describe, is_missing};
+use crate::s3env::{client_from_env, count_get, count_put, describe, is_missing};
 
 /// Messages a Redis list may hold before the writer waits.
 pub const REDIS_MAX_ITEMS: usize = 64;
@@ -300,6 +300,7 @@ impl Sender {
                 }
                 Sender::S3 { client, bucket, key, seq } => {
                     let name = format!("{key}{:016x}", *seq);
+                    count_put();
                     client
                         .put_object()
                         .bucket(&*bucket)
@@ -363,6 +364,7 @@ impl Receiver {
                 let name = format!("{key}{:016x}", *seq);
                 let mut pause = Duration::from_millis(1);
                 loop {
+                    count_get();
                     let get = client.get_object().bucket(&*bucket).key(&name).send();
                     let result = match tokio::time::timeout_at(deadline + Duration::from_secs(5), get).await {
                         Err(_) => return Err(format!("S3 get {name}: no answer in time")),

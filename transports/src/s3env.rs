@@ -4,7 +4,27 @@
 //! for an S3-compatible server, which is then addressed path-style. Used by the S3 relay and by
 //! the file sources and sinks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_sdk_s3::Client;
+
+/// S3 requests this process made, for cost estimates: (PUT/LIST/DELETE-class, GET-class).
+static REQUESTS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts one PUT-, LIST- or DELETE-class request (DELETE is free but counted with them).
+pub fn count_put() {
+    REQUESTS[0].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one GET-class request.
+pub fn count_get() {
+    REQUESTS[1].fetch_add(1, Ordering::Relaxed);
+}
+
+/// (PUT-class, GET-class) requests so far.
+pub fn requests() -> (u64, u64) {
+    (REQUESTS[0].load(Ordering::Relaxed), REQUESTS[1].load(Ordering::Relaxed))
+}
 use aws_sdk_s3::config::{Credentials, Region};
 
 fn env(name: &str) -> Option<String> {

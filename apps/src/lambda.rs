@@ -1,0 +1,335 @@
+//! Workers as AWS Lambda functions: the handler every function runs (the same `updraft`
+//! binary, started as `bootstrap` or as `updraft lambda`), and the driver behind
+//! `updraft run --backend lambda` that invokes one function per rank and gathers the results.
+//!
+//! ```text
+//!  driver ── Invoke(rank 0..N, JobEvent) ──▶ N functions ── register ──▶ rendezvous (a small host)
+//!     ▲                                         │ punch links to each other, run the pipeline
+//!     └──────── JobResult (report, timings) ◀───┘ (data from and to S3)
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use updraft_runtime::report::{JobReport, WorkerReport};
+
+use crate::output;
+use crate::worker::{WorkerArgs, WorkerOutput};
+
+/// The event one function receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Job id (the same for every rank of the job).
+    pub job: String,
+    /// This function's rank.
+    pub rank: u32,
+    /// Number of functions.
+    pub world: u32,
+    /// The rendezvous, `HOST:PORT`.
+    pub rendezvous: String,
+    /// The pipeline, as TOML text.
+    pub pipeline: String,
+    /// The environment variable of the function that holds the shared secret.
+    #[serde(default = "default_secret_env")]
+    pub secret_env: String,
+    /// Time kept back from the invocation's deadline for reporting, in seconds.
+    #[serde(default = "default_margin")]
+    pub margin_s: f64,
+}
+
+fn default_secret_env() -> String {
+    crate::secret::ENV.to_string()
+}
+
+fn default_margin() -> f64 {
+    2.0
+}
+
+/// What one function returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Rank.
+    pub rank: u32,
+    /// This function's report: rows, checksums, phase times, bytes, channels.
+    pub report: Option<WorkerReport>,
+    /// The whole job's report (rank 0).
+    pub job: Option<JobReport>,
+    /// Bytes sent, by channel (`direct`, `redis`, `s3`), split evenly over the peers of each.
+    pub bytes_sent_by_channel: BTreeMap<String, u64>,
+    /// Peak resident memory of the function's process, bytes.
+    pub peak_memory_bytes: u64,
+    /// Configured function memory, MB.
+    pub memory_mb: u64,
+    /// Time in the handler, ms: what Lambda bills, rounded up to the ms.
+    pub billed_ms_estimate: u64,
+    /// S3 PUT/LIST-class requests made by this invocation (files and relay).
+    pub s3_puts: u64,
+    /// S3 GET-class requests made by this invocation.
+    pub s3_gets: u64,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), bytes.
+fn peak_memory() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs the Lambda runtime loop: one job event per invocation.
+///
+/// # Errors
+/// The runtime API cannot be reached (outside Lambda: `AWS_LAMBDA_RUNTIME_API` unset).
+pub fn handler_main() -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(lambda_runtime::run(lambda_runtime::service_fn(handle)))
+        .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResult, lambda_runtime::Error> {
+    let started = Instant::now();
+    let (puts0, gets0) = updraft_transports::s3env::requests();
+    let deadline_ms = event.context.deadline;
+    let e = event.payload;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis()) as u64;
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    let margin = Duration::from_secs_f64(e.margin_s.max(0.0));
+    let rank = e.rank;
+    let fail = |msg: String| -> lambda_runtime::Error { format!("rank {rank}: {msg}").into() };
+    let registry = crate::registry();
+    let mut spec = updraft_config::parse_pipeline_with(&e.pipeline, "event.pipeline", registry)
+        .map_err(|err| fail(err.to_string()))?;
+    // Every deadline fits in what is left of the invocation.
+    let budget = remaining.saturating_sub(margin);
+    let needed = spec.runtime.rendezvous_timeout.min(Duration::from_secs(5)) + spec.runtime.mesh_timeout;
+    if budget < needed {
+        return Err(fail(format!(
+            "only {remaining:?} of the invocation left; the job needs more than {needed:?} to start (raise the function timeout)"
+        )));
+    }
+    let r = &mut spec.runtime;
+    r.job_timeout = r.job_timeout.min(budget);
+    r.rendezvous_timeout = r.rendezvous_timeout.min(budget);
+    r.mesh_timeout = r.mesh_timeout.min(budget);
+    let secret = std::env::var(&e.secret_env).map(String::into_bytes).unwrap_or_default();
+    if secret.is_empty() {
+        return Err(fail(format!("the function has no secret in ${}", e.secret_env)));
+    }
+    let rendezvous: SocketAddr = tokio::net::lookup_host(&e.rendezvous)
+        .await
+        .map_err(|err| fail(format!("rendezvous `{}`: {err}", e.rendezvous)))?
+        .next()
+        .ok_or_else(|| fail(format!("rendezvous `{}` has no address", e.rendezvous)))?;
+    let dir = std::env::temp_dir().join(format!("updraft-{}-{rank}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|err| fail(format!("cannot create {}: {err}", dir.display())))?;
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, &e.pipeline)
+        .map_err(|err| fail(format!("cannot write the pipeline: {err}")))?;
+    let args = WorkerArgs {
+        rendezvous,
+        job: e.job.clone(),
+        rank,
+        world: e.world,
+        pipeline,
+        bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        secret_file: None,
+        json: true,
+        watch_stdin: false,
+        metrics_listen: None,
+    };
+    // The worker runs its own actix system: on a thread of its own.
+    let out: WorkerOutput = tokio::task::spawn_blocking(move || crate::worker::run(&args, spec, &secret))
+        .await
+        .map_err(|err| fail(format!("the worker thread failed: {err}")))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(err) = out.error {
+        return Err(fail(err));
+    }
+    let memory_mb =
+        std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(r) = &out.report
+        && !r.channels.is_empty()
+    {
+        let share = r.bytes_sent / r.channels.len() as u64;
+        for c in &r.channels {
+            *by_channel.entry(c.channel.clone()).or_default() += share;
+        }
+    }
+    Ok(JobResult {
+        rank,
+        report: out.report,
+        job: out.job,
+        bytes_sent_by_channel: by_channel,
+        peak_memory_bytes: peak_memory(),
+        memory_mb,
+        billed_ms_estimate: started.elapsed().as_millis() as u64 + 1,
+        s3_puts: updraft_transports::s3env::requests().0 - puts0,
+        s3_gets: updraft_transports::s3env::requests().1 - gets0,
+    })
+}
+
+/// `updraft run --backend lambda` settings.
+#[derive(Debug, Clone)]
+pub struct LambdaRun {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Function name or ARN.
+    pub function: String,
+    /// Functions to invoke.
+    pub workers: u32,
+    /// Rendezvous address the functions can reach.
+    pub rendezvous: String,
+    /// Write the job report here.
+    pub report: Option<PathBuf>,
+    /// Prices for the cost lines.
+    pub pricing: Option<PathBuf>,
+}
+
+fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
+    use aws_sdk_lambda::config::{Credentials, Region};
+    let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
+        bail!("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+    };
+    let region =
+        env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let mut config = aws_sdk_lambda::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(region))
+        .credentials_provider(Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment"));
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL_LAMBDA").or_else(|| env("AWS_ENDPOINT_URL")) {
+        config = config.endpoint_url(endpoint);
+    }
+    Ok(aws_sdk_lambda::Client::from_conf(config.build()))
+}
+
+/// Invokes one function per rank, waits for all, prints the job summary and cost.
+///
+/// # Errors
+/// The pipeline or the client cannot be set up; failed ranks make the exit code 1.
+pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
+    let spec = match output::load_checked_pipeline(&run.pipeline, run.workers) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if run.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let text = std::fs::read_to_string(&run.pipeline)
+        .with_context(|| format!("cannot read {}", run.pipeline.display()))?;
+    let job = format!("lambda-{}", crate::secret::fresh().get(..16).unwrap_or("job"));
+    let client = lambda_client()?;
+    // The invocation deadline: the job's, plus start-up; Lambda itself stops at 15 minutes.
+    let limit = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(60);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started = Instant::now();
+    let outcomes = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for rank in 0..run.workers {
+            let event = JobEvent {
+                job: job.clone(),
+                rank,
+                world: run.workers,
+                rendezvous: run.rendezvous.clone(),
+                pipeline: text.clone(),
+                secret_env: default_secret_env(),
+                margin_s: default_margin(),
+            };
+            let (client, function) = (client.clone(), run.function.clone());
+            tasks.push(tokio::spawn(async move {
+                let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+                let call = client
+                    .invoke()
+                    .function_name(function)
+                    .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+                    .send();
+                let out = tokio::time::timeout(limit, call)
+                    .await
+                    .map_err(|_| format!("no answer within {limit:?}"))?
+                    .map_err(|e| {
+                        format!("invoke failed: {}", aws_sdk_lambda::error::DisplayErrorContext(e))
+                    })?;
+                let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                if let Some(kind) = out.function_error() {
+                    let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                    return Err(format!("{kind}: {msg}"));
+                }
+                serde_json::from_slice::<JobResult>(&body).map_err(|e| format!("unreadable result: {e}"))
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for (rank, t) in tasks.into_iter().enumerate() {
+            outcomes.push((rank as u32, t.await.map_err(|e| e.to_string()).and_then(|r| r)));
+        }
+        outcomes
+    });
+    let wall = started.elapsed();
+    let failures: Vec<(u32, String)> =
+        outcomes.iter().filter_map(|(r, o)| o.as_ref().err().map(|e| (*r, e.clone()))).collect();
+    if !failures.is_empty() {
+        eprintln!("updraft: job `{job}` failed on {} of {} functions:", failures.len(), run.workers);
+        for (rank, e) in failures {
+            eprintln!("  rank {rank}: {e}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let results: Vec<JobResult> = outcomes.into_iter().filter_map(|(_, o)| o.ok()).collect();
+    let Some(job_report) = results.iter().find_map(|r| r.job.clone()) else {
+        bail!("rank 0 returned no job report");
+    };
+    if let Some(path) = &run.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    output::print_job(&job_report);
+    let billed_s: f64 = results.iter().map(|r| r.billed_ms_estimate as f64 / 1000.0).fold(0.0, f64::max);
+    let memory_gb = results.iter().map(|r| r.memory_mb).max().unwrap_or(0) as f64 / 1024.0;
+    let peak = results.iter().map(|r| r.peak_memory_bytes).max().unwrap_or(0);
+    println!(
+        "  functions: {} invoked, slowest billed {:.3} s at {} MB, peak memory {} (driver wall {:.3} s)",
+        results.len(),
+        billed_s,
+        (memory_gb * 1024.0) as u64,
+        output::bytes(peak),
+        wall.as_secs_f64()
+    );
+    let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &results {
+        for (c, b) in &r.bytes_sent_by_channel {
+            *by_channel.entry(c.clone()).or_default() += b;
+        }
+    }
+    let channels: Vec<String> =
+        by_channel.iter().map(|(c, b)| format!("{c} {}", output::bytes(*b))).collect();
+    println!(
+        "  sent by channel: {}",
+        if channels.is_empty() { "-".to_string() } else { channels.join(", ") }
+    );
+    let pricing = output::load_pricing(run.pricing.as_deref())?;
+    // Billed time of each function, not the job's wall time: price the slowest for all.
+    let mut priced = job_report.clone();
+    priced.wall_us = (billed_s * 1e6) as u64;
+    let puts = results.iter().map(|r| r.s3_puts).sum();
+    let gets = results.iter().map(|r| r.s3_gets).sum();
+    output::print_cost(&priced, memory_gb.max(0.125), puts, gets, &pricing);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! The Lambda backend end to end, locally: `updraft run --backend lambda` invokes functions
+//! through a local implementation of the Invoke API (`lambda_emulator.py`, in this directory),
+//! each function is the `updraft` binary started as `bootstrap` against a local Runtime API,
+//! the functions punch links to each other through a rendezvous on loopback and join tables
+//! read from, and written to, the local S3-compatible server. Needs `UPDRAFT_TEST_S3_BUCKET`
+//! and the AWS environment (CI sets them and `UPDRAFT_REQUIRE_S3=1`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use arrow_schema::DataType;
+use common::*;
+use updraft_operators::storage::{s3_list, s3_put};
+
+const SECRET: &str = "lambda-test-secret";
+
+/// Children killed (and reaped) when dropped.
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bucket() -> Option<String> {
+    match std::env::var("UPDRAFT_TEST_S3_BUCKET") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(std::env::var("UPDRAFT_REQUIRE_S3").is_err(), "UPDRAFT_REQUIRE_S3 is set but no bucket");
+            eprintln!("skipped: set UPDRAFT_TEST_S3_BUCKET and the AWS environment");
+            None
+        }
+    }
+}
+
+/// Starts `cmd`, returns it and the first stdout line that starts with `prefix` (rest of line).
+fn start(mut cmd: Command, prefix: &str) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::piped()).spawn().expect("start");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let line = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with(prefix) => break l[prefix.len()..].trim().to_string(),
+            Some(Ok(_)) => continue,
+            _ => panic!("{prefix} never printed"),
+        }
+    };
+    (child, line)
+}
+
+/// The rendezvous and the Lambda emulator with functions of `timeout` seconds.
+fn services(dir: &Path, timeout: u32) -> (Kill, String, String) {
+    let bootstrap = dir.join("bootstrap");
+    std::os::unix::fs::symlink(bin(), &bootstrap).expect("symlink bootstrap");
+    let mut rdv = Command::new(bin());
+    rdv.args(["rendezvous", "--listen", "127.0.0.1:0"]).env("UPDRAFT_SECRET", SECRET).stderr(Stdio::null());
+    let (rdv, rdv_addr) = start(rdv, "rendezvous listening on ");
+    let emulator = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lambda_emulator.py"));
+    let mut emu = Command::new("python3");
+    emu.arg(emulator)
+        .arg("--handler")
+        .arg(&bootstrap)
+        .args(["--memory", "1024", "--timeout", &timeout.to_string()])
+        .env("UPDRAFT_SECRET", SECRET);
+    let (emu, invoke) = start(emu, "invoke=");
+    (Kill(vec![rdv, emu]), rdv_addr, format!("http://{invoke}"))
+}
+
+fn drive(dir: &Path, pipeline: &str, invoke: &str, rdv: &str) -> std::process::Output {
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, pipeline).expect("pipeline");
+    Command::new(bin())
+        .current_dir(dir)
+        .args(["run", "--backend", "lambda", "--function", "updraft-worker", "--workers", "4"])
+        .args(["--rendezvous", rdv, "--report", "results.json"])
+        .arg(&file)
+        .env("AWS_ENDPOINT_URL_LAMBDA", invoke)
+        .output()
+        .expect("driver")
+}
+
+#[test]
+fn a_join_on_four_functions_through_the_local_lambda_apis() {
+    let Some(bucket) = bucket() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_services, rdv, invoke) = services(dir.path(), 120);
+    let prefix = format!("lambda-test-{}", std::process::id());
+    let mut rng = TestRng(77);
+    let table = |rng: &mut TestRng, n: usize, base: i64| -> Vec<Row> {
+        (0..n)
+            .map(|i| {
+                let key = if rng.below(12) == 0 { V::I(None) } else { V::I(Some(rng.below(300) as i64)) };
+                vec![key, V::I(Some(base + i as i64))]
+            })
+            .collect()
+    };
+    let (left, right) = (table(&mut rng, 2000, 0), table(&mut rng, 1500, 100_000));
+    let types = [DataType::Int64, DataType::Int64];
+    for (name, rows, col) in [("left", &left, "lv"), ("right", &right, "rv")] {
+        for part in 0..3 {
+            let chunk: Vec<Row> = rows.iter().skip(part * 700).take(700).cloned().collect();
+            let mut buf = Vec::new();
+            let b = batch(&["key", col], &types, &chunk);
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, b.schema(), None).expect("writer");
+            w.write(&b).expect("write");
+            w.close().expect("close");
+            s3_put(&bucket, &format!("{prefix}/{name}/part-{part}.parquet"), buf).expect("upload");
+        }
+    }
+    let pipeline = format!(
+        r#"
+[job]
+name = "lambda-join"
+
+[source.left]
+kind = "parquet"
+path = "s3://{bucket}/{prefix}/left/*.parquet"
+
+[source.right]
+kind = "parquet"
+path = "s3://{bucket}/{prefix}/right/*.parquet"
+
+[operator.joined]
+kind = "join"
+left = "left"
+right = "right"
+on = ["key"]
+
+[sink.summary]
+kind = "summary"
+input = "joined"
+
+[sink.files]
+kind = "parquet"
+input = "joined"
+path = "s3://{bucket}/{prefix}/out/joined-{{rank}}.parquet"
+"#
+    );
+    let out = drive(dir.path(), &pipeline, &invoke, &rdv);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("job `lambda-join` on 4 workers: ok"), "{stdout}");
+    assert!(stdout.contains("cost as if on Lambda: $") && stdout.contains("always-on VMs"), "{stdout}");
+    assert!(stdout.contains("functions: 4 invoked") && stdout.contains("at 1024 MB"), "{stdout}");
+    // 6 input objects read; every function lists both globs (8 listings); 4 outputs written.
+    assert!(stdout.contains("for 12 PUT/LIST and 6 GET"), "{stdout}");
+    eprintln!("{stdout}");
+
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).expect("results"))
+            .expect("json");
+    let results = results.as_array().expect("one result per function");
+    assert_eq!(results.len(), 4);
+    let job =
+        results.iter().find_map(|r| r.get("job").filter(|j| !j.is_null())).expect("rank 0's job report");
+    let expected = naive_join(&left, &right, &[0], &[0], &[0]);
+    let (n, sum, _) = checksum(&expected);
+    assert_eq!((sink(job, "summary").0, sink(job, "summary").1), (n, sum), "rows and checksum");
+    for r in results {
+        assert!(r["billed_ms_estimate"].as_u64() > Some(0));
+        assert_eq!(r["memory_mb"], 1024);
+        assert!(r["bytes_sent_by_channel"]["direct"].as_u64() > Some(0), "{r}");
+    }
+    let written = s3_list(&bucket, &format!("{prefix}/out/")).expect("list");
+    assert_eq!(written.len(), 4, "one output object per function: {written:?}");
+}
+
+#[test]
+fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_early() {
+    let Some(bucket) = bucket() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_services, rdv, invoke) = services(dir.path(), 120);
+    let pipeline = format!(
+        "[source.a]\nkind = \"parquet\"\npath = \"s3://{bucket}/no-such-prefix/a-{{rank}}.parquet\"\n\
+         [sink.s]\nkind = \"summary\"\ninput = \"a\"\n"
+    );
+    let out = drive(dir.path(), &pipeline, &invoke, &rdv);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failed on") && err.contains("no-such-prefix/a-"), "{err}");
+
+    // Functions of 4 seconds cannot fit a 10 s mesh deadline: they refuse at once, saying so.
+    let short = tempfile::tempdir().expect("tmp");
+    let (_services, rdv, invoke) = services(short.path(), 4);
+    let pipeline =
+        "[source.a]\nkind = \"generate\"\nrows = 10\n[sink.s]\nkind = \"summary\"\ninput = \"a\"\n";
+    let t = std::time::Instant::now();
+    let out = drive(short.path(), pipeline, &invoke, &rdv);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("of the invocation left") && err.contains("raise the function timeout"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(4), "refused early: {:?}", t.elapsed());
+}

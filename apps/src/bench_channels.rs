@@ -13,7 +13,6 @@ use arrow_array::{ArrayRef, Int64Array};
 use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
 use serde::Serialize;
 use updraft_config::{ChannelPolicy, RuntimeSettings};
 use updraft_runtime::collective::{Communicator, ReduceOp};
@@ -427,57 +426,19 @@ fn print_table(results: &[ChannelResult]) {
     }
 }
 
-/// A log-log line plot of named series.
-fn log_plot(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    lines: Vec<(String, Vec<(f64, f64)>)>,
-) -> anyhow::Result<()> {
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
-    let points = || lines.iter().flat_map(|l| l.1.iter().copied());
-    let (min_x, max_x) = points().fold((f64::MAX, 1.0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
-    let (min_y, max_y) = points().fold((f64::MAX, 1e-6f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(
-            (min_x.max(1.0) / 1.5..max_x * 1.5).log_scale(),
-            (min_y.max(1e-7) / 2.0..max_y * 2.0).log_scale(),
-        )
-        .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc(x_desc).y_desc("seconds (median)").draw().map_err(|e| err(&e))?;
-    for (i, (name, points)) in lines.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
-}
-
 fn plot_latency(path: &Path, results: &[ChannelResult]) -> anyhow::Result<()> {
     let lines = results
         .iter()
         .map(|r| (r.channel.clone(), r.ping_pong.iter().map(|(s, t)| (*s as f64, t.median_s)).collect()))
         .collect();
-    log_plot(path, "ping-pong round trip by message size", "message bytes", lines)
+    crate::plot::lines(
+        path,
+        "ping-pong round trip by message size",
+        "message bytes",
+        "seconds (median)",
+        true,
+        lines,
+    )
 }
 
 fn plot_collectives(path: &Path, results: &[ChannelResult]) -> anyhow::Result<()> {
@@ -496,5 +457,5 @@ fn plot_collectives(path: &Path, results: &[ChannelResult]) -> anyhow::Result<()
             }
         }
     }
-    log_plot(path, "collectives by worker count", "workers", lines)
+    crate::plot::lines(path, "collectives by worker count", "workers", "seconds (median)", true, lines)
 }

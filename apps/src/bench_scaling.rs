@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
 use serde::Serialize;
 use updraft_runtime::plan::Phase;
 use updraft_runtime::report::JobReport;
@@ -284,8 +283,6 @@ fn write_outputs(out: &Path, results: &[RunResult]) -> anyhow::Result<()> {
     Ok(())
 }
 
-const COLORS: [RGBColor; 7] = [BLACK, RED, BLUE, GREEN, MAGENTA, CYAN, RGBColor(200, 120, 0)];
-
 fn series(results: &[RunResult], mode: &str, value: impl Fn(&RunResult) -> f64) -> Vec<(f64, f64)> {
     let mut ns: Vec<u32> = results.iter().filter(|r| r.mode == mode).map(|r| r.workers).collect();
     ns.sort_unstable();
@@ -300,39 +297,8 @@ fn series(results: &[RunResult], mode: &str, value: impl Fn(&RunResult) -> f64) 
         .collect()
 }
 
-fn plot(path: &Path, title: &str, y_desc: &str, lines: Vec<(String, Vec<(f64, f64)>)>) -> anyhow::Result<()> {
-    let max_x = lines.iter().flat_map(|l| l.1.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let max_y = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).fold(0.0, f64::max).max(1e-3) * 1.15;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_x + 0.5, 0.0..max_y)
-        .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("workers").y_desc(y_desc).draw().map_err(|e| err(&e))?;
-    for (i, (name, points)) in lines.into_iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+fn plot(path: &Path, title: &str, y_desc: &str, lines: crate::plot::Lines) -> anyhow::Result<()> {
+    crate::plot::lines(path, title, "workers", y_desc, false, lines)
 }
 
 fn plot_time(path: &Path, results: &[RunResult], mode: &str, phases: &[String]) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ mod bench_scaling;
 mod cluster;
 mod lambda;
 mod output;
+mod plot;
 mod secret;
 mod telemetry;
 mod worker;

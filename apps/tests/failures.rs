@@ -334,22 +334,26 @@ fn every_bundled_example_validates_and_runs() {
     }
 }
 
-#[test]
-fn set_examples_are_consistent_with_each_other() {
-    // With A, B the distinct keys: |A| = |A ∩ B| + |A ∖ B| and |A ∪ B| = |A ∖ B| + |B|.
+/// Runs a bundled example on `workers` local workers; returns its job report.
+fn run_example(name: &str, workers: u32) -> serde_json::Value {
     let work = tempfile::tempdir().expect("tmp");
     let report = work.path().join("r.json");
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/set-ops.toml");
+    let file = format!("{}/../config/examples/{name}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(bin())
         .current_dir(work.path())
-        .args(["run", "--quiet", "--workers", "2", "--report"])
+        .args(["run", "--quiet", "--workers", &workers.to_string(), "--report"])
         .arg(&report)
         .arg(file)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json")
+}
+
+#[test]
+fn set_examples_are_consistent_with_each_other() {
+    // With A, B the distinct keys: |A| = |A ∩ B| + |A ∖ B| and |A ∪ B| = |A ∖ B| + |B|.
+    let r = run_example("set-ops.toml", 2);
     let rows = |name: &str| {
         r["sinks"]
             .as_array()
@@ -368,19 +372,7 @@ fn set_examples_are_consistent_with_each_other() {
 
 #[test]
 fn the_sort_merge_example_agrees_with_the_hash_join() {
-    let work = tempfile::tempdir().expect("tmp");
-    let report = work.path().join("r.json");
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/sort-merge-join.toml");
-    let out = Command::new(bin())
-        .current_dir(work.path())
-        .args(["run", "--quiet", "--workers", "4", "--report"])
-        .arg(&report)
-        .arg(file)
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let r = run_example("sort-merge-join.toml", 4);
     let (hash, merge, left) = (sink(&r, "hash_rows"), sink(&r, "merge_rows"), sink(&r, "left_rows"));
     assert!(hash.0 > 0);
     assert_eq!(hash, merge, "same rows, same checksums");

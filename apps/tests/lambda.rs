@@ -17,18 +17,6 @@ use updraft_operators::storage::{s3_list, s3_put};
 
 const SECRET: &str = "lambda-test-secret";
 
-/// Children killed (and reaped) when dropped.
-struct Kill(Vec<Child>);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn bucket() -> Option<String> {
     match std::env::var("UPDRAFT_TEST_S3_BUCKET") {
         Ok(b) if !b.is_empty() => Some(b),

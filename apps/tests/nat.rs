@@ -63,18 +63,6 @@ impl Drop for Lab {
     }
 }
 
-/// Children killed when dropped.
-struct Kill(Vec<Child>);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 struct WorkerResult {
     rank: u32,
     ok: bool,

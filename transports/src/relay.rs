@@ -135,7 +135,7 @@ impl Relay {
                 Ok(Sender::Redis { con, key })
             }
             Relay::S3 { client, bucket, .. } => {
-                Ok(Sender::S3 { client: client.clone(), bucket: bucket.clone(), key, seq: 0 })
+                Ok(Sender::S3(S3Direction { client: client.clone(), bucket: bucket.clone(), key, seq: 0 }))
             }
         }
     }
@@ -163,7 +163,7 @@ impl Relay {
                 Ok(Receiver::Redis { con, key })
             }
             Relay::S3 { client, bucket, .. } => {
-                Ok(Receiver::S3 { client: client.clone(), bucket: bucket.clone(), key, seq: 0 })
+                Ok(Receiver::S3(S3Direction { client: client.clone(), bucket: bucket.clone(), key, seq: 0 }))
             }
         }
     }
@@ -247,16 +247,17 @@ pub enum Sender {
         key: String,
     },
     /// S3 objects under a prefix.
-    S3 {
-        /// Client.
-        client: aws_sdk_s3::Client,
-        /// Bucket.
-        bucket: String,
-        /// Prefix of this direction.
-        key: String,
-        /// Next object number.
-        seq: u64,
-    },
+    S3(S3Direction),
+}
+
+/// One direction of a pair on the S3 relay: objects numbered from 0 under a prefix.
+pub struct S3Direction {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// Prefix of this direction.
+    key: String,
+    /// Next object number.
+    seq: u64,
 }
 
 impl Sender {
@@ -268,7 +269,7 @@ impl Sender {
     pub async fn push(&mut self, payload: Vec<u8>, deadline: Instant) -> Result<(), String> {
         let what = match self {
             Sender::Redis { .. } => "the Redis list stayed full (is the peer reading?)",
-            Sender::S3 { .. } => "S3 accepted nothing",
+            Sender::S3(_) => "S3 accepted nothing",
         };
         let work = async {
             match self {
@@ -298,7 +299,7 @@ impl Sender {
                     }
                     Ok(())
                 }
-                Sender::S3 { client, bucket, key, seq } => {
+                Sender::S3(S3Direction { client, bucket, key, seq }) => {
                     let name = format!("{key}{:016x}", *seq);
                     count_put();
                     client
@@ -328,16 +329,7 @@ pub enum Receiver {
         key: String,
     },
     /// S3 objects under a prefix.
-    S3 {
-        /// Client.
-        client: aws_sdk_s3::Client,
-        /// Bucket.
-        bucket: String,
-        /// Prefix of this direction.
-        key: String,
-        /// Next object number.
-        seq: u64,
-    },
+    S3(S3Direction),
 }
 
 impl Receiver {
@@ -360,7 +352,7 @@ impl Receiver {
                     Ok(Ok(Some((_, payload)))) => Ok(Some(Bytes::from(payload))),
                 }
             }
-            Receiver::S3 { client, bucket, key, seq } => {
+            Receiver::S3(S3Direction { client, bucket, key, seq }) => {
                 let name = format!("{key}{:016x}", *seq);
                 let mut pause = Duration::from_millis(1);
                 loop {

@@ -350,3 +350,15 @@ pub fn relay_settings(which: &str) -> Option<String> {
         }
     }
 }
+
+/// Child processes killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct Kill(pub Vec<std::process::Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

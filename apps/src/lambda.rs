@@ -59,7 +59,7 @@ pub struct JobResult {
     pub report: Option<WorkerReport>,
     /// The whole job's report (rank 0).
     pub job: Option<JobReport>,
-    /// Bytes sent, by channel (`direct`, `redis`, `s3`), split evenly over the peers of each.
+    /// Bytes sent, by channel (`direct`, `redis`, `s3`).
     pub bytes_sent_by_channel: BTreeMap<String, u64>,
     /// Peak resident memory of the function's process, bytes.
     pub peak_memory_bytes: u64,
@@ -159,15 +159,11 @@ async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResul
     }
     let memory_mb =
         std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|m| m.parse().ok()).unwrap_or(0);
-    let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
-    if let Some(r) = &out.report
-        && !r.channels.is_empty()
-    {
-        let share = r.bytes_sent / r.channels.len() as u64;
-        for c in &r.channels {
-            *by_channel.entry(c.channel.clone()).or_default() += share;
-        }
-    }
+    let by_channel: BTreeMap<String, u64> = out
+        .report
+        .as_ref()
+        .map(|r| r.bytes_sent_by_channel.iter().map(|c| (c.channel.clone(), c.bytes)).collect())
+        .unwrap_or_default();
     Ok(JobResult {
         rank,
         report: out.report,

@@ -163,5 +163,16 @@ pub fn print_job(job: &JobReport) {
             );
         }
     }
-    println!("  sent over links: {}", bytes(job.bytes_sent));
+    let mut by_channel: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for w in &job.workers {
+        for c in &w.bytes_sent_by_channel {
+            *by_channel.entry(c.channel.as_str()).or_default() += c.bytes;
+        }
+    }
+    if by_channel.len() > 1 {
+        let parts: Vec<String> = by_channel.iter().map(|(c, n)| format!("{c} {}", bytes(*n))).collect();
+        println!("  sent over links: {} ({})", bytes(job.bytes_sent), parts.join(", "));
+    } else {
+        println!("  sent over links: {}", bytes(job.bytes_sent));
+    }
 }

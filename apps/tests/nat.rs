@@ -266,5 +266,13 @@ fn pairs_a_symmetric_nat_cannot_punch_fall_back_to_the_redis_relay() {
             let want = if rank == 1 || peer == 1 { "redis" } else { "direct" };
             assert_eq!(c["channel"], want, "pair {rank}-{peer}");
         }
+        // Cone ranks sent over both channels, the symmetric one over Redis only.
+        let used: Vec<&str> = w["bytes_sent_by_channel"]
+            .as_array()
+            .expect("bytes by channel")
+            .iter()
+            .map(|c| c["channel"].as_str().expect("name"))
+            .collect();
+        assert_eq!(used, if rank == 1 { vec!["redis"] } else { vec!["direct", "redis"] }, "rank {rank}");
     }
 }

@@ -58,6 +58,12 @@ fn a_join_forced_onto_each_relay_matches_direct_links_and_a_naive_join() {
         let used = channels(&report);
         assert_eq!(used.len(), 12, "every worker names a channel for each of its 3 peers");
         assert!(used.iter().all(|c| c == channel), "{channel}: {used:?}");
+        for w in report["workers"].as_array().expect("workers") {
+            let by = w["bytes_sent_by_channel"].as_array().expect("bytes by channel");
+            assert_eq!(by.len(), 1, "{channel}: {by:?}");
+            assert_eq!(by[0]["channel"], channel);
+            assert_eq!(by[0]["bytes"], w["bytes_sent"], "every byte went over {channel}");
+        }
         tried.push(channel);
         if channel == "redis" {
             let url = std::env::var("UPDRAFT_TEST_REDIS").expect("url");

@@ -194,6 +194,14 @@ impl Driver<'_> {
             bytes_sent,
             bytes_received,
             channels: self.ctx.channels.clone(),
+            bytes_sent_by_channel: self
+                .ctx
+                .transport
+                .traffic
+                .sent_by_channel()
+                .into_iter()
+                .map(|(channel, bytes)| crate::report::ChannelBytes { channel, bytes })
+                .collect(),
             ..WorkerReport::default()
         };
         for (_, (stats, summary)) in stages {

@@ -211,9 +211,32 @@ pub struct Traffic {
     pub bytes_sent: AtomicU64,
     /// Bytes read.
     pub bytes_received: AtomicU64,
+    /// Bytes written, by channel: [`Traffic::CHANNELS`] in order.
+    pub sent_by_channel: [AtomicU64; 3],
 }
 
 impl Traffic {
+    /// Channel names, in the order of [`Traffic::sent_by_channel`].
+    pub const CHANNELS: [&'static str; 3] = ["direct", "redis", "s3"];
+
+    /// Counts `n` bytes written to a link of `channel` (one of [`Traffic::CHANNELS`]).
+    pub fn sent(&self, channel: &str, n: u64) {
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        if let Some(i) = Self::CHANNELS.iter().position(|c| *c == channel) {
+            self.sent_by_channel[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// (channel, bytes written) for the channels used.
+    pub fn sent_by_channel(&self) -> Vec<(String, u64)> {
+        Self::CHANNELS
+            .iter()
+            .zip(&self.sent_by_channel)
+            .map(|(c, n)| (c.to_string(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Current (sent, received).
     pub fn snapshot(&self) -> (u64, u64) {
         (self.bytes_sent.load(Ordering::Relaxed), self.bytes_received.load(Ordering::Relaxed))

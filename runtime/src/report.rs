@@ -132,6 +132,29 @@ pub struct WorkerReport {
     /// The channel to each peer.
     #[serde(default)]
     pub channels: Vec<PeerChannel>,
+    /// Bytes written to links, by channel (only channels used).
+    #[serde(default)]
+    pub bytes_sent_by_channel: Vec<ChannelBytes>,
+}
+
+/// Bytes one worker wrote over one channel.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ChannelBytes {
+    /// `direct`, `redis` or `s3`.
+    pub channel: String,
+    /// Bytes, frames and headers included.
+    pub bytes: u64,
 }
 
 /// Which channel a worker used for one peer.
@@ -317,6 +340,7 @@ mod tests {
             bytes_sent: 3,
             bytes_received: 3,
             channels: Vec::new(),
+            bytes_sent_by_channel: Vec::new(),
         };
         let r = JobReport::combine("job", vec![w(1, 40), w(0, 20)]);
         assert_eq!(r.world, 2);

@@ -79,7 +79,7 @@ pub async fn writer(
         };
         match tokio::time::timeout(timing.peer_timeout, step).await {
             Ok(Ok(n)) => {
-                traffic.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                traffic.sent("direct", n);
                 sent.increment(n);
                 frames.increment(1);
             }
@@ -193,7 +193,7 @@ pub async fn relay_writer(
         if let Err(e) = sender.push(payload, tokio::time::Instant::now() + timing.peer_timeout).await {
             break Some(e);
         }
-        traffic.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        traffic.sent(label, n);
         sent.increment(n);
         frames.increment(count);
     };

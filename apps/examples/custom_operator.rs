@@ -5,7 +5,7 @@
 //! Build and run it like `updraft` itself:
 //!
 //! ```text
-//! cargo run --release --example custom_operator -- run config/examples/custom-operator.toml --workers 4
+//! cargo run --release --example custom_operator -- run apps/examples/custom-operator.toml --workers 4
 //! ```
 //!
 //! The pipeline names the operator by the name it is registered under, gives its parameters in

@@ -70,6 +70,9 @@ enum Command {
         /// File holding the shared secret (default: the UPDRAFT_SECRET environment variable).
         #[arg(long)]
         secret_file: Option<PathBuf>,
+        /// Serve the metrics every worker pushes, one `/metrics` for all jobs, here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Check a pipeline file and print its plan; every error is reported with its key path.
     Validate {
@@ -137,7 +140,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Run(args) => cluster::run(args),
         Command::Worker(args) => worker::main(args),
         Command::Lambda => lambda::handler_main(),
-        Command::Rendezvous { listen, secret_file } => serve_rendezvous(listen, secret_file),
+        Command::Rendezvous { listen, secret_file, metrics_listen } => {
+            serve_rendezvous(listen, secret_file, metrics_listen)
+        }
         Command::Validate { file, workers } => validate(&file, workers),
         Command::Explain { file, workers } => explain(&file, workers),
         Command::Bench { which } => bench::run(which),
@@ -189,7 +194,11 @@ fn cost(
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn serve_rendezvous(
+    listen: SocketAddr,
+    secret_file: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let secret = secret::load(secret_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
@@ -199,6 +208,17 @@ fn serve_rendezvous(listen: SocketAddr, secret_file: Option<PathBuf>) -> anyhow:
         )
         .await?;
         println!("rendezvous listening on {}", server.local_addr());
+        if let Some(addr) = metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr()?;
+            let store = server.metrics_store();
+            tokio::spawn(telemetry::serve(listener, move || {
+                store.lock().map(|s| s.render()).unwrap_or_default()
+            }));
+            println!("job metrics at http://{bound}/metrics");
+        }
         server.wait().await;
         Ok::<_, anyhow::Error>(())
     })?;

@@ -27,8 +27,8 @@ use crate::telemetry::Pusher;
 /// `updraft worker` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// Rendezvous address.
-    #[arg(long)]
+    /// Rendezvous address, HOST:PORT (a name is resolved once, at start).
+    #[arg(long, value_parser = resolve)]
     pub rendezvous: SocketAddr,
     /// Job id (the same on every worker of the job).
     #[arg(long)]
@@ -57,6 +57,15 @@ pub struct WorkerArgs {
     /// Also serve this worker's own `/metrics` here (it always pushes them to the rendezvous).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The first address `HOST:PORT` resolves to.
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` has no address"))
 }
 
 /// What a worker prints with `--json`.

@@ -246,3 +246,52 @@ fn a_running_job_is_visible_on_one_live_endpoint() {
     assert!(still_running, "the scrape happened while the job ran");
     assert!(text.contains("updraft_punch_successes_total{"), "{text}");
 }
+
+#[test]
+fn a_standalone_rendezvous_serves_the_metrics_of_workers_started_by_hand() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, generated_join_pipeline(20_000, 0.9, "")).expect("pipeline");
+    let mut rdv = Command::new(bin())
+        .args(["rendezvous", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("UPDRAFT_SECRET", "standalone-secret")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("rendezvous");
+    let mut lines = BufReader::new(rdv.stdout.take().expect("stdout")).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        line.strip_prefix(prefix).map(str::to_string).unwrap_or_else(|| panic!("expected `{prefix}`: {line}"))
+    };
+    let listen = next("rendezvous listening on ");
+    let metrics = next("job metrics at http://").trim_end_matches("/metrics").to_string();
+    let _rdv = Kill(vec![rdv]);
+    // Workers name the rendezvous by host name, as on separate hosts.
+    let port = listen.rsplit(':').next().expect("port").to_string();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(bin())
+                .args(["worker", "--rendezvous", &format!("localhost:{port}"), "--job", "by-hand"])
+                .args(["--rank", &rank.to_string(), "--world", "2", "--bind", "127.0.0.1", "--pipeline"])
+                .arg(&file)
+                .env("UPDRAFT_SECRET", "standalone-secret")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("worker")
+        })
+        .collect();
+    let workers: Vec<_> = children.into_iter().map(|c| c.wait_with_output().expect("worker")).collect();
+    for (rank, out) in workers.iter().enumerate() {
+        assert!(out.status.success(), "rank {rank}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = scrape(&metrics).expect("the rendezvous serves /metrics");
+    for rank in 0..2 {
+        assert!(
+            text.contains(&format!("worker=\"{rank}\"")) && text.contains("job=\"by-hand\""),
+            "worker {rank}'s metrics are missing:\n{}",
+            &text[..text.len().min(2000)]
+        );
+    }
+}

@@ -123,13 +123,8 @@ pub fn run(args: ChannelArgs) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let system = actix::System::with_tokio_rt(move || runtime);
     let mut results = Vec::new();
     for c in &channels {
         let r = system.block_on(measure(c, &args, &sizes, budget, stream, &bar))?;

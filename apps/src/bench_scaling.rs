@@ -93,6 +93,7 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let total = args.total_rows.unwrap_or(args.rows * u64::from(max_workers));
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let dir = tempfile::tempdir()?;
+    let pricing = crate::output::load_pricing(None)?;
     let runs = modes.len() as u64 * workers.len() as u64 * u64::from(args.repeats.max(1));
     let bar = ProgressBar::new(runs);
     bar.set_style(
@@ -125,7 +126,15 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
                         run.failures.iter().map(|(r, e)| format!("rank {r}: {e}")).collect();
                     bail!("{mode} run on {n} workers failed: {}", why.join("; "));
                 };
-                results.push(result(mode, n, repeat, per_worker * u64::from(n), &job, args.memory_gb));
+                results.push(result(
+                    mode,
+                    n,
+                    repeat,
+                    per_worker * u64::from(n),
+                    &job,
+                    args.memory_gb,
+                    &pricing,
+                ));
                 bar.inc(1);
             }
         }
@@ -148,6 +157,7 @@ fn result(
     rows_per_side: u64,
     job: &JobReport,
     memory_gb: f64,
+    pricing: &updraft_config::pricing::Pricing,
 ) -> RunResult {
     let s = |us: u64| us as f64 / 1e6;
     let wall_s = s(job.wall_us);
@@ -170,9 +180,7 @@ fn result(
         bytes_sent: job.bytes_sent,
         rows_per_s: (2 * rows_per_side) as f64 / compute,
         efficiency: 0.0,
-        cost_usd: updraft_config::pricing::Pricing::defaults()
-            .estimate(workers, wall_s, memory_gb, 0, 0)
-            .lambda_total,
+        cost_usd: pricing.estimate(workers, wall_s, memory_gb, 0, 0).lambda_total,
     }
 }
 

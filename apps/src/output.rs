@@ -55,7 +55,7 @@ fn load(path: &Path) -> Result<(PipelineSpec, String), ConfigErrors> {
 pub fn load_pricing(path: Option<&Path>) -> anyhow::Result<updraft_config::pricing::Pricing> {
     use updraft_config::pricing::Pricing;
     match path {
-        None => Ok(Pricing::defaults()),
+        None => Pricing::defaults().map_err(anyhow::Error::msg),
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;

@@ -78,10 +78,12 @@ impl Pricing {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// The compiled-in defaults.
-    pub fn defaults() -> Pricing {
-        // The file is part of the source tree and checked by a test.
-        Pricing::parse(DEFAULT_PRICING).unwrap_or_else(|e| panic!("config/pricing.toml: {e}"))
+    /// The compiled-in defaults (`config/pricing.toml`).
+    ///
+    /// # Errors
+    /// Only if that file is broken (a test keeps it valid).
+    pub fn defaults() -> Result<Pricing, String> {
+        Pricing::parse(DEFAULT_PRICING).map_err(|e| format!("config/pricing.toml: {e}"))
     }
 
     /// `workers` functions of `memory_gb` running `seconds` each (billed per ms), with `puts`
@@ -110,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_shipped_prices_parse_and_estimate() {
-        let p = Pricing::defaults();
+        let p = Pricing::defaults().expect("the shipped prices parse");
         assert_eq!(p.region, "us-east-1");
         // 64 functions of 10 GB for 0.96 s: 614.4 GB-s.
         let e = p.estimate(64, 0.96, 10.0, 0, 0);

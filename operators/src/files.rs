@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use updraft_config::{FileFormat, SourceFiles};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
+use crate::partition::{describe_columns, same_columns};
 use crate::storage::{Location, expand, s3_get};
 
 /// The files rank `rank` reads: its own file, or every `world`-th file of the expanded list.
@@ -224,12 +225,12 @@ impl FileSource {
                 let schema = nullable(&schema);
                 match &self.schema {
                     None => self.schema = Some(schema),
-                    Some(first) if first.fields() != schema.fields() => {
+                    Some(first) if !same_columns(first, &schema) => {
                         return Err(OperatorError::Invalid(format!(
-                            "source `{}`: {at} has columns {:?}, but earlier files have {:?}",
+                            "source `{}`: {at} has columns ({}), but earlier files have ({})",
                             self.name,
-                            field_list(&schema),
-                            field_list(first)
+                            describe_columns(&schema),
+                            describe_columns(first)
                         )));
                     }
                     Some(_) => {}
@@ -261,10 +262,6 @@ fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
         schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>(),
     ))
-}
-
-fn field_list(schema: &Schema) -> Vec<String> {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
 }
 
 impl Operator for FileSource {

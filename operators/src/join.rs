@@ -31,7 +31,7 @@ use updraft_config::{JoinAlgorithm, JoinHow};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::hash_table::{ChainTable, END, JoinKeys, join_keys};
-use crate::partition::column_indices;
+use crate::partition::{column_indices, describe_columns as describe, same_columns};
 
 /// Join parameters.
 #[derive(Debug, Clone)]
@@ -130,13 +130,7 @@ impl Join {
         let mut nullable: Vec<bool> = first.fields().iter().map(|f| f.is_nullable()).collect();
         for b in &batches[1..] {
             let schema = b.schema();
-            let same = schema.fields().len() == first.fields().len()
-                && schema
-                    .fields()
-                    .iter()
-                    .zip(first.fields())
-                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-            if !same {
+            if !same_columns(&schema, &first) {
                 return Err(OperatorError::Invalid(format!(
                     "`{}`: the {} input has batches with different columns ({} vs {}); do all ranks read the same kind of data?",
                     self.p.name,
@@ -233,10 +227,6 @@ impl Join {
         };
         Ok(Some(Matching { left, right, right_keep, schema, coalesce, matcher, started: false }))
     }
-}
-
-fn describe(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
 }
 
 /// Output schema and the right columns kept.

@@ -8,7 +8,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Schema};
 use arrow_select::take::take_record_batch;
 use updraft_runtime::OperatorError;
 
@@ -165,6 +165,21 @@ pub fn hash_partition(
 }
 
 /// Index of each named column in `batch`, or an error naming the missing one and what exists.
+/// True when both schemas have the same column names and types, in order (nullability and
+/// metadata aside).
+pub fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// `name: type, ...` for messages.
+pub fn describe_columns(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
 ///
 /// # Errors
 /// A column that is not in the schema.

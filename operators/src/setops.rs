@@ -13,12 +13,12 @@ use std::collections::HashSet;
 
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-use crate::partition::column_indices;
+use crate::partition::{column_indices, describe_columns as describe, same_columns};
 
 /// What a [`SetOp`] computes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,13 +76,7 @@ impl SetOp {
                 Ok(())
             }
             Some(first) => {
-                let same = first.fields().len() == schema.fields().len()
-                    && first
-                        .fields()
-                        .iter()
-                        .zip(schema.fields())
-                        .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-                if same {
+                if same_columns(first, schema) {
                     Ok(())
                 } else {
                     Err(OperatorError::Invalid(format!(
@@ -129,10 +123,6 @@ impl SetOp {
         }
         Ok(take_record_batch(batch, &UInt32Array::from(idx))?)
     }
-}
-
-fn describe(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
 }
 
 impl Operator for SetOp {

@@ -195,18 +195,12 @@ pub struct LambdaRun {
 }
 
 fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
-    use aws_sdk_lambda::config::{Credentials, Region};
-    let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
-        bail!("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-    };
-    let region =
-        env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let aws = updraft_transports::s3env::AwsEnv::read("LAMBDA").map_err(anyhow::Error::msg)?;
     let mut config = aws_sdk_lambda::Config::builder()
         .behavior_version_latest()
-        .region(Region::new(region))
-        .credentials_provider(Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment"));
-    if let Some(endpoint) = env("AWS_ENDPOINT_URL_LAMBDA").or_else(|| env("AWS_ENDPOINT_URL")) {
+        .region(aws.region)
+        .credentials_provider(aws.credentials);
+    if let Some(endpoint) = aws.endpoint {
         config = config.endpoint_url(endpoint);
     }
     Ok(aws_sdk_lambda::Client::from_conf(config.build()))

@@ -1,8 +1,9 @@
-//! The S3 client as AWS tools configure it from the environment: `AWS_ACCESS_KEY_ID`,
+//! AWS clients as AWS tools configure them from the environment: `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`, `AWS_REGION` (or
-//! `AWS_DEFAULT_REGION`; default `us-east-1`), and `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
-//! for an S3-compatible server, which is then addressed path-style. Used by the S3 relay and by
-//! the file sources and sinks.
+//! `AWS_DEFAULT_REGION`; default `us-east-1`), and `AWS_ENDPOINT_URL_<SERVICE>` or
+//! `AWS_ENDPOINT_URL` for another endpoint. The S3 client (an S3-compatible server is then
+//! addressed path-style) serves the S3 relay and the file sources and sinks; [`AwsEnv`] also
+//! serves the Lambda driver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,22 +32,49 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// A client configured from the environment.
+/// Credentials, region and endpoint of one AWS service, from the environment.
+pub struct AwsEnv {
+    /// Static credentials.
+    pub credentials: Credentials,
+    /// Region.
+    pub region: Region,
+    /// Endpoint override, if any.
+    pub endpoint: Option<String>,
+}
+
+impl AwsEnv {
+    /// Reads the environment for `service` (`S3`, `LAMBDA`: the suffix of
+    /// `AWS_ENDPOINT_URL_<SERVICE>`).
+    ///
+    /// # Errors
+    /// Missing credentials, in words.
+    pub fn read(service: &str) -> Result<AwsEnv, String> {
+        let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
+            return Err(format!(
+                "no AWS credentials for {service}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ));
+        };
+        let region =
+            env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+        Ok(AwsEnv {
+            credentials: Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment"),
+            region: Region::new(region),
+            endpoint: env(&format!("AWS_ENDPOINT_URL_{service}")).or_else(|| env("AWS_ENDPOINT_URL")),
+        })
+    }
+}
+
+/// An S3 client configured from the environment.
 ///
 /// # Errors
 /// Missing credentials, in words.
 pub fn client_from_env() -> Result<Client, String> {
-    let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
-        return Err("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
-    };
-    let region =
-        env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
-    let credentials = Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment");
+    let aws = AwsEnv::read("S3")?;
     let mut config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
-        .region(Region::new(region))
-        .credentials_provider(credentials);
-    if let Some(endpoint) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
+        .region(aws.region)
+        .credentials_provider(aws.credentials);
+    if let Some(endpoint) = aws.endpoint {
         config = config.endpoint_url(endpoint).force_path_style(true);
     }
     Ok(Client::from_conf(config.build()))

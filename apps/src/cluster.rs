@@ -81,7 +81,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));

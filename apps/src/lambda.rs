@@ -212,7 +212,7 @@ fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
 /// The pipeline or the client cannot be set up; failed ranks make the exit code 1.
 pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
     let spec = match output::load_checked_pipeline(&run.pipeline, run.workers) {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));

@@ -20,6 +20,7 @@ mod bench_channels;
 mod bench_mesh;
 mod bench_scaling;
 mod cluster;
+mod fingerprint;
 mod lambda;
 mod output;
 mod plot;
@@ -226,19 +227,15 @@ fn serve_rendezvous(
 }
 
 fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
-    let spec = match output::load_checked_pipeline(file, workers) {
-        Ok(spec) => spec,
+    let (spec, inputs) = match output::load_checked_pipeline(file, workers) {
+        Ok(checked) => checked,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
     let world = workers.max(1);
-    let plan = updraft_operators::build_plan_with(
-        &spec,
-        updraft_operators::PlanContext { rank: 0, world },
-        registry(),
-    )?;
+    let plan = output::plan_for(&spec, world, &inputs)?;
     let edges = plan.edges()?;
     println!(
         "job `{}` on {world} workers: {} stages per worker, {} edges",
@@ -262,18 +259,14 @@ fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
-    let spec = match output::load_checked_pipeline(file, workers) {
-        Ok(spec) => spec,
+    let (spec, inputs) = match output::load_checked_pipeline(file, workers) {
+        Ok(checked) => checked,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let plan = updraft_operators::build_plan_with(
-        &spec,
-        updraft_operators::PlanContext { rank: 0, world: workers.max(1) },
-        registry(),
-    )?;
+    let plan = output::plan_for(&spec, workers.max(1), &inputs)?;
     println!("{}: ok", file.display());
     println!("plan for {} workers (stage [phase] <- inputs):", workers.max(1));
     for line in plan.describe() {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use updraft_config::{ConfigError, ConfigErrors, PipelineSpec, errors_at, parse_pipeline_with};
+use updraft_operators::inputs::JobInputs;
 use updraft_runtime::report::JobReport;
 
 /// Reads and validates a pipeline file.
@@ -13,20 +14,21 @@ pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
     load(path).map(|(spec, _)| spec)
 }
 
-/// Reads and validates a pipeline file, then checks its columns and types against its sources
-/// (see [`updraft_operators::check`]) as planned for `world` workers. Sources that cannot be
-/// read yet are named on stderr; what follows them is not checked.
+/// Reads and validates a pipeline file, then agrees its inputs as a job of `world` workers
+/// would (every file listed and its schema read) and checks its columns and types (see
+/// [`updraft_operators::check`]). Sources that cannot be read because a service cannot be
+/// reached are named on stderr; what follows them is not checked.
 ///
 /// # Errors
-/// Every problem in the file, or every column problem, each at its key path.
-pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<PipelineSpec, ConfigErrors> {
+/// Every problem in the file, with its inputs, or with its columns, each at its key path.
+pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<(PipelineSpec, JobInputs), ConfigErrors> {
     let (spec, text) = load(path)?;
     let check = updraft_operators::check::check_columns(&spec, world, crate::registry());
     for u in &check.unchecked {
         eprintln!("note: {}: columns after `{}` not checked: {}", path.display(), u.path, u.message);
     }
     if check.problems.is_empty() {
-        return Ok(spec);
+        return Ok((spec, check.inputs));
     }
     let problems: Vec<(String, String)> = check.problems.into_iter().map(|p| (p.path, p.message)).collect();
     Err(errors_at(&text, &path.display().to_string(), &problems))
@@ -46,6 +48,33 @@ fn load(path: &Path) -> Result<(PipelineSpec, String), ConfigErrors> {
             }],
         }),
     }
+}
+
+/// The plan rank 0 of `world` workers runs, with the inputs `validate` agreed (sources it could
+/// not read are planned without files).
+///
+/// # Errors
+/// As for [`updraft_operators::build_plan_with`].
+pub fn plan_for(
+    spec: &PipelineSpec,
+    world: u32,
+    inputs: &JobInputs,
+) -> anyhow::Result<updraft_runtime::plan::PhysicalPlan> {
+    let mut inputs = inputs.clone();
+    for s in &spec.sources {
+        if matches!(s.kind, updraft_config::SourceKind::Files { .. }) && !inputs.sources.contains_key(&s.name)
+        {
+            let empty = updraft_operators::inputs::SourceInputs {
+                files: Vec::new(),
+                per_rank: false,
+                schema: std::sync::Arc::new(arrow_schema::Schema::empty()),
+            };
+            inputs.sources.insert(s.name.clone(), empty);
+        }
+    }
+    let outputs = updraft_operators::outputs::JobOutputs::new(spec, 0, world, "0000000000000000");
+    let ctx = updraft_operators::PlanContext { rank: 0, world, inputs: &inputs, outputs: &outputs };
+    Ok(updraft_operators::build_plan_with(spec, ctx, crate::registry())?)
 }
 
 /// Prices from `path`, or the shipped defaults.

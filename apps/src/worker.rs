@@ -1,5 +1,12 @@
-//! One worker: register at the rendezvous, punch links to every peer, run the plan in an actix
-//! system, exchange reports, close the links.
+//! One worker: register at the rendezvous (with its plan fingerprint), punch links to every
+//! peer, agree the job's inputs with every peer, run the plan in an actix system, exchange
+//! reports, commit the outputs, close the links.
+//!
+//! ```text
+//!  register(plan lines) ─▶ peer table + run id ─▶ punch / relay links ─▶ TransportActor
+//!    ─▶ agree inputs (rank 0 lists, every rank reads its files' schemas, allgather, unify)
+//!    ─▶ plan ─▶ run_job (stages, Done, commit, Committed) ─▶ close links
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,9 +17,13 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use updraft_config::{ChannelPolicy, PipelineSpec};
+use updraft_operators::inputs::{JobInputs, Listing, ShareReport, agree, list, read_share};
+use updraft_operators::outputs::JobOutputs;
 use updraft_operators::{PlanContext, build_plan_with};
+use updraft_runtime::collective::Communicator;
 use updraft_runtime::ids::job_hash;
 use updraft_runtime::job::{JobContext, run_job};
+use updraft_runtime::messages::{AttachCollectives, TransportPort};
 use updraft_runtime::report::{JobReport, PeerChannel, WorkerReport};
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, PunchError, punch_mesh};
@@ -155,6 +166,7 @@ async fn run_async(
         key: key.clone(),
         bind: SocketAddr::new(args.bind, 0),
         rendezvous: args.rendezvous,
+        plan: crate::fingerprint::plan_lines(spec, crate::registry()),
     };
     let registered = register(&registration, settings.rendezvous_timeout).await.context("rendezvous")?;
     let pusher = Pusher { rendezvous: args.rendezvous, job: args.job.clone(), rank: args.rank, key, handle };
@@ -176,9 +188,8 @@ async fn run_registered(
 ) -> anyhow::Result<()> {
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
-    tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, "registered; punching");
-    // Planned before any link exists, so that a plan error cannot leave relayed peers waiting.
-    let plan = build_plan_with(spec, PlanContext { rank: args.rank, world: args.world }, crate::registry())?;
+    let run = format!("{:016x}", registered.run);
+    tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, %run, "registered; punching");
     let relay = Relay::from_settings(&settings).map_err(|e| anyhow::anyhow!("relay: {e}"))?;
     // Names this run's relay keys: the job and the peer table, which differs between runs.
     let relay_key = run_key(hash, args.rank, registered.public, registered.local, &registered.peers);
@@ -246,19 +257,32 @@ async fn run_registered(
 
     let transport = TransportActor::new(args.rank, hash, &settings, endpoints);
     let (port, addr) = transport.start_port();
-    let ctx = JobContext {
-        me: args.rank,
-        world: args.world,
-        settings: settings.clone(),
-        transport: port,
-        started_at,
-        setup,
-        mesh: mesh_time,
-        punch_attempts,
-        channels,
-        deadline,
+    let result = match agree_inputs(spec, args.rank, args.world, &port, deadline).await {
+        Ok(inputs) => {
+            let outputs = JobOutputs::new(spec, args.rank, args.world, &run);
+            let ctx = PlanContext { rank: args.rank, world: args.world, inputs: &inputs, outputs: &outputs };
+            match build_plan_with(spec, ctx, crate::registry()) {
+                Ok(plan) => {
+                    let ctx = JobContext {
+                        me: args.rank,
+                        world: args.world,
+                        settings: settings.clone(),
+                        transport: port,
+                        started_at,
+                        setup,
+                        mesh: mesh_time,
+                        punch_attempts,
+                        channels,
+                        deadline,
+                        commit: outputs,
+                    };
+                    run_job(plan, ctx).await.map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(abort_peers(&port, args.rank, args.world, e.into())),
+            }
+        }
+        Err(e) => Err(abort_peers(&port, args.rank, args.world, e)),
     };
-    let result = run_job(plan, ctx).await;
     let flush = if result.is_ok() { settings.peer_timeout } else { Duration::from_secs(2) };
     match addr.send(Shutdown).await {
         Ok(tasks) => await_links(tasks, flush).await,
@@ -280,4 +304,65 @@ async fn run_registered(
     }
     out.report = Some(outcome.mine);
     Ok(())
+}
+
+/// Tells every peer that this worker fails before the job's operators started (once they run,
+/// the job driver does this), so that each names the cause rather than a closed link.
+fn abort_peers(port: &TransportPort, me: u32, world: u32, e: anyhow::Error) -> anyhow::Error {
+    let reason = format!("{e:#}");
+    if let Ok(frame) =
+        updraft_runtime::wire::OutFrame::control(0, 0, &updraft_runtime::wire::Control::Abort { reason })
+    {
+        for peer in (0..world).filter(|p| *p != me) {
+            port.send.do_send(updraft_runtime::messages::SendFrame { peer, frame: frame.clone() });
+        }
+    }
+    e
+}
+
+/// Agrees the job's inputs with every peer before any data moves (see
+/// `updraft_operators::inputs`): rank 0 lists every file source and broadcasts the list; every
+/// rank checks its view of it and reads the schemas of the files it will read; the reports are
+/// gathered everywhere and every rank computes the same agreed inputs, or fails with the same
+/// problems.
+///
+/// # Errors
+/// Every rank's problems (files missing on a rank, schemas that disagree), or a lost peer.
+async fn agree_inputs(
+    spec: &PipelineSpec,
+    rank: u32,
+    world: u32,
+    port: &TransportPort,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<JobInputs> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    port.attach.send(AttachCollectives { inbox: tx }).await.map_err(|e| anyhow::anyhow!("transport: {e}"))?;
+    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let mut comm = Communicator::new(rank, world, port.send.clone(), rx, wait);
+    let listing = if rank == 0 {
+        let owned = spec.clone();
+        let listed =
+            tokio::task::spawn_blocking(move || list(&owned, world).map_err(|e| e.messages())).await?;
+        Some(bytes::Bytes::from(Listing::to_bytes(&listed).map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
+    let listing = comm.broadcast(0, listing).await.context("agreeing the inputs")?;
+    let listing = match Listing::from_bytes(&listing).map_err(anyhow::Error::msg)? {
+        Ok(l) => l,
+        Err(problems) => anyhow::bail!("inputs (listed by rank 0): {}", problems.join("; ")),
+    };
+    for (source, files) in &listing.sources {
+        tracing::info!(rank, %source, files = files.len(), "inputs listed");
+    }
+    let (owned, shared) = (spec.clone(), listing.clone());
+    let report = tokio::task::spawn_blocking(move || read_share(&owned, &shared, rank, world)).await?;
+    let report = bytes::Bytes::from(report.to_bytes().map_err(anyhow::Error::msg)?);
+    let reports = comm.allgather(report).await.context("agreeing the inputs")?;
+    let reports = reports
+        .iter()
+        .map(|b| ShareReport::from_bytes(b))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    agree(spec, &listing, &reports).map_err(|problems| anyhow::anyhow!("inputs: {}", problems.join("; ")))
 }

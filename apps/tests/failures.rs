@@ -180,7 +180,7 @@ fn explain_lists_stages_and_the_edges_that_cross_ranks() {
 }
 
 #[test]
-fn a_missing_input_file_fails_the_job_on_every_rank_and_names_the_file() {
+fn a_missing_input_file_is_refused_before_anything_starts_naming_the_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let pipeline = r#"
 [source.left]
@@ -202,15 +202,12 @@ kind = "summary"
 input = "j"
 "#;
     let (out, report) = run_cluster(dir.path(), pipeline, 3);
-    assert_eq!(out.status.code(), Some(1));
+    // The launcher agrees the inputs as the job would, before starting any worker: exit 2.
+    assert_eq!(out.status.code(), Some(2));
     assert!(report.is_none());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("job failed on 3 of 3 workers"), "{err}");
-    // Each rank fails on its own file or hears another rank's abort first; either way every
-    // error names a missing file.
-    let ranks: Vec<&str> = err.lines().filter(|l| l.starts_with("  rank ")).collect();
-    assert_eq!(ranks.len(), 3, "{err}");
-    assert!(ranks.iter().all(|l| l.contains("does-not-exist-") && l.contains("No such file")), "{err}");
+    assert!(err.contains("source.left") && err.contains("does-not-exist-0.parquet"), "{err}");
+    assert!(!err.contains("workers started"), "{err}");
 }
 
 #[test]

@@ -203,9 +203,11 @@ fn a_pattern_matching_nothing_fails_naming_it() {
     std::fs::write(dir.path().join("in/a.parquet"), parquet_bytes(&table(5, 2))).expect("parquet");
     let pipeline = files_pipeline("in/*.csv", "in/*.arrow", "in/*.parquet", "o-{rank}.arrow", "o-{rank}.csv");
     let (out, _) = run_cluster(dir.path(), &pipeline, 2);
-    assert_eq!(out.status.code(), Some(1));
+    // Refused before any worker starts, at the source's key path, naming the pattern.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`in/*.csv` matches no file") && err.contains("source `from_csv`"), "{err}");
+    assert!(err.contains("source.from_csv") && err.contains("`in/*.csv`"), "{err}");
+    assert!(err.contains("matches no file"), "{err}");
 }
 
 /// The S3 bucket the tests may use, when an S3-compatible server is configured.
@@ -260,7 +262,14 @@ fn s3_sources_globs_and_sinks() {
         let data = s3_get(&bucket, &format!("{job}/out/all-{rank}.arrow")).expect("get output");
         back.extend(read_ipc(data.to_vec()));
     }
-    assert_eq!(sorted(back), sorted(all), "IPC objects written by the sink");
+    assert_eq!(sorted(back), sorted(all.clone()), "IPC objects written by the sink");
+    let outputs = |prefix: &str| updraft_operators::storage::s3_list(&bucket, prefix).expect("list");
+    let names: Vec<String> = (0..3).map(|r| format!("{job}/out/all-{r}.arrow")).collect();
+    assert_eq!(outputs(&format!("{job}/out/")), names, "the part objects, no temporary ones");
+    // Again on two workers: the stale third part is deleted at the commit.
+    let (out, _) = run_cluster(dir.path(), &pipeline, 2);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(outputs(&format!("{job}/out/")), names[..2].to_vec());
 
     // A missing object is named.
     let pipeline = files_pipeline(
@@ -271,8 +280,9 @@ fn s3_sources_globs_and_sinks() {
         "o-{rank}.csv",
     );
     let (out, _) = run_cluster(dir.path(), &pipeline, 2);
-    assert_eq!(out.status.code(), Some(1));
+    // Found when the job agrees its inputs, before any worker starts.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    // Whichever rank fails first names its object; the others may only hear its abort.
-    assert!(err.contains(&format!("{base}/nothing-")) && err.contains("NoSuchKey"), "{err}");
+    assert!(err.contains("source.from_ipc") && err.contains(&format!("{base}/nothing-0.arrow")), "{err}");
+    assert!(err.contains("NoSuchKey") || err.contains("NotFound"), "{err}");
 }

@@ -137,8 +137,11 @@ path = "s3://{bucket}/{prefix}/out/joined-{{rank}}.parquet"
     assert!(stdout.contains("job `lambda-join` on 4 workers: ok"), "{stdout}");
     assert!(stdout.contains("cost as if on Lambda: $") && stdout.contains("always-on VMs"), "{stdout}");
     assert!(stdout.contains("functions: 4 invoked") && stdout.contains("at 1024 MB"), "{stdout}");
-    // 6 input objects read; every function lists both globs (8 listings); 4 outputs written.
-    assert!(stdout.contains("for 12 PUT/LIST and 6 GET"), "{stdout}");
+    // Rank 0 lists both globs once (2 listings); every input object's footer is read by the rank
+    // that reads it (a HEAD and a ranged GET) and then the object (6 x 3 GET); 4 outputs are
+    // written under temporary names and copied to their final ones (8), and the stale-part
+    // check lists the output prefix once.
+    assert!(stdout.contains("for 11 PUT/LIST and 18 GET"), "{stdout}");
     eprintln!("{stdout}");
 
     let results: serde_json::Value =
@@ -165,14 +168,24 @@ fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_ea
     let Some(bucket) = bucket() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let (_services, rdv, invoke) = services(dir.path(), 120);
+    // A missing input is found by the driver before it invokes anything.
     let pipeline = format!(
         "[source.a]\nkind = \"parquet\"\npath = \"s3://{bucket}/no-such-prefix/a-{{rank}}.parquet\"\n\
          [sink.s]\nkind = \"summary\"\ninput = \"a\"\n"
     );
     let out = drive(dir.path(), &pipeline, &invoke, &rdv);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source.a") && err.contains("no-such-prefix/a-0.parquet"), "{err}");
+    // A function that fails at run time (an int64 sum overflows) fails the job with its error.
+    let pipeline = "[source.a]\nkind = \"generate\"\nrows = 100\n\
+         [operator.big]\nkind = \"project\"\ninput = \"a\"\ncolumns = { one = \"1\", big = \"9223372036854775807 - key % 2\" }\n\
+         [operator.total]\nkind = \"group_by\"\ninput = \"big\"\nkeys = [\"one\"]\naggregate = { s = \"sum(big)\" }\n\
+         [sink.s]\nkind = \"summary\"\ninput = \"total\"\n";
+    let out = drive(dir.path(), pipeline, &invoke, &rdv);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed on") && err.contains("no-such-prefix/a-"), "{err}");
+    assert!(err.contains("failed on") && err.contains("overflow"), "{err}");
 
     // Functions of 4 seconds cannot fit a 10 s mesh deadline: they refuse at once, saying so.
     let short = tempfile::tempdir().expect("tmp");

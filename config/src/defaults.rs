@@ -45,3 +45,9 @@ pub const LINK_QUEUE_FRAMES: usize = 1024;
 /// How long a registration may wait at the rendezvous for the rest of its job before the whole
 /// half-registered job is dropped.
 pub const RENDEZVOUS_JOB_TTL: Duration = Duration::from_secs(60);
+
+/// Rows of a CSV object (S3) looked at to infer column types when `infer_rows` is not set.
+/// Local files are read whole for inference; an object is fetched whole too, but 100,000 rows
+/// bound the time spent guessing types on a large one. A value of another type after them
+/// fails the read, naming the file, line and column.
+pub const CSV_INFER_ROWS: u64 = 100_000;

@@ -27,8 +27,8 @@ pub use operator_spec::{
     OperatorSpec, SetOpKind, SortKeySpec,
 };
 pub use pipeline::{
-    FileFormat, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind, SourceSpec, errors_at, is_glob,
-    parse_pipeline, parse_pipeline_with,
+    CsvOptions, FileFormat, MissingColumns, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind,
+    SourceSpec, WriteMode, canonical_lines, errors_at, is_glob, parse_pipeline, parse_pipeline_with,
 };
 pub use settings::{ChannelPolicy, RuntimeSettings};
 pub use units::{parse_bytes, parse_duration};

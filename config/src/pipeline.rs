@@ -41,6 +41,9 @@ pub struct PipelineSpec {
     pub operators: Vec<OperatorSpec>,
     /// Sinks in file order.
     pub sinks: Vec<SinkSpec>,
+    /// The file as sorted `key.path = value` lines (values in TOML syntax): what the job's plan
+    /// fingerprint covers, so that workers given different files are told where they differ.
+    pub canonical: Vec<(String, String)>,
 }
 
 /// A named source.
@@ -71,7 +74,29 @@ pub enum SourceKind {
         format: FileFormat,
         /// Which files each rank reads.
         files: SourceFiles,
+        /// What a column that only some files have means.
+        missing_columns: MissingColumns,
     },
+}
+
+/// What a column present in some files of a source and absent from others means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingColumns {
+    /// The job fails, naming a file that has the column and one that lacks it.
+    #[default]
+    Error,
+    /// The column is null in the rows of the files that lack it.
+    Null,
+}
+
+impl MissingColumns {
+    /// The name used in pipelines.
+    pub fn name(self) -> &'static str {
+        match self {
+            MissingColumns::Error => "error",
+            MissingColumns::Null => "null",
+        }
+    }
 }
 
 /// File formats a source can read.
@@ -80,16 +105,59 @@ pub enum FileFormat {
     /// Apache Parquet.
     Parquet,
     /// Comma (or other delimiter) separated text.
-    Csv {
-        /// First line holds column names.
-        has_header: bool,
-        /// Field delimiter (one byte).
-        delimiter: u8,
-        /// Declared columns `(name, type)`; inferred from the data when absent.
-        schema: Option<Vec<(String, String)>>,
-    },
+    Csv(CsvOptions),
     /// Arrow IPC file format (Feather v2).
     Ipc,
+}
+
+impl FileFormat {
+    /// The format's name as written in pipelines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv(_) => "csv",
+            FileFormat::Ipc => "ipc",
+        }
+    }
+
+    /// File name extensions of the format, for directories given as a path (lower case,
+    /// without the dot).
+    pub fn extensions(&self) -> &'static [&'static str] {
+        match self {
+            FileFormat::Parquet => &["parquet", "parq", "pq"],
+            FileFormat::Csv(_) => &["csv", "tsv", "txt"],
+            FileFormat::Ipc => &["arrow", "ipc", "feather"],
+        }
+    }
+}
+
+/// How CSV files are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvOptions {
+    /// First line holds column names.
+    pub has_header: bool,
+    /// Field delimiter (one byte).
+    pub delimiter: u8,
+    /// Declared column types `(name, type)`, matched to the header by name (by position when
+    /// `has_header` is false). Columns not declared are inferred.
+    pub schema: Vec<(String, String)>,
+    /// Field values read as null (exactly, after unquoting); by default only the empty field.
+    pub null_values: Vec<String>,
+    /// Rows looked at to infer the types of undeclared columns; `None`: the whole file for
+    /// local files, [`defaults::CSV_INFER_ROWS`](crate::defaults::CSV_INFER_ROWS) for objects.
+    pub infer_rows: Option<u64>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            has_header: true,
+            delimiter: b',',
+            schema: Vec::new(),
+            null_values: vec![String::new()],
+            infer_rows: None,
+        }
+    }
 }
 
 /// The files of a source and how ranks share them. Paths are local paths or `s3://bucket/key`
@@ -99,10 +167,11 @@ pub enum SourceFiles {
     /// One file per rank: `{rank}` in the path is replaced by the rank. A missing file is an
     /// error.
     PerRank(String),
-    /// A list of files and glob patterns (`*`, `?`, `[...]`, `**`). Patterns are expanded and
-    /// sorted, and the files are split round-robin across ranks (file `i` goes to rank
-    /// `i % world`); ranks left without a file read nothing. A pattern matching nothing is an
-    /// error.
+    /// A list of files, directories and glob patterns (`*`, `?`, `[...]`, `**`). Patterns are
+    /// expanded and sorted, a directory stands for every file of the source's format in it
+    /// (sorted; names starting with `.` or `_` are skipped), and the files are split
+    /// round-robin across ranks (file `i` goes to rank `i % world`); ranks left without a file
+    /// read nothing. A pattern or directory matching nothing is an error.
     List(Vec<String>),
 }
 
@@ -125,16 +194,43 @@ pub struct SinkSpec {
 /// Sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    /// One file per rank: `{rank}` in `path` is replaced by the rank. Local path or
-    /// `s3://bucket/key`.
+    /// One file per rank: `{rank}` in `path` is replaced by the rank, zero-padded to the width
+    /// of the largest rank. Local path or `s3://bucket/key`. Files are written under temporary
+    /// names and appear only when the whole job has succeeded.
     File {
         /// Parquet, CSV (with a header, comma-separated) or Arrow IPC.
         format: FileFormat,
         /// Output path pattern.
         path: String,
+        /// What happens to files an earlier job left at the path.
+        mode: WriteMode,
     },
     /// Row count and order-independent checksums, combined across ranks in the job report.
     Summary,
+}
+
+/// What a file sink does with the files an earlier job wrote to its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// The job's part files replace the earlier job's: part files the new job does not write
+    /// (an earlier run on more workers) are deleted when the job commits.
+    #[default]
+    Overwrite,
+    /// The job fails before it starts if any part file of the path exists.
+    ErrorIfExists,
+    /// The job adds part files whose names carry its run id, next to what is there.
+    Append,
+}
+
+impl WriteMode {
+    /// The name used in pipelines.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::ErrorIfExists => "error_if_exists",
+            WriteMode::Append => "append",
+        }
+    }
 }
 
 /// Column types a CSV schema may declare.
@@ -171,12 +267,56 @@ pub fn parse_pipeline_with(
     // Registered operators get their `params` as plain TOML; the document parsed above, so this
     // parse succeeds too.
     let plain: toml::Table = text.parse().unwrap_or_default();
-    let spec = read_pipeline(&top, catalog, &plain);
+    let mut spec = read_pipeline(&top, catalog, &plain);
     top.finish(&["job", "runtime", "source", "operator", "sink"]);
+    spec.canonical = canonical_lines(&plain);
     if doc.has_errors() {
         return Err(fail(doc.take_errors()));
     }
     Ok(spec)
+}
+
+/// Every value of a TOML document as `(key path, value)`, sorted by path: tables flattened
+/// with `.`, array items as `[i]`, values in TOML syntax. Two documents that mean the same
+/// (comments, order, spacing aside) give the same lines.
+pub fn canonical_lines(doc: &toml::Table) -> Vec<(String, String)> {
+    fn walk(path: String, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    walk(crate::reader::join(&path, k), v, out);
+                }
+            }
+            toml::Value::Array(items) if items.iter().any(toml::Value::is_table) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(format!("{path}[{i}]"), v, out);
+                }
+            }
+            other => out.push((path, render(other))),
+        }
+    }
+    fn render(v: &toml::Value) -> String {
+        match v {
+            toml::Value::String(s) => format!("{s:?}"),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => format!("{f:?}"),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            toml::Value::Array(items) => {
+                format!("[{}]", items.iter().map(render).collect::<Vec<_>>().join(", "))
+            }
+            toml::Value::Table(t) => format!(
+                "{{{}}}",
+                t.iter().map(|(k, v)| format!("{k:?} = {}", render(v))).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in doc {
+        walk(k.clone(), v, &mut out);
+    }
+    out.sort();
+    out
 }
 
 /// Problems found after reading (by checking columns against the data, say), placed at their
@@ -245,7 +385,7 @@ fn read_pipeline(top: &Table<'_, '_>, catalog: &dyn OperatorCatalog, plain: &tom
             sinks.extend(read_sink(n, &t));
         }
     }
-    let spec = PipelineSpec { name, runtime, sources, operators, sinks };
+    let spec = PipelineSpec { name, runtime, sources, operators, sinks, canonical: Vec::new() };
     check_graph(top, &spec, &declared);
     spec
 }
@@ -265,24 +405,43 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
         }
         "parquet" | "ipc" => {
             let files = read_files(t);
-            t.finish(&["kind", "path", "paths"]);
+            let missing_columns = read_missing_columns(t);
+            t.finish(&["kind", "path", "paths", "missing_columns"]);
             let format = if kind == "ipc" { FileFormat::Ipc } else { FileFormat::Parquet };
-            SourceKind::Files { format, files: files? }
+            SourceKind::Files { format, files: files?, missing_columns }
         }
         "csv" => {
             let files = read_files(t);
-            let has_header = t.opt_bool("header").unwrap_or(true);
+            let missing_columns = read_missing_columns(t);
+            let defaults = CsvOptions::default();
+            let has_header = t.opt_bool("header").unwrap_or(defaults.has_header);
             let delimiter = match t.opt_str("delimiter") {
                 Some(d) if d.len() == 1 => d.as_bytes()[0],
                 Some(_) => {
                     t.error("delimiter", "must be a single one-byte character");
-                    b','
+                    defaults.delimiter
                 }
-                None => b',',
+                None => defaults.delimiter,
             };
-            let schema = t.opt_table("schema").map(|s| read_csv_schema(&s));
-            t.finish(&["kind", "path", "paths", "header", "delimiter", "schema"]);
-            SourceKind::Files { format: FileFormat::Csv { has_header, delimiter, schema }, files: files? }
+            let schema = t.opt_table("schema").map(|s| read_csv_schema(&s)).unwrap_or_default();
+            let null_values = t.opt_str_list("null_values").unwrap_or(defaults.null_values);
+            let infer_rows = t.opt_u64("infer_rows");
+            if infer_rows == Some(0) {
+                t.error("infer_rows", "must be at least 1 (leave it out to infer from the whole file)");
+            }
+            t.finish(&[
+                "kind",
+                "path",
+                "paths",
+                "missing_columns",
+                "header",
+                "delimiter",
+                "schema",
+                "null_values",
+                "infer_rows",
+            ]);
+            let options = CsvOptions { has_header, delimiter, schema, null_values, infer_rows };
+            SourceKind::Files { format: FileFormat::Csv(options), files: files?, missing_columns }
         }
         other => {
             t.error(
@@ -295,6 +454,17 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
     Some(SourceSpec { name, kind })
 }
 
+fn read_missing_columns(t: &Table<'_, '_>) -> MissingColumns {
+    match t.opt_str("missing_columns").as_deref() {
+        None | Some("error") => MissingColumns::Error,
+        Some("null") => MissingColumns::Null,
+        Some(other) => {
+            t.error("missing_columns", format!("unknown value `{other}`; expected one of: error, null"));
+            MissingColumns::Error
+        }
+    }
+}
+
 fn read_files(t: &Table<'_, '_>) -> Option<SourceFiles> {
     let path = t.opt_str("path");
     let paths = t.opt_str_list("paths");
@@ -303,34 +473,33 @@ fn read_files(t: &Table<'_, '_>) -> Option<SourceFiles> {
             if p.is_empty() {
                 t.error("path", "must not be empty");
             }
-            if !p.contains("{rank}") && is_glob(&p) {
-                return Some(SourceFiles::List(vec![p]));
+            if p.contains("{rank}") {
+                Some(SourceFiles::PerRank(p))
+            } else {
+                // One file, a directory or a pattern: read once, dealt to the ranks.
+                Some(SourceFiles::List(vec![p]))
             }
-            if !p.contains("{rank}") {
-                t.error(
-                    "path",
-                    "names one file for every rank: put {rank} in it, use a glob pattern, or list files in `paths`",
-                );
-            }
-            Some(SourceFiles::PerRank(p))
         }
         (None, Some(list)) => {
             if list.is_empty() {
                 t.error("paths", "must list at least one file");
+            }
+            if list.iter().any(|p| p.contains("{rank}")) {
+                t.error("paths", "{rank} belongs in `path` (one file per rank), not in a list");
             }
             Some(SourceFiles::List(list))
         }
         (Some(_), Some(_)) => {
             t.error(
                 "paths",
-                "give either `path` (one file per rank, with {rank}) or `paths` (a list), not both",
+                "give either `path` (one file, directory or pattern; or one file per rank with {rank}) or `paths` (a list), not both",
             );
             None
         }
         (None, None) => {
             t.error(
                 "kind",
-                "a file source needs `path` (one file per rank, with {rank}) or `paths` (a list)",
+                "a file source needs `path` (a file, directory or pattern; or one file per rank with {rank}) or `paths` (a list)",
             );
             None
         }
@@ -360,18 +529,35 @@ fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
     let kind = match kind.as_str() {
         "parquet" | "csv" | "ipc" => {
             let path = t.req_str("path", "output path; {rank} is replaced by the rank");
-            if let Some(p) = &path
-                && !p.contains("{rank}")
-            {
-                t.error("path", "must contain {rank}: every rank writes its own file");
+            if let Some(p) = &path {
+                if !p.contains("{rank}") {
+                    t.error("path", "must contain {rank}: every rank writes its own file");
+                }
+                if p.contains("{run}") {
+                    t.error("path", "{run} is not a placeholder: mode = \"append\" adds the run id itself");
+                }
             }
-            t.finish(&["kind", "input", "path"]);
+            let mode = match t.opt_str("mode").as_deref() {
+                None | Some("overwrite") => WriteMode::Overwrite,
+                Some("error_if_exists") => WriteMode::ErrorIfExists,
+                Some("append") => WriteMode::Append,
+                Some(other) => {
+                    t.error(
+                        "mode",
+                        format!(
+                            "unknown mode `{other}`; expected one of: overwrite, error_if_exists, append"
+                        ),
+                    );
+                    WriteMode::Overwrite
+                }
+            };
+            t.finish(&["kind", "input", "path", "mode"]);
             let format = match kind.as_str() {
                 "parquet" => FileFormat::Parquet,
                 "ipc" => FileFormat::Ipc,
-                _ => FileFormat::Csv { has_header: true, delimiter: b',', schema: None },
+                _ => FileFormat::Csv(CsvOptions::default()),
             };
-            SinkKind::File { format, path: path? }
+            SinkKind::File { format, path: path?, mode }
         }
         "summary" => {
             t.finish(&["kind", "input"]);

@@ -1,9 +1,11 @@
 //! Column checks before a run: unknown columns and type mismatches, found by running each
 //! stage's real operator on an empty batch of its input schema.
 //!
-//! Source schemas come from the source itself: the generator's fixed columns, a CSV schema
-//! declared in the pipeline, or the first file of a file source (its footer or header; for an
-//! S3 object, the object is fetched). Every later stage is built exactly as a worker builds it
+//! Source schemas come from the source itself: the generator's fixed columns, or the schema
+//! the files of a file source agree on, found exactly as a job finds it
+//! ([`crate::inputs::resolve_here`]: every file's footer or header, the unify rules); a
+//! pattern or directory that matches nothing and files that disagree are problems at the
+//! source's key path. Every later stage is built exactly as a worker builds it
 //! and fed one empty batch per input, then the end of each input; the schema of what it emits
 //! feeds the stages after it. Operators check their columns and types when they first see a
 //! schema, so the errors are the ones a run would give, only earlier and without data. A stage
@@ -14,12 +16,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{Field, Schema, SchemaRef};
-use updraft_config::{FileFormat, PipelineSpec, SourceKind};
+use arrow_schema::{Schema, SchemaRef};
+use updraft_config::{PipelineSpec, SourceKind};
 use updraft_runtime::plan::Phase;
 use updraft_runtime::{Flow, OperatorError, Output};
 
-use crate::files::{csv_type, peek_schema};
+use crate::inputs::{JobInputs, SourceInputs, resolve_here};
+use crate::outputs::JobOutputs;
 use crate::planner::{PlanContext, build_plan_with};
 use crate::registry::Registry;
 
@@ -40,20 +43,39 @@ const MAX_RESUMES: usize = 1000;
 pub struct ColumnCheck {
     /// Unknown columns, type mismatches and the like.
     pub problems: Vec<Problem>,
-    /// Sources whose schema could not be read (a file not written yet, say): the stages after
-    /// them were not checked. Not an error before a run; the run will fail if it persists.
+    /// Sources whose files could not be listed or read because a service (S3, credentials)
+    /// could not be reached: the stages after them were not checked. Not an error before a
+    /// run; the run will fail if it persists.
     pub unchecked: Vec<Problem>,
+    /// The files and agreed schema of every source that could be read.
+    pub inputs: JobInputs,
 }
 
 /// Checks the columns of every stage of `spec` planned for `world` workers.
 pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> ColumnCheck {
-    let mut problems = Vec::new();
-    let mut unchecked = Vec::new();
-    let plan = match build_plan_with(spec, PlanContext { rank: 0, world: world.max(1) }, registry) {
+    let world = world.max(1);
+    let resolution = resolve_here(spec, world);
+    let mut problems: Vec<Problem> =
+        resolution.problems.into_iter().map(|p| Problem { path: p.path, message: p.message }).collect();
+    let unchecked: Vec<Problem> =
+        resolution.unchecked.into_iter().map(|p| Problem { path: p.path, message: p.message }).collect();
+    let known = resolution.inputs;
+    // Sources that could not be agreed are planned with no files; their stages are skipped.
+    let mut inputs = known.clone();
+    for s in &spec.sources {
+        if matches!(s.kind, SourceKind::Files { .. }) && !inputs.sources.contains_key(&s.name) {
+            let empty =
+                SourceInputs { files: Vec::new(), per_rank: false, schema: Arc::new(Schema::empty()) };
+            inputs.sources.insert(s.name.clone(), empty);
+        }
+    }
+    let outputs = JobOutputs::new(spec, 0, world, "0000000000000000");
+    let ctx = PlanContext { rank: 0, world, inputs: &inputs, outputs: &outputs };
+    let plan = match build_plan_with(spec, ctx, registry) {
         Ok(p) => p,
         Err(e) => {
             problems.push(Problem { path: String::new(), message: e.to_string() });
-            return ColumnCheck { problems, unchecked };
+            return ColumnCheck { problems, unchecked, inputs: known };
         }
     };
     let owner = owners(spec);
@@ -64,14 +86,11 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
     let mut schemas: Vec<Option<SchemaRef>> = Vec::with_capacity(plan.stages.len());
     for mut stage in plan.stages {
         let schema = if stage.inputs.is_empty() {
-            match spec.sources.iter().find(|s| s.name == stage.name) {
-                Some(source) => match source_schema(&source.name, &source.kind) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        unchecked.push(Problem { path: path_of(&stage.name), message: e.to_string() });
-                        None
-                    }
-                },
+            match spec.sources.iter().find(|s| s.name == stage.name).map(|s| &s.kind) {
+                Some(SourceKind::Generate { .. }) => Some(crate::generate::schema()),
+                Some(SourceKind::Files { .. }) => {
+                    known.sources.get(&stage.name).map(|i| Arc::clone(&i.schema))
+                }
                 None => None,
             }
         } else if stage.phase == Phase::Write {
@@ -92,7 +111,7 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
         };
         schemas.push(schema);
     }
-    ColumnCheck { problems, unchecked }
+    ColumnCheck { problems, unchecked, inputs: known }
 }
 
 /// Key path of every stage name: `source.NAME`, `operator.NAME`, `sink.NAME`.
@@ -108,27 +127,6 @@ fn owners(spec: &PipelineSpec) -> HashMap<String, String> {
         m.insert(s.name.clone(), format!("sink.{}", s.name));
     }
     m
-}
-
-/// The schema a source produces, when it can be known without reading rows.
-///
-/// # Errors
-/// The first file cannot be read.
-pub fn source_schema(name: &str, kind: &SourceKind) -> Result<Option<SchemaRef>, OperatorError> {
-    match kind {
-        SourceKind::Generate { .. } => Ok(Some(crate::generate::schema())),
-        SourceKind::Files { format: FileFormat::Csv { schema: Some(cols), .. }, .. } => {
-            let fields = cols
-                .iter()
-                .map(|(n, t)| Ok(Field::new(n, csv_type(t)?, true)))
-                .collect::<Result<Vec<_>, OperatorError>>()?;
-            Ok(Some(Arc::new(Schema::new(fields))))
-        }
-        SourceKind::Files { format, files } => {
-            // A per-rank path is checked through rank 0's file.
-            peek_schema(name, format, files)
-        }
-    }
 }
 
 fn dry_run(

@@ -17,7 +17,8 @@ use arrow_schema::DataType;
 use updraft_runtime::OperatorError;
 use updraft_runtime::report::{ColumnChecksum, TableSummary};
 
-use crate::partition::{canonical_f64, mix64};
+use crate::keys::canonical_f64_bits as canonical_f64;
+use crate::partition::mix64;
 
 /// Value hash of a null.
 pub const NULL_VALUE: u64 = 0x9e37_79b9_7f4a_7c15;

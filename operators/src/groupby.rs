@@ -28,6 +28,7 @@ use updraft_config::AggFn;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::chunked::Chunked;
+use crate::keys::canonical_column;
 use crate::partition::column_indices;
 
 /// Which part of a split aggregation a stage does.
@@ -280,7 +281,7 @@ impl Acc {
             Acc::Distinct(sets) => {
                 let Some(c) = col else { return Err(invalid("nunique needs a column".into())) };
                 let conv = RowConverter::new(vec![SortField::new(c.data_type().clone())])?;
-                let rows = conv.convert_columns(std::slice::from_ref(c))?;
+                let rows = conv.convert_columns(&[canonical_column(c)])?;
                 for (i, g) in gids.iter().enumerate() {
                     if c.is_valid(i) {
                         sets[*g as usize].insert(rows.row(i).as_ref().to_vec());
@@ -537,7 +538,7 @@ impl Operator for GroupBy {
             self.st = Some(self.init(&batch.schema())?);
         }
         let Some(st) = self.st.as_mut() else { return Ok(()) };
-        let key_cols: Vec<ArrayRef> = st.key_idx.iter().map(|&i| batch.column(i).clone()).collect();
+        let key_cols: Vec<ArrayRef> = st.key_idx.iter().map(|&i| canonical_column(batch.column(i))).collect();
         let rows = st.conv.convert_columns(&key_cols)?;
         let mut gids = Vec::with_capacity(rows.num_rows());
         for r in rows.iter() {

@@ -13,6 +13,8 @@ use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::DataType;
 use updraft_runtime::OperatorError;
 
+use crate::keys::canonical_keys;
+
 /// End of a chain.
 pub const END: u32 = u32::MAX;
 
@@ -61,6 +63,8 @@ pub fn join_keys(
     right: &[ArrayRef],
     join: &str,
 ) -> Result<(JoinKeys, JoinKeys), OperatorError> {
+    // One key equality for every operator: -0.0 = 0.0, NaN = NaN (integers are exact already).
+    let (left, right) = (&canonical_keys(left)[..], &canonical_keys(right)[..]);
     if left.len() == 1 && is_int(left[0].data_type()) && is_int(right[0].data_type()) {
         return Ok((int_keys(&left[0])?, int_keys(&right[0])?));
     }

@@ -2,7 +2,8 @@
 //! sends a key to the same rank, and both sides of a join agree.
 //!
 //! Integers of every width hash by their value (so an int32 5 and an int64 5 land together),
-//! floats by their bits (with -0.0 and NaN made canonical), strings and binaries by XXH3.
+//! floats by their bits (with -0.0 and NaN made canonical: see [`crate::keys`]), strings and
+//! binaries by XXH3.
 //! A null hashes to a constant. Several key columns are combined in order.
 
 use arrow_array::cast::AsArray;
@@ -11,6 +12,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Schema};
 use arrow_select::take::take_record_batch;
 use updraft_runtime::OperatorError;
+
+use crate::keys::canonical_f64_bits;
 
 /// Hash of a null key value.
 pub const NULL_HASH: u64 = 0x5851_f42d_4c95_7f2d;
@@ -28,17 +31,6 @@ pub fn mix64(mut x: u64) -> u64 {
 #[inline]
 fn combine(acc: u64, h: u64) -> u64 {
     mix64(acc.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ h)
-}
-
-/// The bits of `v` with -0.0 made 0.0 and every NaN the canonical NaN.
-pub(crate) fn canonical_f64(v: f64) -> u64 {
-    if v.is_nan() {
-        f64::NAN.to_bits()
-    } else if v == 0.0 {
-        0
-    } else {
-        v.to_bits()
-    }
 }
 
 macro_rules! hash_ints {
@@ -69,7 +61,7 @@ fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<(), Opera
                 _ => col.as_primitive::<Float32Type>().iter().map(|v| v.map(f64::from)).collect(),
             };
             for (h, v) in out.iter_mut().zip(values) {
-                let x = v.map_or(NULL_HASH, |v| mix64(canonical_f64(v)));
+                let x = v.map_or(NULL_HASH, |v| mix64(canonical_f64_bits(v)));
                 *h = if first { x } else { combine(*h, x) };
             }
         }

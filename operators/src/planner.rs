@@ -6,6 +6,7 @@
 //! `<join>.shuffle-right`), and any stage that reads a shuffle reads it from every rank.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
 use updraft_runtime::JobError;
@@ -16,21 +17,26 @@ use crate::files::FileSource;
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
 use crate::head::{GatherHead, LocalHead, RoundRobin};
+use crate::inputs::JobInputs;
 use crate::join::{Join, JoinParams};
+use crate::outputs::JobOutputs;
 use crate::registry::{BuildContext, Registry};
 use crate::setops::{SetKind, SetOp};
 use crate::shuffle::Shuffle;
 use crate::sinks::{FileSink, SummarySink};
 use crate::sort::{LocalSort, RangePartition, Sampler, SortKey};
-use crate::storage::Location;
 
-/// Where the plan runs.
+/// Where the plan runs, and what the job agreed before it started.
 #[derive(Debug, Clone, Copy)]
-pub struct PlanContext {
+pub struct PlanContext<'a> {
     /// This worker's rank.
     pub rank: u32,
     /// Number of workers.
     pub world: u32,
+    /// The files and agreed schema of every file source (see [`crate::inputs`]).
+    pub inputs: &'a JobInputs,
+    /// This rank's file outputs in this run (see [`crate::outputs`]).
+    pub outputs: &'a Arc<JobOutputs>,
 }
 
 struct Builder {
@@ -90,14 +96,21 @@ pub fn build_plan_with(
                 world: ctx.world,
                 batch_rows,
             })),
-            SourceKind::Files { format, files } => Box::new(FileSource::new(
-                &s.name,
-                format.clone(),
-                files.clone(),
-                ctx.rank,
-                ctx.world,
-                batch_rows,
-            )),
+            SourceKind::Files { format, .. } => {
+                let Some(inputs) = ctx.inputs.sources.get(&s.name) else {
+                    return Err(JobError::Plan(format!(
+                        "source `{}`: the job agreed no files for it",
+                        s.name
+                    )));
+                };
+                Box::new(FileSource::new(
+                    &s.name,
+                    format.clone(),
+                    inputs.share(ctx.rank, ctx.world),
+                    Arc::clone(&inputs.schema),
+                    batch_rows,
+                ))
+            }
         };
         b.push(s.name.clone(), Phase::Read, op, &[]);
     }
@@ -324,10 +337,8 @@ pub fn build_plan_with(
         let from = b.lookup(&s.input)?;
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SinkKind::Summary => Box::new(SummarySink::default()),
-            SinkKind::File { format, path } => {
-                let at = Location::parse(&path.replace("{rank}", &ctx.rank.to_string()))
-                    .map_err(|e| JobError::Plan(format!("sink `{}`: {e}", s.name)))?;
-                Box::new(FileSink::new(&s.name, format.clone(), at))
+            SinkKind::File { format, .. } => {
+                Box::new(FileSink::new(&s.name, format.clone(), Arc::clone(ctx.outputs)))
             }
         };
         b.push(s.name.clone(), Phase::Write, op, &[from]);
@@ -361,7 +372,10 @@ input = "j"
             "t",
         )
         .expect("valid");
-        let plan = build_plan(&spec, PlanContext { rank: 0, world: 2 }).expect("plan");
+        let inputs = JobInputs::default();
+        let outputs = JobOutputs::new(&spec, 0, 2, "0000000000000000");
+        let ctx = PlanContext { rank: 0, world: 2, inputs: &inputs, outputs: &outputs };
+        let plan = build_plan(&spec, ctx).expect("plan");
         assert_eq!(
             plan.describe(),
             vec![

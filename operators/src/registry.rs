@@ -107,6 +107,7 @@ pub enum RegistryError {
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<String, Arc<dyn OperatorFactory>>,
+    version: Option<String>,
 }
 
 struct Typed<P, F> {
@@ -185,6 +186,19 @@ impl Registry {
     /// The factory of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn OperatorFactory>> {
         self.factories.get(kind)
+    }
+
+    /// Names the version of the registered operators (the embedding program's version, say).
+    /// Workers of one job must agree on it: it is part of their plan fingerprint, with the
+    /// registered names, so workers running other versions of the operators are refused.
+    pub fn set_version(&mut self, version: impl Into<String>) -> &mut Registry {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The version given with [`Registry::set_version`].
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Set operations and distinct. Except `union all`, each runs after a shuffle on the compared
 //! columns (whole rows, or the `distinct` columns), so equal rows meet on one rank and the local
-//! result is the global one. Rows compare in Arrow's row format: nulls equal each other, as in
-//! SQL's set operations.
+//! result is the global one. Rows compare in Arrow's row format after [`crate::keys`] made
+//! floats canonical (-0.0 = 0.0, NaN = NaN): nulls equal each other, as in SQL's set operations.
 //!
 //! - `union` (all): every row of every input, as it arrives; `union` distinct: each distinct row
 //!   once, streamed.
@@ -18,6 +18,7 @@ use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
+use crate::keys::canonical_column;
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
 
 /// What a [`SetOp`] computes.
@@ -105,7 +106,7 @@ impl SetOp {
             self.conv = Some((RowConverter::new(fields)?, idx));
         }
         let Some((conv, idx)) = &self.conv else { return Ok(Vec::new()) };
-        let cols: Vec<ArrayRef> = idx.iter().map(|&i| batch.column(i).clone()).collect();
+        let cols: Vec<ArrayRef> = idx.iter().map(|&i| canonical_column(batch.column(i))).collect();
         let rows = conv.convert_columns(&cols)?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
     }

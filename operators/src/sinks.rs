@@ -1,8 +1,10 @@
 //! Sinks: files (Parquet, CSV or Arrow IPC; one per rank; local or S3) and the summary (row
-//! count and checksums).
+//! count and checksums). A file sink writes a temporary file; the job publishes it when every
+//! rank has finished (see [`crate::outputs`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -11,6 +13,7 @@ use updraft_runtime::report::TableSummary;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::checksum::add_batch;
+use crate::outputs::{JobOutputs, PartTarget};
 use crate::storage::{Location, s3_put};
 
 /// Counts rows and checksums every column.
@@ -34,56 +37,60 @@ impl Operator for SummarySink {
 }
 
 /// Where a sink's bytes go: a local file, or memory uploaded to S3 at the end.
-enum Target {
+enum ByteSink {
     File(BufWriter<File>),
     Memory(Vec<u8>),
 }
 
-impl Write for Target {
+impl Write for ByteSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            Target::File(f) => f.write(buf),
-            Target::Memory(v) => v.write(buf),
+            ByteSink::File(f) => f.write(buf),
+            ByteSink::Memory(v) => v.write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            Target::File(f) => f.flush(),
-            Target::Memory(_) => Ok(()),
+            ByteSink::File(f) => f.flush(),
+            ByteSink::Memory(_) => Ok(()),
         }
     }
 }
 
 enum Writer {
-    Parquet(ArrowWriter<Target>),
-    Csv(arrow_csv::Writer<Target>),
-    Ipc(arrow_ipc::writer::FileWriter<Target>),
+    Parquet(ArrowWriter<ByteSink>),
+    Csv(arrow_csv::Writer<ByteSink>),
+    Ipc(arrow_ipc::writer::FileWriter<ByteSink>),
 }
 
-/// Writes its input to one file (Parquet, CSV or Arrow IPC), locally or in S3. The file is
-/// created with the first batch, so a rank that receives only an empty, schema-carrying batch
-/// still writes a valid empty file.
+/// Writes its input to one part file (Parquet, CSV or Arrow IPC), locally or in S3, under a
+/// temporary name that the job's commit turns into the final one. The file is created with the
+/// first batch, so a rank that receives only an empty, schema-carrying batch still writes a
+/// valid empty file.
 pub struct FileSink {
     name: String,
     format: FileFormat,
-    at: Location,
+    outputs: Arc<JobOutputs>,
+    target: Option<PartTarget>,
     writer: Option<Writer>,
     rows: u64,
 }
 
 impl FileSink {
-    /// A sink named `name` writing `at` in `format`.
-    pub fn new(name: &str, format: FileFormat, at: Location) -> FileSink {
-        FileSink { name: name.to_string(), format, at, writer: None, rows: 0 }
+    /// A sink named `name` writing its part of the job's `outputs` in `format`.
+    pub fn new(name: &str, format: FileFormat, outputs: Arc<JobOutputs>) -> FileSink {
+        FileSink { name: name.to_string(), format, outputs, target: None, writer: None, rows: 0 }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> OperatorError {
-        OperatorError::Invalid(format!("sink `{}`: writing {}: {e}", self.name, self.at))
+        let at = self.target.as_ref().map_or_else(String::new, |t| format!(" {}", t.dest));
+        OperatorError::Invalid(format!("sink `{}`: writing{at}: {e}", self.name))
     }
 
-    fn open(&self, batch: &RecordBatch) -> Result<Writer, OperatorError> {
-        let target = match &self.at {
+    fn open(&mut self, batch: &RecordBatch) -> Result<Writer, OperatorError> {
+        let target = self.outputs.target(&self.name)?;
+        let sink = match &target.temp {
             Location::Local(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|source| OperatorError::Io {
@@ -95,19 +102,19 @@ impl FileSink {
                     context: format!("sink `{}`: cannot create {}", self.name, path.display()),
                     source,
                 })?;
-                Target::File(BufWriter::new(file))
+                ByteSink::File(BufWriter::new(file))
             }
-            Location::S3 { .. } => Target::Memory(Vec::new()),
+            Location::S3 { .. } => ByteSink::Memory(Vec::new()),
         };
+        self.outputs.opened(&target);
+        self.target = Some(target);
         Ok(match self.format {
             FileFormat::Parquet => {
-                Writer::Parquet(ArrowWriter::try_new(target, batch.schema(), None).map_err(|e| self.err(e))?)
+                Writer::Parquet(ArrowWriter::try_new(sink, batch.schema(), None).map_err(|e| self.err(e))?)
             }
-            FileFormat::Csv { .. } => {
-                Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(target))
-            }
+            FileFormat::Csv(_) => Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(sink)),
             FileFormat::Ipc => Writer::Ipc(
-                arrow_ipc::writer::FileWriter::try_new(target, &batch.schema()).map_err(|e| self.err(e))?,
+                arrow_ipc::writer::FileWriter::try_new(sink, &batch.schema()).map_err(|e| self.err(e))?,
             ),
         })
     }
@@ -129,7 +136,7 @@ impl Operator for FileSink {
     }
 
     fn on_end(&mut self, _: usize, _: &mut Output) -> Result<Flow, OperatorError> {
-        let target = match self.writer.take() {
+        let sink = match self.writer.take() {
             Some(Writer::Parquet(w)) => w.into_inner().map_err(|e| self.err(e))?,
             Some(Writer::Csv(w)) => w.into_inner(),
             Some(Writer::Ipc(mut w)) => {
@@ -138,14 +145,20 @@ impl Operator for FileSink {
             }
             None => return Ok(Flow::Idle),
         };
-        match (target, &self.at) {
-            (Target::File(mut f), _) => f.flush().map_err(|e| self.err(e))?,
-            (Target::Memory(data), Location::S3 { bucket, key }) => {
+        let Some(target) = self.target.clone() else { return Err(self.err("no file was opened")) };
+        match (sink, &target.temp) {
+            (ByteSink::File(f), _) => {
+                // On disk before the commit renames it: a committed file is a whole file.
+                let file = f.into_inner().map_err(|e| self.err(e.error().to_string()))?;
+                file.sync_all().map_err(|e| self.err(e))?;
+            }
+            (ByteSink::Memory(data), Location::S3 { bucket, key }) => {
                 s3_put(bucket, key, data)
                     .map_err(|e| OperatorError::Invalid(format!("sink `{}`: {e}", self.name)))?;
             }
-            (Target::Memory(_), Location::Local(_)) => return Err(self.err("buffered a local file")),
+            (ByteSink::Memory(_), Location::Local(_)) => return Err(self.err("buffered a local file")),
         }
+        self.outputs.closed(&target);
         Ok(Flow::Idle)
     }
 

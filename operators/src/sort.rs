@@ -22,6 +22,7 @@ use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output, Rank};
 
 use crate::chunked::Chunked;
+use crate::keys::canonical_column;
 use crate::partition::column_indices;
 
 /// Most sampled key rows a rank sends.
@@ -59,8 +60,10 @@ fn converter(
     Ok((RowConverter::new(fields)?, idx))
 }
 
+/// The key columns of `batch`, floats made canonical so that -0.0 and 0.0 sort together and
+/// NaN after every number (see [`crate::keys`]).
 fn key_columns(batch: &RecordBatch, idx: &[usize]) -> Vec<ArrayRef> {
-    idx.iter().map(|&i| batch.column(i).clone()).collect()
+    idx.iter().map(|&i| canonical_column(batch.column(i))).collect()
 }
 
 /// Stage 1: forwards data to its own rank and sends a key sample to every rank.

@@ -10,6 +10,10 @@ pub enum OperatorError {
     /// Bad input data or parameters, with what and where.
     #[error("{0}")]
     Invalid(String),
+    /// A service the operator depends on (S3, a credential provider) could not be reached, or
+    /// failed on its side: the input itself may be fine, and a later attempt may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// Arrow failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -69,6 +73,14 @@ pub enum JobError {
         limit: Duration,
         /// What was still outstanding.
         waiting: String,
+    },
+    /// Every rank finished, but the outputs of a rank could not be published.
+    #[error("the outputs of rank {rank} could not be committed: {error}")]
+    Commit {
+        /// The rank.
+        rank: Rank,
+        /// What failed.
+        error: String,
     },
     /// The plan cannot run.
     #[error("invalid plan: {0}")]

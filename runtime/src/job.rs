@@ -1,12 +1,15 @@
 //! The job driver on one worker: starts one actor (on its own arbiter thread) per stage, wires
 //! edges and routes, waits for every stage to finish, then exchanges `Done` reports with every
-//! peer so that nobody closes a link another worker still needs. Any failure (an operator, a
-//! lost or aborting peer, a protocol violation, the deadline) ends the job and is told to every
-//! peer with `Abort`.
+//! peer, commits the outputs (see [`crate::commit`]) and exchanges `Committed`, so that no
+//! output appears unless every rank finished, and nobody closes a link another worker still
+//! needs. Any failure (an operator, a lost or aborting peer, a protocol violation, the
+//! deadline) ends the job, is told to every peer with `Abort`, and removes the outputs' temporary
+//! files.
 //!
 //! ```text
 //!   spawn actors (sinks first) ─▶ InstallRoutes ─▶ Start ─▶ wait: all stages done
-//!     ─▶ Done(report) to every peer ─▶ wait: Done from every peer ─▶ stop actors
+//!     ─▶ Done(report) to every peer ─▶ wait: Done from every peer (every rank staged its outputs)
+//!     ─▶ commit ─▶ Committed to every peer ─▶ wait: Committed from every peer ─▶ stop actors
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +19,7 @@ use actix::prelude::*;
 use updraft_config::RuntimeSettings;
 
 use crate::actor::{ActorSetup, InputPort, OperatorActor};
+use crate::commit::Commit;
 use crate::error::JobError;
 use crate::exchange::{EdgeWiring, OutEdge};
 use crate::ids::Rank;
@@ -46,6 +50,8 @@ pub struct JobContext {
     pub channels: Vec<crate::report::PeerChannel>,
     /// The job must be over by then.
     pub deadline: tokio::time::Instant,
+    /// Publishes the outputs once every rank finished, or removes them on failure.
+    pub commit: std::sync::Arc<dyn Commit>,
 }
 
 /// This worker's report and every peer's.
@@ -123,8 +129,14 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
         addr.do_send(ToOperator::Start);
     }
 
-    let mut driver =
-        Driver { ctx: &ctx, names: &names, peers_done: BTreeMap::new(), lost_after_done: Vec::new() };
+    let mut driver = Driver {
+        ctx: &ctx,
+        names: &names,
+        peers_done: BTreeMap::new(),
+        peers_committed: BTreeMap::new(),
+        committed: false,
+        lost_after_commit: Vec::new(),
+    };
     let result = driver.run(&mut rx, n).await;
     for arbiter in &arbiters {
         arbiter.stop();
@@ -142,6 +154,9 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
     match result {
         Ok(mine) => Ok(JobOutcome { mine, peers: driver.peers_done.into_values().collect() }),
         Err(e) => {
+            if !driver.committed {
+                ctx.commit.abort();
+            }
             let reason = e.to_string();
             for peer in (0..ctx.world).filter(|p| *p != ctx.me) {
                 if let Ok(frame) = OutFrame::control(0, 0, &Control::Abort { reason: reason.clone() }) {
@@ -157,7 +172,11 @@ struct Driver<'a> {
     ctx: &'a JobContext,
     names: &'a [String],
     peers_done: BTreeMap<Rank, WorkerReport>,
-    lost_after_done: Vec<Rank>,
+    /// Peers' commit results (`Some(error)` when it failed).
+    peers_committed: BTreeMap<Rank, Option<String>>,
+    /// This rank published its outputs: a later failure cannot take them back.
+    committed: bool,
+    lost_after_commit: Vec<Rank>,
 }
 
 impl Driver<'_> {
@@ -228,6 +247,31 @@ impl Driver<'_> {
             let event = self.next(rx, &waiting).await?;
             self.handle(event)?;
         }
+        // Every rank finished every stage, so every rank staged its outputs: publish ours.
+        let error = self.ctx.commit.commit().err();
+        self.committed = error.is_none();
+        let committed = OutFrame::control(0, 0, &Control::Committed { error: error.clone() })
+            .map_err(|e| JobError::Transport(e.to_string()))?;
+        for peer in (0..self.ctx.world).filter(|p| *p != self.ctx.me) {
+            self.ctx.transport.send.do_send(SendFrame { peer, frame: committed.clone() });
+        }
+        if let Some(error) = error {
+            return Err(JobError::Commit { rank: self.ctx.me, error });
+        }
+        while self.peers_committed.len() + 1 < self.ctx.world as usize {
+            let waiting = || {
+                let open: Vec<String> = (0..self.ctx.world)
+                    .filter(|p| *p != self.ctx.me && !self.peers_committed.contains_key(p))
+                    .map(|p| p.to_string())
+                    .collect();
+                format!("outputs committed here; waiting for ranks {} to commit theirs", open.join(", "))
+            };
+            let event = self.next(rx, &waiting).await?;
+            self.handle(event)?;
+        }
+        if let Some((rank, Some(error))) = self.peers_committed.iter().find(|(_, e)| e.is_some()) {
+            return Err(JobError::Commit { rank: *rank, error: error.clone() });
+        }
         Ok(report)
     }
 
@@ -253,9 +297,14 @@ impl Driver<'_> {
             }),
             JobEvent::Protocol { edge, peer, detail } => Err(JobError::Protocol { edge, peer, detail }),
             JobEvent::PeerLost { peer, error } => {
-                if self.peers_done.contains_key(&peer) {
-                    self.lost_after_done.push(peer);
+                if self.peers_committed.contains_key(&peer) {
+                    self.lost_after_commit.push(peer);
                     Ok(())
+                } else if self.peers_done.contains_key(&peer) {
+                    Err(JobError::PeerLost {
+                        peer,
+                        error: format!("{error} (after it finished, before it committed its outputs)"),
+                    })
                 } else {
                     Err(JobError::PeerLost { peer, error })
                 }
@@ -263,6 +312,10 @@ impl Driver<'_> {
             JobEvent::PeerAborted { peer, reason } => Err(JobError::PeerAborted { peer, reason }),
             JobEvent::PeerDone { peer, report } => {
                 self.peers_done.insert(peer, *report);
+                Ok(())
+            }
+            JobEvent::PeerCommitted { peer, error } => {
+                self.peers_committed.insert(peer, error);
                 Ok(())
             }
         }

@@ -14,6 +14,7 @@
 
 pub mod actor;
 pub mod collective;
+pub mod commit;
 pub mod credit;
 pub mod error;
 pub mod exchange;

@@ -169,18 +169,25 @@ pub enum JobEvent {
         /// Its report.
         report: Box<WorkerReport>,
     },
+    /// A peer published its outputs, or failed to.
+    PeerCommitted {
+        /// The peer.
+        peer: Rank,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
 }
 
 /// The sending side of the job's event queue. The queue is bounded by construction: every
-/// stage sends one terminal event and every peer at most three, and the capacity is sized from
-/// that (see [`EventSink::capacity`]).
+/// stage sends one terminal event and every peer at most four (done, committed, lost or
+/// aborted), and the capacity is sized from that (see [`EventSink::capacity`]).
 #[derive(Clone, Debug)]
 pub struct EventSink(tokio::sync::mpsc::Sender<JobEvent>);
 
 impl EventSink {
     /// Capacity that can hold every event a job of this shape produces, with room to spare.
     pub fn capacity(stages: usize, world: u32) -> usize {
-        stages * 2 + world as usize * 4 + 64
+        stages * 2 + world as usize * 5 + 64
     }
 
     /// A new queue.

@@ -50,17 +50,32 @@ impl JobKey {
         JobKey(mac(secret, &[b"updraft/job-key/v1", job.as_bytes()]))
     }
 
-    /// MAC of a registration at the rendezvous.
-    pub fn register_mac(&self, job: &str, rank: u32, world: u32, private: &str) -> [u8; 32] {
+    /// MAC of a registration at the rendezvous (`plan` is the digest of the plan fingerprint).
+    pub fn register_mac(&self, job: &str, rank: u32, world: u32, private: &str, plan: &[u8; 32]) -> [u8; 32] {
         mac(
             &self.0,
-            &[b"register", job.as_bytes(), &rank.to_le_bytes(), &world.to_le_bytes(), private.as_bytes()],
+            &[
+                b"register",
+                job.as_bytes(),
+                &rank.to_le_bytes(),
+                &world.to_le_bytes(),
+                private.as_bytes(),
+                plan,
+            ],
         )
     }
 
     /// Checks a registration MAC.
-    pub fn verify_register(&self, job: &str, rank: u32, world: u32, private: &str, got: &[u8; 32]) -> bool {
-        verify(&self.register_mac(job, rank, world, private), got)
+    pub fn verify_register(
+        &self,
+        job: &str,
+        rank: u32,
+        world: u32,
+        private: &str,
+        plan: &[u8; 32],
+        got: &[u8; 32],
+    ) -> bool {
+        verify(&self.register_mac(job, rank, world, private, plan), got)
     }
 
     /// MAC of a metrics push.
@@ -99,14 +114,16 @@ mod tests {
     #[test]
     fn macs_bind_every_field() {
         let k = JobKey::derive(b"secret", "job-1");
-        let m = k.register_mac("job-1", 2, 4, "10.0.0.1:5000");
-        assert!(k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &m));
-        assert!(!k.verify_register("job-1", 3, 4, "10.0.0.1:5000", &m));
-        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5001", &m));
+        let p = [1u8; 32];
+        let m = k.register_mac("job-1", 2, 4, "10.0.0.1:5000", &p);
+        assert!(k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
+        assert!(!k.verify_register("job-1", 3, 4, "10.0.0.1:5000", &p, &m));
+        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5001", &p, &m));
+        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &[2u8; 32], &m));
         let other_job = JobKey::derive(b"secret", "job-2");
-        assert!(!other_job.verify_register("job-1", 2, 4, "10.0.0.1:5000", &m));
+        assert!(!other_job.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
         let other_secret = JobKey::derive(b"secreT", "job-1");
-        assert!(!other_secret.verify_register("job-1", 2, 4, "10.0.0.1:5000", &m));
+        assert!(!other_secret.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
     }
 
     #[test]
@@ -114,7 +131,7 @@ mod tests {
         let long = vec![7u8; 200];
         let a = JobKey::derive(&long, "j");
         let b = JobKey::derive(&long[..199], "j");
-        assert_ne!(a.register_mac("j", 0, 1, "x"), b.register_mac("j", 0, 1, "x"));
+        assert_ne!(a.register_mac("j", 0, 1, "x", &[0; 32]), b.register_mac("j", 0, 1, "x", &[0; 32]));
     }
 
     #[test]

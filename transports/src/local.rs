@@ -91,6 +91,7 @@ pub async fn local_endpoints(
                         key: key.clone(),
                         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                         rendezvous: rdv,
+                        plan: Vec::new(),
                     };
                     let r = register(&reg, timeout).await.map_err(|e| format!("rank {rank}: {e}"))?;
                     let id = Identity { me: rank, world, key, job_hash: job_hash(&job) };

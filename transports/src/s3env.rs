@@ -99,3 +99,14 @@ pub fn is_missing<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata
 ) -> bool {
     e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code) == Some("NoSuchKey")
 }
+
+/// True when the error says the object or the bucket does not exist: an answer about the
+/// request, not a failure of the service.
+pub fn is_not_found<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> bool {
+    matches!(
+        e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code),
+        Some("NoSuchKey" | "NoSuchBucket" | "NotFound")
+    )
+}

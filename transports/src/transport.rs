@@ -20,7 +20,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use updraft_config::RuntimeSettings;
-use updraft_runtime::collective::{COLLECTIVE_CHANNEL, CollectiveFrame};
+use updraft_runtime::collective::{COLLECTIVE_CHANNEL, CollectiveFrame, PEER_GONE};
 use updraft_runtime::ids::EdgeId;
 use updraft_runtime::messages::{
     AttachCollectives, EventSink, InstallRoutes, JobEvent, Routes, SendFrame, ToOperator, Traffic,
@@ -88,6 +88,13 @@ pub struct TransportActor {
     events: Option<EventSink>,
     /// Events from before the routes (and the event queue) arrived; at most one per link.
     early_events: Vec<JobEvent>,
+    /// Operator frames that arrived before the routes (a peer started its operators while this
+    /// worker was still agreeing the job's inputs), replayed in order when the routes come.
+    early_frames: VecDeque<(u32, updraft_runtime::wire::InFrame)>,
+    /// Their bytes, and the most they may hold.
+    early_bytes: u64,
+    early_cap: u64,
+    /// Peers that sent their last message (`Committed`): their links may end.
     done: BTreeSet<u32>,
     traffic: Arc<Traffic>,
     runtime: tokio::runtime::Handle,
@@ -121,6 +128,9 @@ impl TransportActor {
             collectives: None,
             events: None,
             early_events: Vec::new(),
+            early_frames: VecDeque::new(),
+            early_bytes: 0,
+            early_cap: settings.max_frame.max(settings.channel_credit),
             done: BTreeSet::new(),
             traffic: Arc::new(Traffic::default()),
             runtime: tokio::runtime::Handle::current(),
@@ -143,7 +153,22 @@ impl TransportActor {
     fn event(&mut self, event: JobEvent) {
         match &self.events {
             Some(events) => events.send(event),
-            None => self.early_events.push(event),
+            None => {
+                // A communicator working before the job's operators exist learns of lost and
+                // aborting peers at once.
+                let notice = match &event {
+                    JobEvent::PeerLost { peer, error } => Some((*peer, format!("lost rank {peer}: {error}"))),
+                    JobEvent::PeerAborted { peer, reason } => {
+                        Some((*peer, format!("rank {peer} aborted the job: {reason}")))
+                    }
+                    _ => None,
+                };
+                if let (Some(inbox), Some((peer, why))) = (&self.collectives, notice) {
+                    let body = arrow_buffer::Buffer::from(why.into_bytes());
+                    let _ = inbox.send(CollectiveFrame { from: peer, seq: PEER_GONE, body });
+                }
+                self.early_events.push(event);
+            }
         }
     }
 
@@ -162,18 +187,26 @@ impl TransportActor {
             return;
         }
         let Some(routes) = self.routes.clone() else {
-            // Only a communicator is attached (readers started for it): operator traffic has
-            // nowhere to go, which is a protocol error, never a silent drop.
+            // Only a communicator is attached (readers started for it): operator traffic waits
+            // for the routes, within a bound; never a silent drop.
             if frame.kind == FrameKind::Control
                 && let Ok(Control::Ping) = decode_control(frame.body.as_slice())
             {
                 return;
             }
-            self.event(JobEvent::Protocol {
-                edge: EdgeId(frame.channel),
-                peer,
-                detail: "a frame for the job's operators, but no operators here".into(),
-            });
+            self.early_bytes += frame.body.len() as u64;
+            if self.early_bytes > self.early_cap {
+                self.event(JobEvent::Protocol {
+                    edge: EdgeId(frame.channel),
+                    peer,
+                    detail: format!(
+                        "more than {} bytes of operator frames before this worker's operators started",
+                        self.early_cap
+                    ),
+                });
+                return;
+            }
+            self.early_frames.push_back((peer, frame));
             return;
         };
         let edge = EdgeId(frame.channel);
@@ -211,8 +244,12 @@ impl TransportActor {
                 Ok(Control::Ping) => {}
                 Ok(Control::Abort { reason }) => self.event(JobEvent::PeerAborted { peer, reason }),
                 Ok(Control::Done { report }) => {
-                    self.done.insert(peer);
                     self.event(JobEvent::PeerDone { peer, report: Box::new(report) });
+                }
+                Ok(Control::Committed { error }) => {
+                    // The peer's last message: its link may end cleanly from now on.
+                    self.done.insert(peer);
+                    self.event(JobEvent::PeerCommitted { peer, error });
                 }
                 Ok(other) => self.event(JobEvent::Protocol {
                     edge,
@@ -352,6 +389,10 @@ impl Handler<InstallRoutes> for TransportActor {
             msg.events.send(event);
         }
         self.events = Some(msg.events);
+        for (peer, frame) in std::mem::take(&mut self.early_frames) {
+            self.route(peer, frame);
+        }
+        self.early_bytes = 0;
         self.start_readers(ctx);
     }
 }
@@ -420,7 +461,7 @@ impl Handler<LinkEnded> for TransportActor {
         let Some(link) = self.links.get_mut(&msg.peer) else { return };
         link.closed = true;
         link.backlog.clear();
-        // After the peer's Done its links end as part of a clean finish.
+        // After the peer's Committed its links end as part of a clean finish.
         if link.reported || peer_done {
             return;
         }

@@ -49,6 +49,7 @@ fn run_alone(plan: PhysicalPlan, settings: RuntimeSettings) -> Result<JobOutcome
             punch_attempts: 0,
             channels: Vec::new(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+            commit: std::sync::Arc::new(updraft_runtime::commit::NothingToCommit),
         };
         run_job(plan, ctx).await
     })

@@ -29,6 +29,7 @@ fn registration(rdv: SocketAddr, job: &str, rank: u32, world: u32, secret: &[u8]
         key: JobKey::derive(secret, job),
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         rendezvous: rdv,
+        plan: vec![("job".to_string(), job.to_string())],
     }
 }
 

@@ -362,3 +362,132 @@ impl Drop for Kill {
         }
     }
 }
+
+/// A standalone `updraft rendezvous` on 127.0.0.1 (killed when dropped), and its address.
+pub fn local_rendezvous(secret: &str) -> (Kill, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .args(["rendezvous", "--listen", "127.0.0.1:0"])
+        .env("UPDRAFT_SECRET", secret)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rendezvous");
+    let first = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines().next();
+    let line = first.and_then(Result::ok).unwrap_or_default();
+    let addr =
+        line.strip_prefix("rendezvous listening on ").expect("the rendezvous prints its address").trim();
+    (Kill(vec![child]), addr.to_string())
+}
+
+/// One `updraft worker` started by hand: where it runs, its pipeline file, and extra environment.
+pub struct WorkerSpec {
+    pub cwd: PathBuf,
+    pub pipeline: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// What one worker did.
+#[derive(Debug)]
+pub struct WorkerRun {
+    pub rank: u32,
+    pub code: Option<i32>,
+    pub json: Option<serde_json::Value>,
+    pub stderr: String,
+}
+
+impl WorkerRun {
+    /// The worker's error, or an empty string.
+    pub fn error(&self) -> String {
+        self.json.as_ref().and_then(|j| j["error"].as_str()).unwrap_or_default().to_string()
+    }
+}
+
+/// Runs ranks `0..workers.len()` of job `job` as separate `updraft worker` processes (as on
+/// separate hosts) against the rendezvous at `rdv`, and waits for all of them within `limit`.
+pub fn run_workers(
+    rdv: &str,
+    job: &str,
+    secret: &str,
+    workers: &[WorkerSpec],
+    limit: std::time::Duration,
+) -> Vec<WorkerRun> {
+    let logs = tempfile::tempdir().expect("tmp");
+    let world = workers.len();
+    let mut children = Vec::new();
+    for (rank, w) in workers.iter().enumerate() {
+        let out = File::create(logs.path().join(format!("{rank}.out"))).expect("log");
+        let err = File::create(logs.path().join(format!("{rank}.err"))).expect("log");
+        let child = Command::new(bin())
+            .current_dir(&w.cwd)
+            .args(["worker", "--json", "--bind", "127.0.0.1", "--rendezvous", rdv, "--job", job])
+            .args(["--rank", &rank.to_string(), "--world", &world.to_string(), "--pipeline"])
+            .arg(&w.pipeline)
+            .env("UPDRAFT_SECRET", secret)
+            .envs(w.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("worker");
+        children.push(child);
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let mut guard = Kill(children);
+    let mut codes = Vec::new();
+    for (rank, child) in guard.0.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "worker {rank} still running after {limit:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        codes.push(status.code());
+    }
+    (0..world)
+        .map(|rank| {
+            let stdout = std::fs::read_to_string(logs.path().join(format!("{rank}.out"))).unwrap_or_default();
+            let stderr = std::fs::read_to_string(logs.path().join(format!("{rank}.err"))).unwrap_or_default();
+            let json = stdout.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+            WorkerRun { rank: rank as u32, code: codes[rank], json, stderr }
+        })
+        .collect()
+}
+
+/// Every batch of every Parquet file in `dir` whose name starts with `prefix`, by file name.
+pub fn read_parquet_files(dir: &Path, prefix: &str) -> Vec<(String, Vec<RecordBatch>)> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.map(|e| e.expect("entry").path()).collect()).unwrap_or_default();
+    files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)));
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(&f).expect("open"),
+            )
+            .expect("parquet")
+            .build()
+            .expect("reader");
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            (name, reader.map(|b| b.expect("batch")).collect())
+        })
+        .collect()
+}
+
+/// The names of the entries of `dir`, sorted (empty when it does not exist).
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The Arrow schema of a Parquet file (also of one without rows).
+pub fn parquet_schema(path: &Path) -> arrow_schema::SchemaRef {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
+        .expect("parquet")
+        .schema()
+        .clone()
+}

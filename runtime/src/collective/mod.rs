@@ -48,6 +48,11 @@ pub const COLLECTIVE_CHANNEL: u32 = u32::MAX;
 /// Messages up to this size use the latency-optimal algorithms.
 pub const SMALL_BYTES: usize = 64 * 1024;
 
+/// The sequence number of a notice the transport puts into a communicator's inbox when a link
+/// is lost or a peer aborts before the job's operators start (the body is the cause): every
+/// receive waiting on that peer then fails at once instead of at its deadline.
+pub const PEER_GONE: u64 = u64::MAX;
+
 /// Bits of the sequence field that number the step within an operation.
 const STEP_BITS: u32 = 24;
 
@@ -85,6 +90,16 @@ pub enum CollectiveError {
         /// What is wrong.
         detail: String,
     },
+    /// A peer's link was lost, or the peer aborted.
+    #[error("{op}: {error}")]
+    PeerGone {
+        /// Operation.
+        op: &'static str,
+        /// The peer.
+        peer: u32,
+        /// What happened.
+        error: String,
+    },
     /// The transport went away.
     #[error("{op}: the transport is gone")]
     Closed {
@@ -103,6 +118,9 @@ pub struct Communicator {
     inbox: mpsc::UnboundedReceiver<CollectiveFrame>,
     /// Messages that arrived before they were asked for, by (seq, sender), oldest first.
     held: HashMap<(u64, u32), VecDeque<Buffer>>,
+    /// Peers whose link was lost or who aborted, with the cause: a receive from one of them
+    /// fails once nothing it sent before is left to take.
+    gone: HashMap<u32, String>,
     next_op: u64,
     timeout: Duration,
 }
@@ -126,7 +144,16 @@ impl Communicator {
         inbox: mpsc::UnboundedReceiver<CollectiveFrame>,
         timeout: Duration,
     ) -> Communicator {
-        Communicator { me, world, send, inbox, held: HashMap::new(), next_op: 1, timeout }
+        Communicator {
+            me,
+            world,
+            send,
+            inbox,
+            held: HashMap::new(),
+            gone: HashMap::new(),
+            next_op: 1,
+            timeout,
+        }
     }
 
     /// This worker's rank.
@@ -179,6 +206,12 @@ impl Communicator {
         if let Some(found) = found {
             return Ok(found);
         }
+        let gone = |c: &Communicator, peer: u32| {
+            c.gone.get(&peer).map(|error| CollectiveError::PeerGone { op, peer, error: error.clone() })
+        };
+        if let Some(e) = from.and_then(|f| gone(self, f)) {
+            return Err(e);
+        }
         let deadline = Instant::now() + self.timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
@@ -191,6 +224,15 @@ impl Communicator {
                     });
                 }
                 Ok(None) => return Err(CollectiveError::Closed { op }),
+                Ok(Some(f)) if f.seq == PEER_GONE => {
+                    // Whatever the peer sent before it went is taken first (frames arrive in
+                    // order); only a receive from it that is still waiting fails.
+                    let error = String::from_utf8_lossy(f.body.as_slice()).to_string();
+                    self.gone.entry(f.from).or_insert(error);
+                    if let Some(e) = from.filter(|x| *x == f.from).and_then(|x| gone(self, x)) {
+                        return Err(e);
+                    }
+                }
                 Ok(Some(f)) if f.seq == seq && from.is_none_or(|x| x == f.from) => {
                     return Ok((f.from, f.body));
                 }

@@ -53,10 +53,16 @@ pub enum Control {
         /// Human-readable cause.
         reason: String,
     },
-    /// The sender finished its part of the job; it carries the sender's report.
+    /// The sender finished its part of the job (its sinks staged their outputs); it carries
+    /// the sender's report.
     Done {
         /// The sender's report.
         report: WorkerReport,
+    },
+    /// The sender published its outputs (after every rank's `Done`), or could not.
+    Committed {
+        /// Why it could not, if it could not.
+        error: Option<String>,
     },
 }
 

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// `"UPDF"`: the first header field; anything else is not our protocol.
 pub const MAGIC: u32 = 0x5550_4446;
 /// Wire format version; a peer with another version is refused.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Size of the archived [`FrameHeader`] in bytes (checked by a unit test).
 pub const HEADER_LEN: usize = 40;
 

@@ -8,7 +8,9 @@ use tokio::time::Instant;
 use updraft_runtime::wire::{WireError, read_frame, write_frame};
 
 use crate::auth::JobKey;
-use crate::rendezvous::protocol::{PeerEntry, RendezvousMsg, client_limits, rendezvous_job_hash};
+use crate::rendezvous::protocol::{
+    PeerEntry, PlanLine, RendezvousMsg, client_limits, plan_digest, rendezvous_job_hash,
+};
 use crate::sock::{bound_socket, shared_listener};
 
 /// What a worker registers.
@@ -26,6 +28,9 @@ pub struct Registration {
     pub bind: SocketAddr,
     /// The rendezvous.
     pub rendezvous: SocketAddr,
+    /// What this worker will run, as `(key path, value)` lines (see [`PlanLine`]); ranks whose
+    /// lines differ are refused together.
+    pub plan: Vec<(String, String)>,
 }
 
 /// A peer's two endpoints.
@@ -52,6 +57,8 @@ pub struct Registered {
     pub public: SocketAddr,
     /// Every other rank.
     pub peers: Vec<PeerAddr>,
+    /// This run of the job (the same on every rank).
+    pub run: u64,
 }
 
 /// Why registration failed.
@@ -141,12 +148,16 @@ async fn register_once(
     let (mut stream, listener) = connect(reg, deadline, timeout).await?;
     let local = stream.local_addr().map_err(RendezvousError::Io)?;
     let private = local.to_string();
+    let mut plan: Vec<PlanLine> = reg.plan.iter().map(|(p, v)| PlanLine::new(p, v)).collect();
+    plan.sort();
+    let digest = plan_digest(&plan);
     let msg = RendezvousMsg::Register {
         job: reg.job.clone(),
         rank: reg.rank,
         world: reg.world,
         private: private.clone(),
-        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private),
+        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private, &digest),
+        plan,
     };
     let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
     let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
@@ -163,14 +174,26 @@ async fn register_once(
         Ok(Err(e)) => return Err(RendezvousError::Protocol(e.to_string()).into()),
     };
     match RendezvousMsg::from_frame(&reply).map_err(|e| RendezvousError::Protocol(e.to_string()))? {
-        RendezvousMsg::Peers { peers } => {
+        RendezvousMsg::Peers { peers, run } => {
             let (public, peers) = check_table(&peers, reg.rank, reg.world)?;
-            Ok(Registered { local, listener, rendezvous_conn: stream, public, peers })
+            Ok(Registered { local, listener, rendezvous_conn: stream, public, peers, run })
         }
-        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(reason).into()),
+        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(annotate(reason, reg)).into()),
         RendezvousMsg::Register { .. } | RendezvousMsg::Metrics { .. } => {
             Err(RendezvousError::Protocol("unexpected registration from the server".into()).into())
         }
+    }
+}
+
+/// A refusal that names a key path where ranks' plans differ, with this worker's value there.
+fn annotate(reason: String, reg: &Registration) -> String {
+    let Some(path) = reason.split_once(" at `").and_then(|(_, rest)| rest.split_once('`')).map(|(p, _)| p)
+    else {
+        return reason;
+    };
+    match reg.plan.iter().find(|(p, _)| p == path) {
+        Some((_, value)) => format!("{reason} (rank {} has {path} = {value})", reg.rank),
+        None => format!("{reason} (rank {} has no {path})", reg.rank),
     }
 }
 

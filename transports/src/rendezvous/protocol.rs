@@ -33,6 +33,63 @@ pub struct PeerEntry {
     pub private: String,
 }
 
+/// One line of a worker's plan fingerprint: a key path of what it will run (the pipeline's
+/// keys, updraft's version and build, the wire version, the registered operators) and a hash
+/// of its value. Ranks whose lines differ would compute different things; the rendezvous
+/// refuses such a job, naming the first path where they differ.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PlanLine {
+    /// Key path, e.g. `operator.totals.aggregate.m`.
+    pub path: String,
+    /// The first 8 bytes of the SHA-256 of the value (as text).
+    pub hash: u64,
+}
+
+impl PlanLine {
+    /// The line for `path` = `value`.
+    pub fn new(path: &str, value: &str) -> PlanLine {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(value.as_bytes());
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&d[..8]);
+        PlanLine { path: path.to_string(), hash: u64::from_le_bytes(h) }
+    }
+}
+
+/// A digest of a whole plan fingerprint (its lines in order).
+pub fn plan_digest(lines: &[PlanLine]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut d = sha2::Sha256::new();
+    for l in lines {
+        d.update((l.path.len() as u64).to_le_bytes());
+        d.update(l.path.as_bytes());
+        d.update(l.hash.to_le_bytes());
+    }
+    d.finalize().into()
+}
+
+/// The first key path where two sorted fingerprints differ (present in one only, or with
+/// another value), if any.
+pub fn first_difference<'a>(a: &'a [PlanLine], b: &'a [PlanLine]) -> Option<&'a str> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return None,
+            (Some(x), None) => return Some(&x.path),
+            (None, Some(y)) => return Some(&y.path),
+            (Some(x), Some(y)) => match x.path.cmp(&y.path) {
+                std::cmp::Ordering::Less => return Some(&x.path),
+                std::cmp::Ordering::Greater => return Some(&y.path),
+                std::cmp::Ordering::Equal if x.hash != y.hash => return Some(&x.path),
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+            },
+        }
+    }
+}
+
 /// Messages between a worker and the rendezvous.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum RendezvousMsg {
@@ -46,13 +103,18 @@ pub enum RendezvousMsg {
         world: u32,
         /// The worker's local address (`getsockname` of this connection).
         private: String,
-        /// MAC with the job key over the fields above.
+        /// What the worker will run, sorted by path (see [`PlanLine`]).
+        plan: Vec<PlanLine>,
+        /// MAC with the job key over the fields above (the plan through its digest).
         mac: [u8; 32],
     },
     /// Server → worker: every rank's addresses, in rank order.
     Peers {
         /// The table, all ranks including the receiver.
         peers: Vec<PeerEntry>,
+        /// This run of the job: random, the same for every rank; names its temporary files
+        /// and relay keys.
+        run: u64,
     },
     /// Worker → server: the worker's metrics, Prometheus text exposition; no answer.
     Metrics {

@@ -153,13 +153,13 @@ async fn serve(
             },
             Some(event) = rx.recv() => match event {
                 Event::Register { conn, public, msg, reply } => {
-                    let RendezvousMsg::Register { job, rank, world, private, mac } = msg else {
+                    let RendezvousMsg::Register { job, rank, world, private, plan, mac } = msg else {
                         let _ = reply.send(RendezvousMsg::Refused { reason: "expected a registration".into() });
                         continue;
                     };
                     waiting.insert(conn, reply);
                     registrations.fetch_add(1, Ordering::Relaxed);
-                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, mac: &mac });
+                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, plan: &plan, mac: &mac });
                     for r in replies {
                         if let Some(tx) = waiting.remove(&r.conn) {
                             let _ = tx.send(r.msg);

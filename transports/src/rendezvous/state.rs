@@ -1,12 +1,18 @@
 //! The rendezvous server's state machine, without I/O: registrations in, replies out, time
 //! passed in explicitly so tests can drive it with a fake clock.
+//!
+//! A job's ranks must agree on what they run: every registration carries the worker's plan
+//! fingerprint, and a job whose ranks' fingerprints differ is refused as a whole, every
+//! waiting rank told which ranks differ and the first key path where they do. Ranks of that job
+//! that register later (within the TTL) get the same answer; a rank that was refused and
+//! registers again starts the job afresh (the user fixed and restarted the workers).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::auth::JobKey;
-use crate::rendezvous::protocol::{PeerEntry, RendezvousMsg};
+use crate::rendezvous::protocol::{PeerEntry, PlanLine, RendezvousMsg, first_difference, plan_digest};
 
 /// Identifies one client connection.
 pub type ConnId = u64;
@@ -27,6 +33,16 @@ struct Member {
     conn: ConnId,
     public: SocketAddr,
     private: String,
+    plan: Vec<PlanLine>,
+    digest: [u8; 32],
+}
+
+/// A job refused because its ranks disagreed.
+struct Refusal {
+    reason: String,
+    /// Ranks told so far.
+    ranks: BTreeSet<u32>,
+    since: Instant,
 }
 
 struct PendingJob {
@@ -40,6 +56,7 @@ pub struct RendezvousState {
     secret: Vec<u8>,
     ttl: Duration,
     jobs: HashMap<String, PendingJob>,
+    refused: HashMap<String, Refusal>,
 }
 
 /// A registration as received.
@@ -53,6 +70,8 @@ pub struct Registration<'a> {
     pub world: u32,
     /// Private address as sent.
     pub private: &'a str,
+    /// Plan fingerprint as sent.
+    pub plan: &'a [PlanLine],
     /// MAC as sent.
     pub mac: &'a [u8; 32],
 }
@@ -60,7 +79,7 @@ pub struct Registration<'a> {
 impl RendezvousState {
     /// A server state that authenticates with `secret` and expires jobs after `ttl`.
     pub fn new(secret: Vec<u8>, ttl: Duration) -> Self {
-        RendezvousState { secret, ttl, jobs: HashMap::new() }
+        RendezvousState { secret, ttl, jobs: HashMap::new(), refused: HashMap::new() }
     }
 
     fn refuse(conn: ConnId, reason: String) -> Vec<Reply> {
@@ -76,7 +95,7 @@ impl RendezvousState {
         public: SocketAddr,
         reg: Registration<'_>,
     ) -> Vec<Reply> {
-        let Registration { job, rank, world, private, mac } = reg;
+        let Registration { job, rank, world, private, plan, mac } = reg;
         if world == 0 || world > MAX_WORLD {
             return Self::refuse(conn, format!("world size {world} is outside 1..={MAX_WORLD}"));
         }
@@ -87,11 +106,21 @@ impl RendezvousState {
             return Self::refuse(conn, format!("private address `{private}` is not ip:port"));
         }
         let key = JobKey::derive(&self.secret, job);
-        if !key.verify_register(job, rank, world, private, mac) {
+        let digest = plan_digest(plan);
+        if !key.verify_register(job, rank, world, private, &digest, mac) {
             return Self::refuse(
                 conn,
                 format!("authentication failed for job `{job}` rank {rank}: wrong secret"),
             );
+        }
+        if let Some(r) = self.refused.get_mut(job) {
+            if now.duration_since(r.since) < self.ttl && !r.ranks.contains(&rank) {
+                r.ranks.insert(rank);
+                let reason = r.reason.clone();
+                return Self::refuse(conn, reason);
+            }
+            // A refused rank registers again (or the refusal is old): the job starts afresh.
+            self.refused.remove(job);
         }
         let entry = self.jobs.entry(job.to_string()).or_insert_with(|| PendingJob {
             world,
@@ -105,7 +134,8 @@ impl RendezvousState {
             );
         }
         let mut out = Vec::new();
-        if let Some(old) = entry.members.insert(rank, Member { conn, public, private: private.to_string() })
+        let member = Member { conn, public, private: private.to_string(), plan: plan.to_vec(), digest };
+        if let Some(old) = entry.members.insert(rank, member)
             && old.conn != conn
         {
             out.push(Reply {
@@ -117,6 +147,16 @@ impl RendezvousState {
                 },
             });
         }
+        if let Some(reason) = disagreement(job, &entry.members) {
+            let ranks: BTreeSet<u32> = entry.members.keys().copied().collect();
+            for m in entry.members.values() {
+                metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
+                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Refused { reason: reason.clone() } });
+            }
+            self.jobs.remove(job);
+            self.refused.insert(job.to_string(), Refusal { reason, ranks, since: now });
+            return out;
+        }
         if entry.members.len() == world as usize {
             let peers: Vec<PeerEntry> = entry
                 .members
@@ -127,8 +167,9 @@ impl RendezvousState {
                     private: m.private.clone(),
                 })
                 .collect();
+            let run: u64 = rand::random();
             for m in entry.members.values() {
-                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Peers { peers: peers.clone() } });
+                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Peers { peers: peers.clone(), run } });
             }
             self.jobs.remove(job);
         }
@@ -146,6 +187,7 @@ impl RendezvousState {
     /// Expires jobs older than the TTL; their waiting workers are told which ranks never came.
     pub fn expire(&mut self, now: Instant) -> Vec<Reply> {
         let ttl = self.ttl;
+        self.refused.retain(|_, r| now.duration_since(r.since) < ttl);
         let expired: Vec<String> = self
             .jobs
             .iter()
@@ -184,6 +226,28 @@ impl RendezvousState {
     }
 }
 
+/// The reason to refuse a job whose members' plans differ: each differing rank against the
+/// lowest rank, with the first key path where they differ.
+fn disagreement(job: &str, members: &BTreeMap<u32, Member>) -> Option<String> {
+    let (first_rank, first) = members.iter().next()?;
+    let differing: Vec<String> = members
+        .iter()
+        .filter(|(_, m)| m.digest != first.digest)
+        .map(|(r, m)| {
+            let at = first_difference(&first.plan, &m.plan).unwrap_or("?");
+            format!("rank {r} differs from rank {first_rank} at `{at}`")
+        })
+        .collect();
+    if differing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the workers of job `{job}` would run different plans: {}; give every worker the same pipeline \
+         file and the same updraft build",
+        differing.join("; ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,10 +274,73 @@ mod tests {
         world: u32,
         secret: &[u8],
     ) -> Vec<Reply> {
+        reg_plan(state, now, conn, job, rank, world, secret, &plan("max(amount)"))
+    }
+
+    fn plan(agg: &str) -> Vec<PlanLine> {
+        vec![PlanLine::new("operator.totals.aggregate.m", agg), PlanLine::new("updraft.version", "1")]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reg_plan(
+        state: &mut RendezvousState,
+        now: Instant,
+        conn: ConnId,
+        job: &str,
+        rank: u32,
+        world: u32,
+        secret: &[u8],
+        plan: &[PlanLine],
+    ) -> Vec<Reply> {
         let private = format!("10.0.0.{}:{}", rank + 1, 5000 + rank);
-        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private);
+        let digest = plan_digest(plan);
+        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private, &digest);
         let public: SocketAddr = format!("198.51.100.{}:{}", rank + 1, 6000 + rank).parse().expect("addr");
-        state.register(now, conn, public, Registration { job, rank, world, private: &private, mac: &mac })
+        state.register(
+            now,
+            conn,
+            public,
+            Registration { job, rank, world, private: &private, plan, mac: &mac },
+        )
+    }
+
+    #[test]
+    fn ranks_with_different_plans_are_refused_naming_the_first_difference() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(reg(&mut s, t, 1, "j", 0, 4).is_empty());
+        assert!(reg(&mut s, t, 2, "j", 1, 4).is_empty());
+        let out = reg_plan(&mut s, t, 3, "j", 2, 4, SECRET, &plan("min(amount)"));
+        let r = refused(&out);
+        assert_eq!(
+            r.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "every waiting rank is told"
+        );
+        assert!(r[0].1.contains("rank 2 differs from rank 0 at `operator.totals.aggregate.m`"), "{}", r[0].1);
+        assert_eq!(s.pending_jobs(), 0);
+        // A rank that comes later hears the same; a refused rank coming back starts afresh.
+        let late = reg(&mut s, t, 4, "j", 3, 4);
+        assert!(refused(&late)[0].1.contains("rank 2 differs"), "{late:?}");
+        assert!(reg(&mut s, t, 5, "j", 0, 4).is_empty());
+        assert_eq!(s.pending_jobs(), 1);
+    }
+
+    #[test]
+    fn first_difference_finds_missing_and_changed_paths() {
+        let a = vec![PlanLine::new("a", "1"), PlanLine::new("b", "2"), PlanLine::new("d", "4")];
+        let b = vec![PlanLine::new("a", "1"), PlanLine::new("b", "3")];
+        assert_eq!(first_difference(&a, &b), Some("b"));
+        let c = vec![PlanLine::new("a", "1"), PlanLine::new("b", "2")];
+        assert_eq!(first_difference(&a, &c), Some("d"));
+        let d = vec![
+            PlanLine::new("a", "1"),
+            PlanLine::new("b", "2"),
+            PlanLine::new("c", "9"),
+            PlanLine::new("d", "4"),
+        ];
+        assert_eq!(first_difference(&a, &d), Some("c"));
+        assert_eq!(first_difference(&a, &a), None);
     }
 
     fn refused(r: &[Reply]) -> Vec<(ConnId, String)> {
@@ -233,7 +360,10 @@ mod tests {
         assert!(reg(&mut s, t, 2, "j", 0, 3).is_empty());
         let out = reg(&mut s, t, 3, "j", 2, 3);
         assert_eq!(out.len(), 3);
-        let RendezvousMsg::Peers { peers } = &out[0].msg else { panic!("peers expected") };
+        let RendezvousMsg::Peers { peers, run } = &out[0].msg else { panic!("peers expected") };
+        assert!(
+            out.iter().all(|r| matches!(&r.msg, RendezvousMsg::Peers { run: other, .. } if other == run))
+        );
         assert_eq!(peers.iter().map(|p| p.rank).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(peers[2].public, "198.51.100.3:6002");
         assert_eq!(peers[2].private, "10.0.0.3:5002");

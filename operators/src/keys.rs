@@ -1,0 +1,146 @@
+//! Key equality: the one definition every operator that compares, hashes or orders keys uses
+//! (partitioning, joins, group-by, distinct and set operations, sort).
+//!
+//! | values | equal when | order |
+//! |---|---|---|
+//! | floats | -0.0 equals 0.0; every NaN equals every other NaN | NaN after every number (ascending), before every number (descending) |
+//! | integers | same value, whatever the width | by value |
+//! | null | joins: never matches; group-by, distinct, set operations: one group | placed by `nulls first`/`nulls last` |
+//!
+//! This is what DuckDB and Polars do. Operators compare keys in Arrow's row format (or hash
+//! them), which orders floats by their bits (IEEE 754 total order: -0.0 before 0.0, NaNs by
+//! sign and payload); [`canonical_keys`] rewrites float key columns first (-0.0 becomes 0.0,
+//! every NaN the one positive quiet NaN), so that the row format's equality and order are the
+//! ones above. Columns of other types pass through untouched (an `Arc` clone).
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float16Type, Float32Type, Float64Type};
+use arrow_array::{Array, ArrayRef, PrimitiveArray};
+use arrow_schema::DataType;
+
+/// `v` with -0.0 made 0.0 and every NaN the canonical (positive, quiet) NaN.
+#[inline]
+pub fn canonical_f64(v: f64) -> f64 {
+    if v.is_nan() {
+        f64::NAN
+    } else if v == 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// As [`canonical_f64`] for `f32`.
+#[inline]
+pub fn canonical_f32(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::NAN
+    } else if v == 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// The bits of [`canonical_f64`]`(v)`: equal for values that are equal keys.
+#[inline]
+pub fn canonical_f64_bits(v: f64) -> u64 {
+    canonical_f64(v).to_bits()
+}
+
+/// True when `t` (or, for a dictionary, its value type) is a float type whose values need
+/// [`canonical_column`] before they are compared as keys.
+pub fn needs_canonical(t: &DataType) -> bool {
+    match t {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => true,
+        DataType::Dictionary(_, v) => needs_canonical(v),
+        _ => false,
+    }
+}
+
+/// `col` with its float values made canonical; any other column as it is.
+pub fn canonical_column(col: &ArrayRef) -> ArrayRef {
+    match col.data_type() {
+        DataType::Float64 => {
+            let a = col.as_primitive::<Float64Type>();
+            let clean = a.values().iter().all(|v| v.to_bits() == canonical_f64(*v).to_bits());
+            if clean { Arc::clone(col) } else { Arc::new(a.unary::<_, Float64Type>(canonical_f64)) }
+        }
+        DataType::Float32 => {
+            let a = col.as_primitive::<Float32Type>();
+            let clean = a.values().iter().all(|v| v.to_bits() == canonical_f32(*v).to_bits());
+            if clean { Arc::clone(col) } else { Arc::new(a.unary::<_, Float32Type>(canonical_f32)) }
+        }
+        DataType::Float16 => {
+            let a = col.as_primitive::<Float16Type>();
+            let canon = |v: half::f16| {
+                if v.is_nan() {
+                    half::f16::NAN
+                } else if v == half::f16::ZERO {
+                    half::f16::ZERO
+                } else {
+                    v
+                }
+            };
+            let out: PrimitiveArray<Float16Type> = a.unary(canon);
+            Arc::new(out)
+        }
+        DataType::Dictionary(_, v) if needs_canonical(v) => match col.as_any_dictionary_opt() {
+            Some(d) => d.with_values(canonical_column(d.values())),
+            None => Arc::clone(col),
+        },
+        _ => Arc::clone(col),
+    }
+}
+
+/// Key columns ready to be compared, hashed or ordered: see the module documentation.
+pub fn canonical_keys(cols: &[ArrayRef]) -> Vec<ArrayRef> {
+    cols.iter().map(canonical_column).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Float64Array;
+    use arrow_row::{RowConverter, SortField};
+
+    #[test]
+    fn zeros_and_nans_compare_equal_in_row_format_and_nan_sorts_last() {
+        let col: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(0.0),
+            Some(-0.0),
+            Some(f64::NAN),
+            Some(-f64::NAN),
+            Some(f64::INFINITY),
+            None,
+            Some(-1.5),
+        ]));
+        let conv = RowConverter::new(vec![SortField::new(DataType::Float64)]).expect("converter");
+        let rows = conv.convert_columns(&canonical_keys(&[col])).expect("rows");
+        assert_eq!(rows.row(0), rows.row(1), "0.0 and -0.0");
+        assert_eq!(rows.row(2), rows.row(3), "NaN and -NaN");
+        assert!(rows.row(4) < rows.row(2), "NaN after infinity");
+        assert!(rows.row(6) < rows.row(0));
+    }
+
+    #[test]
+    fn other_columns_are_passed_through() {
+        let col: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![1, 2]));
+        assert!(Arc::ptr_eq(&canonical_column(&col), &col));
+        let clean: ArrayRef = Arc::new(Float64Array::from(vec![1.0, f64::NAN]));
+        assert!(Arc::ptr_eq(&canonical_column(&clean), &clean));
+    }
+
+    #[test]
+    fn dictionary_values_are_made_canonical() {
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![-0.0, 2.0]));
+        let keys = arrow_array::Int32Array::from(vec![0, 1, 0]);
+        let dict: ArrayRef =
+            Arc::new(arrow_array::DictionaryArray::try_new(keys, values).expect("dictionary"));
+        let out = canonical_column(&dict);
+        let d = out.as_any_dictionary();
+        assert_eq!(d.values().as_primitive::<Float64Type>().value(0).to_bits(), 0.0f64.to_bits());
+    }
+}

@@ -124,9 +124,10 @@ fn join(
             Duration::from_secs(900),
             Duration::from_secs(15),
             None,
+            1,
         )?;
         let Some(job) = run.job else {
-            for (rank, e) in run.failures {
+            for (rank, e, _) in run.failures {
                 eprintln!("  rank {rank}: {e}");
             }
             bail!("benchmark run {} failed", i + 1);

@@ -120,10 +120,11 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
                     Duration::from_secs(1800),
                     Duration::from_secs(15),
                     args.metrics_listen,
+                    1,
                 )?;
                 let Some(job) = run.job else {
                     let why: Vec<String> =
-                        run.failures.iter().map(|(r, e)| format!("rank {r}: {e}")).collect();
+                        run.failures.iter().map(|(r, e, _)| format!("rank {r}: {e}")).collect();
                     bail!("{mode} run on {n} workers failed: {}", why.join("; "));
                 };
                 results.push(result(

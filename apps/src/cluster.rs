@@ -1,7 +1,14 @@
 //! The local cluster, updraft's embedded default: an in-process rendezvous on 127.0.0.1 and N
 //! `updraft worker` processes, watched until they all finish. If one fails, the others get the
-//! peer deadline to fail on their own (naming the lost rank), then are killed; none outlives the
-//! launcher (each also exits when its standard input, held by the launcher, closes).
+//! peer deadline to fail on their own (naming the lost rank), then are killed; a worker that
+//! dies before the job started is named to the others at once, through the rendezvous. None
+//! outlives the launcher: each stops (within a second, removing its temporary files) when its
+//! standard input, held by the launcher, closes, whatever ended the launcher.
+//!
+//! With `--retries N`, a job that failed for a reason a fresh run may not meet (a lost worker,
+//! a timeout, an unreachable service: see `FailureClass::retryable`) runs again with fresh
+//! workers under a new job id, up to N more times, with a growing pause; outputs are committed
+//! only by a successful attempt, so retries never duplicate or mix them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use updraft_runtime::FailureClass;
 use updraft_runtime::report::JobReport;
 use updraft_transports::rendezvous::{RendezvousServer, ServerConfig};
 
@@ -53,16 +61,44 @@ pub struct RunArgs {
     /// Prices for the cost lines (default: the shipped config/pricing.toml).
     #[arg(long)]
     pub pricing: Option<PathBuf>,
+    /// Run a job that failed for a retryable reason again, up to this many more times.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
 }
 
 /// Outcome of a local run.
 pub struct LocalRun {
     /// The job report (when every worker succeeded).
     pub job: Option<JobReport>,
-    /// Per-rank failures.
-    pub failures: Vec<(u32, String)>,
+    /// Per-rank failures, with their class (`None`: the worker died without saying why).
+    pub failures: Vec<(u32, String, Option<FailureClass>)>,
     /// Every worker's last pushed metrics, as one exposition.
     pub metrics: String,
+}
+
+impl LocalRun {
+    /// Whether running the job again may succeed: every failure is retryable, or a worker that
+    /// died without a word (a crash, a kill) and those that lost it.
+    pub fn retryable(&self) -> bool {
+        !self.failures.is_empty()
+            && self.failures.iter().all(|(_, _, c)| c.is_none_or(FailureClass::retryable))
+    }
+
+    /// The failure that explains the others: a non-retryable class first, then a worker that
+    /// died, then the first rank's.
+    pub fn cause(&self) -> String {
+        let pick = self
+            .failures
+            .iter()
+            .find(|(_, _, c)| c.is_some_and(|c| !c.retryable()))
+            .or_else(|| self.failures.iter().find(|(_, _, c)| c.is_none()))
+            .or_else(|| self.failures.first());
+        match pick {
+            Some((rank, e, Some(c))) => format!("rank {rank}: {e} [{}]", c.name()),
+            Some((rank, e, None)) => format!("rank {rank}: {e}"),
+            None => "no failure".to_string(),
+        }
+    }
 }
 
 /// Runs `updraft run`.
@@ -78,6 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             rendezvous: args.rendezvous.clone().unwrap_or_default(),
             report: args.report.clone(),
             pricing: args.pricing.clone(),
+            retries: args.retries,
         });
     }
     let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
@@ -89,7 +126,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
     let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
-    let result = run_local(&args.pipeline, args.workers, deadline, grace, args.metrics_listen)?;
+    let mut attempts: Vec<String> = Vec::new();
+    let result = loop {
+        let attempt = attempts.len() as u32 + 1;
+        let result = run_local(&args.pipeline, args.workers, deadline, grace, args.metrics_listen, attempt)?;
+        if result.failures.is_empty() || !result.retryable() || attempt > args.retries {
+            break result;
+        }
+        let pause = retry_pause(attempt);
+        eprintln!(
+            "updraft: attempt {attempt} failed ({}); running the job again in {pause:?}",
+            result.cause()
+        );
+        attempts.push(result.cause());
+        std::thread::sleep(pause);
+    };
+    if !attempts.is_empty() {
+        let outcome = if result.failures.is_empty() { "ok".to_string() } else { result.cause() };
+        eprintln!("updraft: {} attempts:", attempts.len() + 1);
+        for (i, why) in attempts.iter().enumerate() {
+            eprintln!("  attempt {}: failed: {why}", i + 1);
+        }
+        eprintln!("  attempt {}: {outcome}", attempts.len() + 1);
+    }
     if let Some(path) = &args.metrics_file {
         std::fs::write(path, &result.metrics).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -108,8 +167,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         _ => {
             eprintln!("updraft: job failed on {} of {} workers:", result.failures.len(), args.workers);
-            for (rank, e) in &result.failures {
-                eprintln!("  rank {rank}: {e}");
+            for (rank, e, class) in &result.failures {
+                let class = class.map_or(String::new(), |c| format!(" [{}]", c.name()));
+                eprintln!("  rank {rank}: {e}{class}");
             }
             Ok(ExitCode::from(1))
         }
@@ -121,16 +181,24 @@ enum Line {
     Err(u32, String),
 }
 
+/// The pause before attempt `attempt + 1`: 0.5 s, doubling, at most 10 s.
+pub fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.saturating_sub(1).min(5)))
+        .min(Duration::from_secs(10))
+}
+
 /// Starts the rendezvous and `workers` worker processes for `pipeline`, and waits for them.
+/// `attempt` (1-based) is told to the workers (`UPDRAFT_ATTEMPT`).
 ///
 /// # Errors
-/// If the rendezvous or a process cannot be started.
+/// If the rendezvous or a process cannot be started (the ones already started are killed).
 pub fn run_local(
     pipeline: &Path,
     workers: u32,
     deadline: Duration,
     grace: Duration,
     metrics_listen: Option<SocketAddr>,
+    attempt: u32,
 ) -> anyhow::Result<LocalRun> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let secret = crate::secret::fresh();
@@ -150,13 +218,14 @@ pub fn run_local(
         eprintln!("updraft: live metrics of every worker at http://{addr}/metrics");
     }
     let job = format!(
-        "local-{}-{}",
+        "local-{}-{}-{attempt}",
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
     );
     let exe = std::env::current_exe().context("cannot find the updraft executable")?;
     let (tx, rx) = crossbeam_channel::bounded::<Line>(1024);
-    let mut children: Vec<Child> = Vec::new();
+    // Killed if the launcher fails before it watches them: no worker outlives a failed start.
+    let mut children = Children(Vec::new());
     let mut readers = Vec::new();
     for rank in 0..workers {
         let mut child = Command::new(&exe)
@@ -172,6 +241,8 @@ pub fn run_local(
             .arg("--pipeline")
             .arg(pipeline)
             .env(crate::secret::ENV, &secret)
+            .arg("--attempt")
+            .arg(attempt.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -186,9 +257,10 @@ pub fn run_local(
             let tx = tx.clone();
             readers.push(std::thread::spawn(move || forward(err, |l| Line::Err(rank, l), &tx)));
         }
-        children.push(child);
+        children.0.push(child);
     }
     drop(tx);
+    let children = &mut children.0;
     eprintln!(
         "updraft: {workers} workers started (pids {}), rendezvous {rendezvous}",
         children.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(", ")
@@ -198,7 +270,7 @@ pub fn run_local(
     let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; workers as usize];
     let start = Instant::now();
     let mut first_failure: Option<Instant> = None;
-    let mut killed: Vec<(u32, String)> = Vec::new();
+    let mut killed: Vec<(u32, String, FailureClass)> = Vec::new();
     loop {
         drain(&rx, Duration::from_millis(20), &mut outputs);
         for (rank, child) in children.iter_mut().enumerate() {
@@ -208,6 +280,10 @@ pub fn run_local(
                 status[rank] = Some(s);
                 if !s.success() && first_failure.is_none() {
                     first_failure = Some(Instant::now());
+                    // Workers still waiting at the rendezvous learn at once which rank is gone.
+                    let class = if s.code() == Some(2) { FailureClass::Config } else { FailureClass::Link };
+                    let reason = format!("rank {rank} exited ({s}) before the job started");
+                    rt.block_on(server.fail_job(&job, &reason, class));
                 }
             }
         }
@@ -226,7 +302,8 @@ pub fn run_local(
                     } else {
                         format!("killed: still running {grace:?} after another worker failed")
                     };
-                    killed.push((rank as u32, why));
+                    let class = if overdue { FailureClass::Timeout } else { FailureClass::Link };
+                    killed.push((rank as u32, why, class));
                 }
             }
             break;
@@ -244,21 +321,36 @@ pub fn run_local(
 
     let mut failures = Vec::new();
     for rank in 0..workers as usize {
-        if let Some((_, why)) = killed.iter().find(|(r, _)| *r as usize == rank) {
-            failures.push((rank as u32, why.clone()));
+        if let Some((_, why, class)) = killed.iter().find(|(r, _, _)| *r as usize == rank) {
+            failures.push((rank as u32, why.clone(), Some(*class)));
             continue;
         }
         match (&outputs[rank], status[rank]) {
             (Some(o), _) if o.error.is_some() => {
-                failures.push((rank as u32, o.error.clone().unwrap_or_default()))
+                failures.push((rank as u32, o.error.clone().unwrap_or_default(), o.error_class))
             }
             (Some(_), Some(s)) if s.success() => {}
-            (_, Some(s)) => failures.push((rank as u32, format!("exited with {s}"))),
-            (_, None) => failures.push((rank as u32, "no exit status".into())),
+            // Died without a word: a crash or a kill.
+            (_, Some(s)) => failures.push((rank as u32, format!("exited with {s}"), None)),
+            (_, None) => failures.push((rank as u32, "no exit status".into(), None)),
         }
     }
     let job = outputs.first().and_then(|o| o.as_ref()).and_then(|o| o.job.clone());
     Ok(LocalRun { job: if failures.is_empty() { job } else { None }, failures, metrics })
+}
+
+/// Worker processes, killed (and reaped) if dropped before they were watched to the end.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
 }
 
 fn forward<R: std::io::Read>(r: R, wrap: impl Fn(String) -> Line, tx: &crossbeam_channel::Sender<Line>) {

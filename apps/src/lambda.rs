@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use updraft_runtime::FailureClass;
 use updraft_runtime::report::{JobReport, WorkerReport};
 
 use crate::output;
@@ -40,6 +41,13 @@ pub struct JobEvent {
     /// Time kept back from the invocation's deadline for reporting, in seconds.
     #[serde(default = "default_margin")]
     pub margin_s: f64,
+    /// Which attempt of a retried job this is (1-based).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 fn default_secret_env() -> String {
@@ -85,18 +93,52 @@ fn peak_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Runs the Lambda runtime loop: one job event per invocation.
+/// A failed invocation: its class (the error type AWS tooling shows, `UpdraftError.<class>`)
+/// and the worker's message.
+#[derive(Debug)]
+pub struct FunctionError {
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// What happened, naming the rank.
+    pub message: String,
+}
+
+impl From<FunctionError> for lambda_runtime::Diagnostic {
+    fn from(e: FunctionError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: format!("UpdraftError.{}", e.class.name()),
+            error_message: e.message,
+        }
+    }
+}
+
+/// The variables the Lambda runtime needs (without them `lambda_runtime` panics).
+const RUNTIME_VARIABLES: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// Runs the Lambda runtime loop: one job event per invocation. The process serves invocations
+/// one after another while Lambda keeps it warm; each invocation's job is torn down before the
+/// next (its own actix system, links, files; a fresh metrics recorder).
 ///
 /// # Errors
-/// The runtime API cannot be reached (outside Lambda: `AWS_LAMBDA_RUNTIME_API` unset).
+/// Outside Lambda (a variable the runtime needs is unset), or the runtime API cannot be reached.
 pub fn handler_main() -> anyhow::Result<ExitCode> {
+    if let Some(missing) = RUNTIME_VARIABLES.iter().find(|v| std::env::var(v).is_err()) {
+        bail!(
+            "{missing} is not set: `updraft lambda` runs inside AWS Lambda (or a local emulator of its Runtime API)"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(lambda_runtime::run(lambda_runtime::service_fn(handle)))
         .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResult, lambda_runtime::Error> {
+async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResult, FunctionError> {
     let started = Instant::now();
     let (puts0, gets0) = updraft_transports::s3env::requests();
     let deadline_ms = event.context.deadline;
@@ -105,9 +147,12 @@ async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResul
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis()) as u64;
     let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    let margin = Duration::from_secs_f64(e.margin_s.max(0.0));
     let rank = e.rank;
-    let fail = |msg: String| -> lambda_runtime::Error { format!("rank {rank}: {msg}").into() };
+    let fail_as =
+        |class: FailureClass, msg: String| FunctionError { class, message: format!("rank {rank}: {msg}") };
+    let fail = |msg: String| fail_as(FailureClass::Config, msg);
+    let margin = Duration::try_from_secs_f64(e.margin_s.max(0.0))
+        .map_err(|_| fail(format!("margin_s = {} is not a number of seconds", e.margin_s)))?;
     let registry = crate::registry();
     let mut spec = updraft_config::parse_pipeline_with(&e.pipeline, "event.pipeline", registry)
         .map_err(|err| fail(err.to_string()))?;
@@ -115,9 +160,12 @@ async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResul
     let budget = remaining.saturating_sub(margin);
     let needed = spec.runtime.rendezvous_timeout.min(Duration::from_secs(5)) + spec.runtime.mesh_timeout;
     if budget < needed {
-        return Err(fail(format!(
-            "only {remaining:?} of the invocation left; the job needs more than {needed:?} to start (raise the function timeout)"
-        )));
+        return Err(fail_as(
+            FailureClass::Timeout,
+            format!(
+                "only {remaining:?} of the invocation left; the job needs more than {needed:?} to start (raise the function timeout)"
+            ),
+        ));
     }
     let r = &mut spec.runtime;
     r.job_timeout = r.job_timeout.min(budget);
@@ -127,35 +175,35 @@ async fn handle(event: lambda_runtime::LambdaEvent<JobEvent>) -> Result<JobResul
     if secret.is_empty() {
         return Err(fail(format!("the function has no secret in ${}", e.secret_env)));
     }
+    let unresolved =
+        |err: String| fail_as(FailureClass::Rendezvous, format!("rendezvous `{}`: {err}", e.rendezvous));
     let rendezvous: SocketAddr = tokio::net::lookup_host(&e.rendezvous)
         .await
-        .map_err(|err| fail(format!("rendezvous `{}`: {err}", e.rendezvous)))?
+        .map_err(|err| unresolved(err.to_string()))?
         .next()
-        .ok_or_else(|| fail(format!("rendezvous `{}` has no address", e.rendezvous)))?;
-    let dir = std::env::temp_dir().join(format!("updraft-{}-{rank}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|err| fail(format!("cannot create {}: {err}", dir.display())))?;
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, &e.pipeline)
-        .map_err(|err| fail(format!("cannot write the pipeline: {err}")))?;
+        .ok_or_else(|| unresolved("no address".to_string()))?;
     let args = WorkerArgs {
         rendezvous,
         job: e.job.clone(),
         rank,
         world: e.world,
-        pipeline,
+        pipeline: "event.pipeline".into(),
         bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         secret_file: None,
         json: true,
         watch_stdin: false,
         metrics_listen: None,
+        attempt: e.attempt,
     };
-    // The worker runs its own actix system: on a thread of its own.
-    let out: WorkerOutput = tokio::task::spawn_blocking(move || crate::worker::run(&args, spec, &secret))
-        .await
-        .map_err(|err| fail(format!("the worker thread failed: {err}")))?;
-    let _ = std::fs::remove_dir_all(&dir);
+    // The worker runs its own actix system, on a thread of its own; everything it starts ends
+    // with it, so the next invocation of this (warm) process starts clean.
+    let stop = crate::worker::Stop::default();
+    let out: WorkerOutput =
+        tokio::task::spawn_blocking(move || crate::worker::run(&args, spec, &secret, &stop, false))
+            .await
+            .map_err(|err| fail_as(FailureClass::Operator, format!("the worker thread failed: {err}")))?;
     if let Some(err) = out.error {
-        return Err(fail(err));
+        return Err(fail_as(out.error_class.unwrap_or(FailureClass::Operator), err));
     }
     let memory_mb =
         std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|m| m.parse().ok()).unwrap_or(0);
@@ -192,6 +240,75 @@ pub struct LambdaRun {
     pub report: Option<PathBuf>,
     /// Prices for the cost lines.
     pub pricing: Option<PathBuf>,
+    /// Run a job that failed for a retryable reason again, up to this many more times.
+    pub retries: u32,
+}
+
+/// What one invocation gave: the function's result, or its error with the class the function
+/// reported (`None`: the platform's error, a crash or a timeout, or an invoke that failed).
+type Outcome = Result<JobResult, (String, Option<FailureClass>)>;
+
+/// Invokes one function per rank for attempt `attempt` of job `job`, and waits for all.
+async fn invoke_all(
+    client: &aws_sdk_lambda::Client,
+    run: &LambdaRun,
+    text: &str,
+    job: &str,
+    attempt: u32,
+    limit: Duration,
+) -> Vec<(u32, Outcome)> {
+    let mut tasks = Vec::new();
+    for rank in 0..run.workers {
+        let event = JobEvent {
+            job: job.to_string(),
+            rank,
+            world: run.workers,
+            rendezvous: run.rendezvous.clone(),
+            pipeline: text.to_string(),
+            secret_env: default_secret_env(),
+            margin_s: default_margin(),
+            attempt,
+        };
+        let (client, function) = (client.clone(), run.function.clone());
+        tasks.push(tokio::spawn(async move {
+            let payload =
+                serde_json::to_vec(&event).map_err(|e| (e.to_string(), Some(FailureClass::Config)))?;
+            let call = client
+                .invoke()
+                .function_name(function)
+                .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+                .send();
+            let out = tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| (format!("no answer within {limit:?}"), Some(FailureClass::Timeout)))?
+                .map_err(|e| {
+                    (format!("invoke failed: {}", aws_sdk_lambda::error::DisplayErrorContext(e)), None)
+                })?;
+            let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+            if let Some(kind) = out.function_error() {
+                let v = serde_json::from_slice::<serde_json::Value>(&body).ok();
+                let msg = v
+                    .as_ref()
+                    .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                let error_type = v.as_ref().and_then(|v| v["errorType"].as_str().map(str::to_string));
+                let class = error_type
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix("UpdraftError."))
+                    .and_then(FailureClass::from_name);
+                let kind = error_type.unwrap_or_else(|| kind.to_string());
+                return Err((format!("{kind}: {msg}"), class));
+            }
+            serde_json::from_slice::<JobResult>(&body)
+                .map_err(|e| (format!("unreadable result: {e}"), Some(FailureClass::Operator)))
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for (rank, t) in tasks.into_iter().enumerate() {
+        let outcome = t.await.map_err(|e| (e.to_string(), None)).and_then(|r| r);
+        outcomes.push((rank as u32, outcome));
+    }
+    outcomes
 }
 
 fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
@@ -223,61 +340,46 @@ pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
     }
     let text = std::fs::read_to_string(&run.pipeline)
         .with_context(|| format!("cannot read {}", run.pipeline.display()))?;
-    let job = format!("lambda-{}", crate::secret::fresh().get(..16).unwrap_or("job"));
     let client = lambda_client()?;
     // The invocation deadline: the job's, plus start-up; Lambda itself stops at 15 minutes.
     let limit = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(60);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = Instant::now();
-    let outcomes = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for rank in 0..run.workers {
-            let event = JobEvent {
-                job: job.clone(),
-                rank,
-                world: run.workers,
-                rendezvous: run.rendezvous.clone(),
-                pipeline: text.clone(),
-                secret_env: default_secret_env(),
-                margin_s: default_margin(),
-            };
-            let (client, function) = (client.clone(), run.function.clone());
-            tasks.push(tokio::spawn(async move {
-                let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-                let call = client
-                    .invoke()
-                    .function_name(function)
-                    .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-                    .send();
-                let out = tokio::time::timeout(limit, call)
-                    .await
-                    .map_err(|_| format!("no answer within {limit:?}"))?
-                    .map_err(|e| {
-                        format!("invoke failed: {}", aws_sdk_lambda::error::DisplayErrorContext(e))
-                    })?;
-                let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
-                if let Some(kind) = out.function_error() {
-                    let msg = serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                    return Err(format!("{kind}: {msg}"));
-                }
-                serde_json::from_slice::<JobResult>(&body).map_err(|e| format!("unreadable result: {e}"))
-            }));
+    let mut attempts: Vec<String> = Vec::new();
+    let (job, outcomes) = loop {
+        let attempt = attempts.len() as u32 + 1;
+        let job = format!("lambda-{}", crate::secret::fresh().get(..16).unwrap_or("job"));
+        let outcomes = rt.block_on(invoke_all(&client, &run, &text, &job, attempt, limit));
+        let failures: Vec<(u32, &(String, Option<FailureClass>))> =
+            outcomes.iter().filter_map(|(r, o)| o.as_ref().err().map(|e| (*r, e))).collect();
+        let retryable =
+            !failures.is_empty() && failures.iter().all(|(_, (_, c))| c.is_none_or(FailureClass::retryable));
+        if failures.is_empty() || !retryable || attempt > run.retries {
+            break (job, outcomes);
         }
-        let mut outcomes = Vec::new();
-        for (rank, t) in tasks.into_iter().enumerate() {
-            outcomes.push((rank as u32, t.await.map_err(|e| e.to_string()).and_then(|r| r)));
-        }
-        outcomes
-    });
+        let cause = failures
+            .iter()
+            .find(|(_, (_, c))| c.is_none())
+            .or(failures.first())
+            .map(|(r, (e, _))| format!("rank {r}: {e}"))
+            .unwrap_or_default();
+        let pause = crate::cluster::retry_pause(attempt);
+        eprintln!("updraft: attempt {attempt} (job `{job}`) failed ({cause}); invoking again in {pause:?}");
+        attempts.push(cause);
+        rt.block_on(tokio::time::sleep(pause));
+    };
     let wall = started.elapsed();
-    let failures: Vec<(u32, String)> =
-        outcomes.iter().filter_map(|(r, o)| o.as_ref().err().map(|e| (*r, e.clone()))).collect();
+    if !attempts.is_empty() {
+        eprintln!("updraft: {} attempts:", attempts.len() + 1);
+        for (i, why) in attempts.iter().enumerate() {
+            eprintln!("  attempt {}: failed: {why}", i + 1);
+        }
+    }
+    let failures: Vec<(u32, String, Option<FailureClass>)> =
+        outcomes.iter().filter_map(|(r, o)| o.as_ref().err().map(|(e, c)| (*r, e.clone(), *c))).collect();
     if !failures.is_empty() {
         eprintln!("updraft: job `{job}` failed on {} of {} functions:", failures.len(), run.workers);
-        for (rank, e) in failures {
+        for (rank, e, _) in failures {
             eprintln!("  rank {rank}: {e}");
         }
         return Ok(ExitCode::from(1));

@@ -137,6 +137,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         return finish(lambda::handler_main());
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_) | Command::Lambda | Command::Rendezvous { .. }) {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Run(args) => cluster::run(args),
         Command::Worker(args) => worker::main(args),
@@ -152,6 +155,18 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
     };
     finish(result)
+}
+
+/// Lets a closed stdout end the process quietly, as it ends Unix tools (`updraft run ... | head`
+/// exits with status 141, not a panic). Workers keep the default Rust behaviour (SIGPIPE
+/// ignored, write errors handled) so that a dead launcher's pipe never kills them before they
+/// remove their temporary files.
+fn quiet_on_closed_stdout() {
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started;
+    // `signal` has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {

@@ -4,12 +4,17 @@
 //! end, so that workers nobody can scrape (functions, processes behind NATs) are seen too: the
 //! rendezvous serves every worker's latest metrics as one `/metrics` with `job` and `worker`
 //! labels.
+//!
+//! The process installs one global recorder, once: [`JobScoped`], which forwards to a fresh
+//! Prometheus recorder for each job. A warm Lambda function that runs job after job therefore
+//! reports each job's own counts, and never fails to install a second recorder.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use updraft_transports::JobKey;
@@ -21,35 +26,89 @@ pub const PUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// Histogram buckets in seconds, from a fast operator call to a slow job phase.
 const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
 
-/// Installs the process's Prometheus recorder; with `listen`, also serves `/metrics` there.
-/// Must run inside a tokio runtime.
+/// The process's global recorder: forwards everything to the current job's recorder.
+pub struct JobScoped {
+    current: RwLock<Arc<PrometheusRecorder>>,
+}
+
+impl JobScoped {
+    fn current(&self) -> Arc<PrometheusRecorder> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// The installed [`JobScoped`], shared with the global recorder slot.
+struct Forward(Arc<JobScoped>);
+
+impl Recorder for Forward {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.current().describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.current().describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.current().describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.0.current().register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.0.current().register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.0.current().register_histogram(key, metadata)
+    }
+}
+
+static SCOPED: OnceLock<Option<Arc<JobScoped>>> = OnceLock::new();
+
+/// This job's metrics: a fresh Prometheus recorder behind the process's global one (installed
+/// on the first call); with `listen`, `/metrics` is also served there until the returned task
+/// is aborted. Must run inside a tokio runtime.
 ///
 /// # Errors
-/// If a recorder is already installed or the listener cannot be set up.
-pub fn install(listen: Option<SocketAddr>) -> anyhow::Result<PrometheusHandle> {
-    let mut builder = PrometheusBuilder::new().set_buckets(BUCKETS)?;
-    let handle = match listen {
-        Some(addr) => {
-            builder = builder.with_http_listener(addr);
-            let (recorder, exporter) = builder.build().context("cannot build the metrics exporter")?;
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
-            tokio::spawn(async move {
-                if let Err(e) = exporter.await {
-                    tracing::warn!(?e, "metrics listener stopped");
-                }
-            });
-            handle
+/// If the histogram buckets are refused or the listener cannot be bound.
+pub async fn install(
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<(PrometheusHandle, Option<tokio::task::JoinHandle<()>>)> {
+    let recorder = PrometheusBuilder::new().set_buckets(BUCKETS)?.build_recorder();
+    let handle = recorder.handle();
+    let scoped = SCOPED.get_or_init(|| {
+        let scoped = Arc::new(JobScoped { current: RwLock::new(Arc::new(recorder_placeholder())) });
+        match metrics::set_global_recorder(Forward(Arc::clone(&scoped))) {
+            Ok(()) => Some(scoped),
+            Err(e) => {
+                // A program embedding updraft installed its own: metrics go there.
+                tracing::warn!(%e, "another metrics recorder is installed; updraft's own exposition will be empty");
+                None
+            }
         }
-        None => {
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
-            handle
-        }
-    };
+    });
+    if let Some(scoped) = scoped {
+        *scoped.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(recorder);
+    }
     updraft_runtime::metrics::describe();
-    Ok(handle)
+    let server = match listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            let render = handle.clone();
+            Some(tokio::spawn(serve(listener, move || render.render())))
+        }
+        None => None,
+    };
+    Ok((handle, server))
+}
+
+fn recorder_placeholder() -> PrometheusRecorder {
+    PrometheusBuilder::new().build_recorder()
 }
 
 /// Records the process's peak resident memory (Linux: `VmHWM`) as a gauge.

@@ -7,6 +7,11 @@
 //!    ─▶ agree inputs (rank 0 lists, every rank reads its files' schemas, allgather, unify)
 //!    ─▶ plan ─▶ run_job (stages, Done, commit, Committed) ─▶ close links
 //! ```
+//!
+//! A worker stops early when told to (the `cancel` sender: its launcher went away, SIGTERM or
+//! SIGINT): before its operators start it simply fails; once they run, the job driver fails the
+//! job, tells the peers and removes the outputs' temporaries. Every failure is reported with its
+//! class ([`FailureClass`]), which launchers use to decide whether a retry can help.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,15 +27,17 @@ use updraft_operators::outputs::JobOutputs;
 use updraft_operators::{PlanContext, build_plan_with};
 use updraft_runtime::collective::Communicator;
 use updraft_runtime::ids::job_hash;
-use updraft_runtime::job::{JobContext, run_job};
+use updraft_runtime::job::{JobContext, cancelled, run_job};
 use updraft_runtime::messages::{AttachCollectives, TransportPort};
 use updraft_runtime::report::{JobReport, PeerChannel, WorkerReport};
+use updraft_runtime::testing::{Fault, FaultHook, FaultPlan, Faulty};
+use updraft_runtime::{FailureClass, JobError};
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, PunchError, punch_mesh};
 use updraft_transports::relay::{Relay, run_key};
 use updraft_transports::rendezvous::{Registered, Registration, register};
 use updraft_transports::transport::await_links;
-use updraft_transports::{Endpoint, JobKey, Shutdown, TransportActor};
+use updraft_transports::{Endpoint, InjectLinkFault, JobKey, Shutdown, TransportActor};
 
 use crate::output;
 use crate::telemetry::Pusher;
@@ -68,6 +75,9 @@ pub struct WorkerArgs {
     /// Also serve this worker's own `/metrics` here (it always pushes them to the rendezvous).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Which attempt of a retried job this is (1-based; launchers that retry set it).
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub attempt: u32,
 }
 
 /// The first address `HOST:PORT` resolves to.
@@ -88,26 +98,43 @@ pub struct WorkerOutput {
     pub pid: u32,
     /// Error, if the job failed here.
     pub error: Option<String>,
+    /// The error's class, if the job failed here.
+    #[serde(default)]
+    pub error_class: Option<FailureClass>,
     /// This worker's report.
     pub report: Option<WorkerReport>,
     /// The whole job's report (rank 0 only).
     pub job: Option<JobReport>,
 }
 
+/// How long a worker whose launcher went away has to fail its job and remove its temporaries
+/// before the process exits regardless.
+const LAUNCHER_GONE_GRACE: Duration = Duration::from_millis(800);
+
+/// Writes a line to stderr; a closed stderr (a dead launcher's pipe) is not an error.
+fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// Runs `updraft worker`.
 pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let stop = Stop::default();
     if args.watch_stdin {
-        std::thread::spawn(|| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-            eprintln!("updraft worker: the launcher went away; exiting");
+            note("updraft worker: the launcher went away; stopping");
+            stop.stop("the launcher went away");
+            std::thread::sleep(LAUNCHER_GONE_GRACE);
             std::process::exit(3);
         });
     }
     let spec = match output::load_pipeline(&args.pipeline) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            note(&e.to_string());
             return Ok(ExitCode::from(2));
         }
     };
@@ -115,37 +142,201 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--rank {} is outside 0..{} (--world)", args.rank, args.world);
     }
     let secret = crate::secret::load(args.secret_file.as_deref())?;
-    let out = run(&args, spec, &secret);
+    let out = run(&args, spec, &secret, &stop, true);
     let failed = out.error.is_some();
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
     if args.json {
-        println!("{}", serde_json::to_string(&out)?);
+        let _ = writeln!(stdout, "{}", serde_json::to_string(&out)?);
     } else if let Some(e) = &out.error {
-        eprintln!("updraft worker {}: job failed: {e}", args.rank);
+        note(&format!("updraft worker {}: job failed: {e}", args.rank));
     } else if let Some(job) = &out.job {
         output::print_job(job);
     } else {
-        println!("updraft worker {}: done", args.rank);
+        let _ = writeln!(stdout, "updraft worker {}: done", args.rank);
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Runs the worker to completion; errors end up in the output.
-pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8]) -> WorkerOutput {
-    let mut out =
-        WorkerOutput { rank: args.rank, pid: std::process::id(), error: None, report: None, job: None };
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("updraft-io")
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("cannot start the tokio runtime: {e}"))
+/// Tells a running worker to stop; cloned to whoever may need to (a watcher thread, a signal
+/// handler).
+#[derive(Clone)]
+pub struct Stop(std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop(std::sync::Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Stop {
+    /// Stops the worker, giving `reason` (the first reason wins).
+    pub fn stop(&self, reason: &str) {
+        self.0.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.0.subscribe()
+    }
+}
+
+/// Runs the worker to completion; errors end up in the output, with their class. `stop`
+/// stops it early; with `signals`, so do SIGTERM and SIGINT.
+pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8], stop: &Stop, signals: bool) -> WorkerOutput {
+    let mut out = WorkerOutput {
+        rank: args.rank,
+        pid: std::process::id(),
+        error: None,
+        error_class: None,
+        report: None,
+        job: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("updraft-io")
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            out.error = Some(format!("cannot start the tokio runtime: {e}"));
+            out.error_class = Some(FailureClass::Unavailable);
+            return out;
+        }
+    };
+    let system = actix::System::with_tokio_rt(move || runtime);
+    let cancel = stop.subscribe();
+    let result = system.block_on(async {
+        if signals {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let reason = stop_signal().await;
+                stop.stop(&reason);
+            });
+        }
+        run_async(args, &spec, secret, &mut out, cancel).await
     });
-    let result = system.block_on(run_async(args, &spec, secret, &mut out));
     if let Err(e) = result {
         out.error = Some(format!("{e:#}"));
+        out.error_class = Some(classify(&e));
     }
     out
+}
+
+/// Waits for SIGTERM or SIGINT, and names it.
+async fn stop_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "stopped by SIGTERM".to_string(),
+            _ = int.recv() => "stopped by SIGINT".to_string(),
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+/// An error with the class of failure it is (for errors no typed error of a crate carries).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// What happened.
+    pub message: String,
+}
+
+/// The class of a worker's failure, from the typed errors in its chain.
+pub fn classify(e: &anyhow::Error) -> FailureClass {
+    use updraft_runtime::collective::CollectiveError;
+    use updraft_transports::rendezvous::RendezvousError;
+    for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.class;
+        }
+        if let Some(j) = cause.downcast_ref::<JobError>() {
+            return j.class();
+        }
+        if let Some(a) = cause.downcast_ref::<updraft_operators::inputs::AgreeError>() {
+            return a.class;
+        }
+        if let Some(o) = cause.downcast_ref::<updraft_runtime::OperatorError>() {
+            return o.class();
+        }
+        if let Some(r) = cause.downcast_ref::<RendezvousError>() {
+            return match r {
+                RendezvousError::Refused { class, .. } => *class,
+                _ => FailureClass::Rendezvous,
+            };
+        }
+        if cause.downcast_ref::<PunchError>().is_some() || cause.downcast_ref::<CollectiveError>().is_some() {
+            return FailureClass::Link;
+        }
+    }
+    FailureClass::Operator
+}
+
+/// Runs `work` unless the worker is told to stop first.
+async fn unless_stopped<T>(
+    cancel: &mut tokio::sync::watch::Receiver<Option<String>>,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = work => r,
+        reason = cancelled(cancel) => Err(JobError::Cancelled(reason).into()),
+    }
+}
+
+/// The plan with the fault of `UPDRAFT_FAULT` injected, when it names this rank (and this
+/// attempt, when it names one): a testing aid (see
+/// `updraft_runtime::testing::FaultPlan`, and `updraft bench faults`).
+///
+/// # Errors
+/// A fault that cannot be read, or names a stage the plan does not have.
+fn with_fault(
+    mut plan: updraft_runtime::plan::PhysicalPlan,
+    args: &WorkerArgs,
+    transport: &actix::Addr<TransportActor>,
+) -> anyhow::Result<updraft_runtime::plan::PhysicalPlan> {
+    let Some(text) = std::env::var("UPDRAFT_FAULT").ok().filter(|t| !t.is_empty()) else { return Ok(plan) };
+    let fault = FaultPlan::parse(&text)
+        .map_err(|e| Failure { class: FailureClass::Config, message: format!("UPDRAFT_FAULT: {e}") })?;
+    if fault.rank != args.rank || fault.attempt.is_some_and(|a| a != args.attempt) {
+        return Ok(plan);
+    }
+    let Some(i) = plan.stages.iter().position(|s| s.name == fault.stage) else {
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        return Err(Failure {
+            class: FailureClass::Config,
+            message: format!("UPDRAFT_FAULT: no stage `{}` (stages: {})", fault.stage, names.join(", ")),
+        }
+        .into());
+    };
+    let next = (args.rank + 1) % args.world.max(1);
+    let (addr, me) = (transport.clone(), args.rank);
+    let hook: FaultHook = std::sync::Arc::new(move |f| match f {
+        Fault::Exit => std::process::exit(17),
+        Fault::Stop(d) => {
+            // Another process resumes this one: a stopped process cannot.
+            let pid = std::process::id().to_string();
+            let resume = format!("sleep {}; kill -CONT {pid}", d.as_secs_f64());
+            let _ = std::process::Command::new("sh").args(["-c", &resume]).spawn();
+            let _ = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+        }
+        Fault::DropLink if next != me => addr.do_send(InjectLinkFault::Drop { peer: next }),
+        Fault::CorruptFrame if next != me => addr.do_send(InjectLinkFault::Corrupt { peer: next }),
+        other => tracing::warn!(fault = ?other, "no link to act on; fault ignored"),
+    });
+    let mut stage = plan.stages.remove(i);
+    stage.operator = Box::new(Faulty::new(stage.operator, fault.at, fault.fault, hook));
+    plan.stages.insert(i, stage);
+    Ok(plan)
 }
 
 async fn run_async(
@@ -153,9 +344,27 @@ async fn run_async(
     spec: &PipelineSpec,
     secret: &[u8],
     out: &mut WorkerOutput,
+    mut cancel: tokio::sync::watch::Receiver<Option<String>>,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let handle = crate::telemetry::install(args.metrics_listen)?;
+    let (handle, metrics_server) = crate::telemetry::install(args.metrics_listen).await?;
+    let result = run_with_metrics(args, spec, secret, out, &mut cancel, started_at, handle).await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_with_metrics(
+    args: &WorkerArgs,
+    spec: &PipelineSpec,
+    secret: &[u8],
+    out: &mut WorkerOutput,
+    cancel: &mut tokio::sync::watch::Receiver<Option<String>>,
+    started_at: Instant,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
     let settings = spec.runtime.clone();
     let deadline = tokio::time::Instant::now() + settings.job_timeout;
     let key = JobKey::derive(secret, &args.job);
@@ -168,15 +377,18 @@ async fn run_async(
         rendezvous: args.rendezvous,
         plan: crate::fingerprint::plan_lines(spec, crate::registry()),
     };
-    let registered = register(&registration, settings.rendezvous_timeout).await.context("rendezvous")?;
+    let registering =
+        async { register(&registration, settings.rendezvous_timeout).await.context("rendezvous") };
+    let registered = unless_stopped(cancel, registering).await?;
     let pusher = Pusher { rendezvous: args.rendezvous, job: args.job.clone(), rank: args.rank, key, handle };
     let periodic = pusher.spawn_periodic();
-    let result = run_registered(args, spec, registered, &pusher, started_at, deadline, out).await;
+    let result = run_registered(args, spec, registered, &pusher, started_at, deadline, out, cancel).await;
     periodic.abort();
     pusher.push(Duration::from_secs(2)).await;
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_registered(
     args: &WorkerArgs,
     spec: &PipelineSpec,
@@ -185,6 +397,7 @@ async fn run_registered(
     started_at: Instant,
     deadline: tokio::time::Instant,
     out: &mut WorkerOutput,
+    cancel: &mut tokio::sync::watch::Receiver<Option<String>>,
 ) -> anyhow::Result<()> {
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
@@ -209,16 +422,19 @@ async fn run_registered(
             timeout: settings.mesh_timeout,
             partial_ok: relay.is_some(),
         };
-        let mesh = punch_mesh(
-            &identity,
-            registered.local,
-            registered.public,
-            &registered.listener,
-            &registered.peers,
-            &mesh_cfg,
-        )
-        .await
-        .context("making links")?;
+        let punching = async {
+            punch_mesh(
+                &identity,
+                registered.local,
+                registered.public,
+                &registered.listener,
+                &registered.peers,
+                &mesh_cfg,
+            )
+            .await
+            .context("making links")
+        };
+        let mesh = unless_stopped(cancel, punching).await?;
         drop(registered);
         if let Some(PunchError::Unreachable { missing, .. }) = &mesh.unreachable {
             tracing::warn!(
@@ -237,10 +453,9 @@ async fn run_registered(
     if let Some(relay) = &relay {
         for &peer in &relayed {
             let t = settings.rendezvous_timeout;
-            let sender =
-                relay.sender(&relay_key, args.rank, peer, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let receiver =
-                relay.receiver(&relay_key, peer, args.rank, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let unavailable = |e: String| Failure { class: FailureClass::Unavailable, message: e };
+            let sender = relay.sender(&relay_key, args.rank, peer, t).await.map_err(unavailable)?;
+            let receiver = relay.receiver(&relay_key, peer, args.rank, t).await.map_err(unavailable)?;
             endpoints.push((peer, Endpoint::Relay { sender, receiver, name: relay.name() }));
         }
     }
@@ -257,11 +472,15 @@ async fn run_registered(
 
     let transport = TransportActor::new(args.rank, hash, &settings, endpoints);
     let (port, addr) = transport.start_port();
-    let result = match agree_inputs(spec, args.rank, args.world, &port, deadline).await {
+    let agreeing = agree_inputs(spec, args.rank, args.world, &port, deadline);
+    let result = match unless_stopped(cancel, agreeing).await {
         Ok(inputs) => {
             let outputs = JobOutputs::new(spec, args.rank, args.world, &run);
             let ctx = PlanContext { rank: args.rank, world: args.world, inputs: &inputs, outputs: &outputs };
-            match build_plan_with(spec, ctx, crate::registry()) {
+            let planned = build_plan_with(spec, ctx, crate::registry())
+                .map_err(anyhow::Error::from)
+                .and_then(|plan| with_fault(plan, args, &addr));
+            match planned {
                 Ok(plan) => {
                     let ctx = JobContext {
                         me: args.rank,
@@ -275,10 +494,11 @@ async fn run_registered(
                         channels,
                         deadline,
                         commit: outputs,
+                        cancel: cancel.clone(),
                     };
                     run_job(plan, ctx).await.map_err(anyhow::Error::from)
                 }
-                Err(e) => Err(abort_peers(&port, args.rank, args.world, e.into())),
+                Err(e) => Err(abort_peers(&port, args.rank, args.world, e)),
             }
         }
         Err(e) => Err(abort_peers(&port, args.rank, args.world, e)),
@@ -310,9 +530,8 @@ async fn run_registered(
 /// the job driver does this), so that each names the cause rather than a closed link.
 fn abort_peers(port: &TransportPort, me: u32, world: u32, e: anyhow::Error) -> anyhow::Error {
     let reason = format!("{e:#}");
-    if let Ok(frame) =
-        updraft_runtime::wire::OutFrame::control(0, 0, &updraft_runtime::wire::Control::Abort { reason })
-    {
+    let abort = updraft_runtime::wire::Control::Abort { reason, class: classify(&e) };
+    if let Ok(frame) = updraft_runtime::wire::OutFrame::control(0, 0, &abort) {
         for peer in (0..world).filter(|p| *p != me) {
             port.send.do_send(updraft_runtime::messages::SendFrame { peer, frame: frame.clone() });
         }
@@ -342,7 +561,7 @@ async fn agree_inputs(
     let listing = if rank == 0 {
         let owned = spec.clone();
         let listed =
-            tokio::task::spawn_blocking(move || list(&owned, world).map_err(|e| e.messages())).await?;
+            tokio::task::spawn_blocking(move || list(&owned, world).map_err(|e| e.to_agree_error())).await?;
         Some(bytes::Bytes::from(Listing::to_bytes(&listed).map_err(anyhow::Error::msg)?))
     } else {
         None
@@ -350,7 +569,7 @@ async fn agree_inputs(
     let listing = comm.broadcast(0, listing).await.context("agreeing the inputs")?;
     let listing = match Listing::from_bytes(&listing).map_err(anyhow::Error::msg)? {
         Ok(l) => l,
-        Err(problems) => anyhow::bail!("inputs (listed by rank 0): {}", problems.join("; ")),
+        Err(e) => return Err(anyhow::Error::from(e).context("inputs (listed by rank 0)")),
     };
     for (source, files) in &listing.sources {
         tracing::info!(rank, %source, files = files.len(), "inputs listed");
@@ -364,5 +583,5 @@ async fn agree_inputs(
         .map(|b| ShareReport::from_bytes(b))
         .collect::<Result<Vec<_>, String>>()
         .map_err(anyhow::Error::msg)?;
-    agree(spec, &listing, &reports).map_err(|problems| anyhow::anyhow!("inputs: {}", problems.join("; ")))
+    agree(spec, &listing, &reports).map_err(|e| anyhow::Error::from(e).context("inputs"))
 }

@@ -11,6 +11,14 @@
 //!  unary   := "-" unary | primary
 //!  primary := number | 'string' | true | false | null | column | `quoted column` | "(" or ")"
 //! ```
+//!
+//! Chains of `and` and of `or` become one node with every operand ([`Expr::Chain`]), so a
+//! filter of thousands of `or`-ed comparisons is a shallow tree. Any expression nesting deeper
+//! than [`MAX_DEPTH`] levels (parentheses, `not`, `-`, long arithmetic chains) is refused with a
+//! message, never a stack overflow.
+
+/// The deepest expression tree accepted (an `and`/`or` chain counts one level however long).
+pub const MAX_DEPTH: usize = 64;
 
 /// A literal value.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,8 +84,11 @@ pub enum Expr {
         /// `is not null`.
         negated: bool,
     },
-    /// `l op r`.
+    /// `l op r` (arithmetic and comparisons).
     Binary(Box<Expr>, BinOp, Box<Expr>),
+    /// `e1 and e2 and ...` or `e1 or e2 or ...` (`op` is [`BinOp::And`] or [`BinOp::Or`]):
+    /// every operand, in order.
+    Chain(BinOp, Vec<Expr>),
 }
 
 impl Expr {
@@ -100,6 +111,11 @@ impl Expr {
             Expr::Binary(l, _, r) => {
                 l.collect(out);
                 r.collect(out);
+            }
+            Expr::Chain(_, items) => {
+                for e in items {
+                    e.collect(out);
+                }
             }
         }
     }
@@ -173,6 +189,17 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     at: usize,
     len: usize,
+    /// Parentheses and prefix operators open at the current position.
+    open: usize,
+}
+
+/// A parsed expression and its depth.
+type Parsed = (Expr, usize);
+
+fn too_deep(pos: usize) -> String {
+    format!(
+        "the expression nests more than {MAX_DEPTH} levels deep at position {pos}; split it (long `and`/`or` chains are fine)"
+    )
 }
 
 impl Parser {
@@ -204,31 +231,50 @@ impl Parser {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
-        let mut l = self.and()?;
-        while self.keyword("or") {
-            l = Expr::Binary(Box::new(l), BinOp::Or, Box::new(self.and()?));
-        }
-        Ok(l)
+    /// A node one level above `depth`, or the error when that is too deep.
+    fn deeper(&self, depth: usize) -> Result<usize, String> {
+        if depth >= MAX_DEPTH { Err(too_deep(self.pos())) } else { Ok(depth + 1) }
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
-        let mut l = self.not()?;
-        while self.keyword("and") {
-            l = Expr::Binary(Box::new(l), BinOp::And, Box::new(self.not()?));
+    fn chain(
+        &mut self,
+        word: &str,
+        op: BinOp,
+        next: fn(&mut Parser) -> Result<Parsed, String>,
+    ) -> Result<Parsed, String> {
+        let (first, mut depth) = next(self)?;
+        let mut items = vec![first];
+        while self.keyword(word) {
+            let (e, d) = next(self)?;
+            depth = depth.max(d);
+            items.push(e);
         }
-        Ok(l)
+        if items.len() == 1 {
+            return Ok((items.remove(0), depth));
+        }
+        Ok((Expr::Chain(op, items), self.deeper(depth)?))
     }
 
-    fn not(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Parsed, String> {
+        self.chain("or", BinOp::Or, Parser::and)
+    }
+
+    fn and(&mut self) -> Result<Parsed, String> {
+        self.chain("and", BinOp::And, Parser::not)
+    }
+
+    fn not(&mut self) -> Result<Parsed, String> {
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            // Checked before descending, so that `not not not ...` cannot exhaust the stack.
+            self.deeper(self.nesting())?;
+            let (e, d) = self.nested(Parser::not)?;
+            return Ok((Expr::Not(Box::new(e)), self.deeper(d)?));
         }
         self.compare()
     }
 
-    fn compare(&mut self) -> Result<Expr, String> {
-        let mut l = self.sum()?;
+    fn compare(&mut self) -> Result<Parsed, String> {
+        let (mut l, mut depth) = self.sum()?;
         if let Some(o) = self.op(&["==", "!=", "<", "<=", ">", ">="]) {
             let op = match o {
                 "==" => BinOp::Eq,
@@ -238,75 +284,101 @@ impl Parser {
                 ">" => BinOp::Gt,
                 _ => BinOp::Ge,
             };
-            l = Expr::Binary(Box::new(l), op, Box::new(self.sum()?));
+            let (r, d) = self.sum()?;
+            depth = self.deeper(depth.max(d))?;
+            l = Expr::Binary(Box::new(l), op, Box::new(r));
         }
         if self.keyword("is") {
             let negated = self.keyword("not");
             if !self.keyword("null") {
                 return Err(format!("expected `null` after `is` at position {}", self.pos()));
             }
+            depth = self.deeper(depth)?;
             l = Expr::IsNull { expr: Box::new(l), negated };
         }
-        Ok(l)
+        Ok((l, depth))
     }
 
-    fn sum(&mut self) -> Result<Expr, String> {
-        let mut l = self.product()?;
+    fn sum(&mut self) -> Result<Parsed, String> {
+        let (mut l, mut depth) = self.product()?;
         while let Some(o) = self.op(&["+", "-"]) {
             let op = if o == "+" { BinOp::Add } else { BinOp::Sub };
-            l = Expr::Binary(Box::new(l), op, Box::new(self.product()?));
+            let (r, d) = self.product()?;
+            depth = self.deeper(depth.max(d))?;
+            l = Expr::Binary(Box::new(l), op, Box::new(r));
         }
-        Ok(l)
+        Ok((l, depth))
     }
 
-    fn product(&mut self) -> Result<Expr, String> {
-        let mut l = self.unary()?;
+    fn product(&mut self) -> Result<Parsed, String> {
+        let (mut l, mut depth) = self.unary()?;
         while let Some(o) = self.op(&["*", "/", "%"]) {
             let op = match o {
                 "*" => BinOp::Mul,
                 "/" => BinOp::Div,
                 _ => BinOp::Rem,
             };
-            l = Expr::Binary(Box::new(l), op, Box::new(self.unary()?));
+            let (r, d) = self.unary()?;
+            depth = self.deeper(depth.max(d))?;
+            l = Expr::Binary(Box::new(l), op, Box::new(r));
         }
-        Ok(l)
+        Ok((l, depth))
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Parsed, String> {
         if self.op(&["-"]).is_some() {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.deeper(self.nesting())?;
+            let (e, d) = self.nested(Parser::unary)?;
+            return Ok((Expr::Neg(Box::new(e)), self.deeper(d)?));
         }
         self.primary()
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
+    /// How many parentheses and prefix operators enclose the current position.
+    fn nesting(&self) -> usize {
+        self.open
+    }
+
+    /// Parses with one more level of nesting (bounded, so recursion is too).
+    fn nested(&mut self, f: fn(&mut Parser) -> Result<Parsed, String>) -> Result<Parsed, String> {
+        if self.open >= MAX_DEPTH {
+            return Err(too_deep(self.pos()));
+        }
+        self.open += 1;
+        let r = f(self);
+        self.open -= 1;
+        r
+    }
+
+    fn primary(&mut self) -> Result<Parsed, String> {
         let pos = self.pos();
         let Some(tok) = self.peek().cloned() else {
             return Err(format!("expression ends early at position {pos}"));
         };
         self.at += 1;
+        let leaf = |e: Expr| Ok((e, 1));
         match tok {
             Tok::Num(n) => {
                 if n.contains(['.', 'e', 'E']) {
                     n.parse()
-                        .map(|f| Expr::Literal(Literal::Float(f)))
+                        .map(|f| (Expr::Literal(Literal::Float(f)), 1))
                         .map_err(|_| format!("bad number `{n}` at position {pos}"))
                 } else {
                     n.parse()
-                        .map(|i| Expr::Literal(Literal::Int(i)))
+                        .map(|i| (Expr::Literal(Literal::Int(i)), 1))
                         .map_err(|_| format!("bad number `{n}` at position {pos}"))
                 }
             }
-            Tok::Str(s) => Ok(Expr::Literal(Literal::Str(s))),
-            Tok::Ident(w) if w.eq_ignore_ascii_case("true") => Ok(Expr::Literal(Literal::Bool(true))),
-            Tok::Ident(w) if w.eq_ignore_ascii_case("false") => Ok(Expr::Literal(Literal::Bool(false))),
-            Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Ok(Expr::Literal(Literal::Null)),
+            Tok::Str(s) => leaf(Expr::Literal(Literal::Str(s))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("true") => leaf(Expr::Literal(Literal::Bool(true))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("false") => leaf(Expr::Literal(Literal::Bool(false))),
+            Tok::Ident(w) if w.eq_ignore_ascii_case("null") => leaf(Expr::Literal(Literal::Null)),
             Tok::Ident(w) if ["and", "or", "not", "is"].iter().any(|k| w.eq_ignore_ascii_case(k)) => {
                 Err(format!("unexpected `{w}` at position {pos}"))
             }
-            Tok::Ident(w) => Ok(Expr::Column(w)),
+            Tok::Ident(w) => leaf(Expr::Column(w)),
             Tok::Op("(") => {
-                let e = self.or()?;
+                let e = self.nested(Parser::or)?;
                 if self.op(&[")"]).is_none() {
                     return Err(format!("expected `)` at position {}", self.pos()));
                 }
@@ -322,8 +394,8 @@ impl Parser {
 /// # Errors
 /// A message naming what is wrong and its position (1-based) in the text.
 pub fn parse_expr(text: &str) -> Result<Expr, String> {
-    let mut p = Parser { toks: tokens(text)?, at: 0, len: text.len() };
-    let e = p.or()?;
+    let mut p = Parser { toks: tokens(text)?, at: 0, len: text.len(), open: 0 };
+    let (e, _) = p.or()?;
     if p.at < p.toks.len() {
         return Err(format!("unexpected text at position {}", p.pos()));
     }
@@ -339,28 +411,51 @@ mod tests {
     }
 
     #[test]
+    fn long_chains_are_shallow_and_deep_nesting_is_refused_not_overflowed() {
+        let text = (0..4000).map(|i| format!("k == {i}")).collect::<Vec<_>>().join(" or ");
+        match parse_expr(&text).expect("4000 comparisons") {
+            Expr::Chain(BinOp::Or, items) => assert_eq!(items.len(), 4000),
+            other => panic!("expected a chain, got {other:?}"),
+        }
+        for deep in [
+            format!("{}k{}", "(".repeat(7000), ")".repeat(7000)),
+            format!("{}k", "not ".repeat(7000)),
+            format!("{}k", "-".repeat(7000)),
+            (0..7000).map(|i| format!("k{i}")).collect::<Vec<_>>().join(" + "),
+        ] {
+            let e = parse_expr(&deep).expect_err("too deep");
+            assert!(e.contains("nests more than 64 levels"), "{e}");
+        }
+        assert!(parse_expr(&format!("{}k{}", "(".repeat(60), ")".repeat(60))).is_ok());
+    }
+
+    #[test]
     fn precedence_and_forms() {
         let e = parse_expr("a + 2 * b > 10 and not c is null or d == 'x'").expect("parses");
-        let want = Expr::Binary(
-            Box::new(Expr::Binary(
-                Box::new(Expr::Binary(
-                    Box::new(Expr::Binary(
-                        col("a"),
-                        BinOp::Add,
-                        Box::new(Expr::Binary(
-                            Box::new(Expr::Literal(Literal::Int(2))),
-                            BinOp::Mul,
-                            col("b"),
-                        )),
-                    )),
-                    BinOp::Gt,
-                    Box::new(Expr::Literal(Literal::Int(10))),
-                )),
-                BinOp::And,
-                Box::new(Expr::Not(Box::new(Expr::IsNull { expr: col("c"), negated: false }))),
-            )),
+        let want = Expr::Chain(
             BinOp::Or,
-            Box::new(Expr::Binary(col("d"), BinOp::Eq, Box::new(Expr::Literal(Literal::Str("x".into()))))),
+            vec![
+                Expr::Chain(
+                    BinOp::And,
+                    vec![
+                        Expr::Binary(
+                            Box::new(Expr::Binary(
+                                col("a"),
+                                BinOp::Add,
+                                Box::new(Expr::Binary(
+                                    Box::new(Expr::Literal(Literal::Int(2))),
+                                    BinOp::Mul,
+                                    col("b"),
+                                )),
+                            )),
+                            BinOp::Gt,
+                            Box::new(Expr::Literal(Literal::Int(10))),
+                        ),
+                        Expr::Not(Box::new(Expr::IsNull { expr: col("c"), negated: false })),
+                    ],
+                ),
+                Expr::Binary(col("d"), BinOp::Eq, Box::new(Expr::Literal(Literal::Str("x".into())))),
+            ],
         );
         assert_eq!(e, want);
         assert_eq!(e.columns(), vec!["a", "b", "c", "d"]);

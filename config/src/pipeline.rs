@@ -270,6 +270,10 @@ pub fn parse_pipeline_with(
     let mut spec = read_pipeline(&top, catalog, &plain);
     top.finish(&["job", "runtime", "source", "operator", "sink"]);
     spec.canonical = canonical_lines(&plain);
+    // Key order matters too: stages are numbered in file order, and aggregates, projected
+    // columns and declared CSV columns come out in the order they are written.
+    key_orders("", root.get_ref(), &mut spec.canonical);
+    spec.canonical.sort();
     if doc.has_errors() {
         return Err(fail(doc.take_errors()));
     }
@@ -317,6 +321,30 @@ pub fn canonical_lines(doc: &toml::Table) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// For every table below the root (at its own path, which no value line has), the order its
+/// keys are written in.
+fn key_orders(path: &str, table: &DeTable<'_>, out: &mut Vec<(String, String)>) {
+    let mut keys: Vec<(usize, String, &toml::de::DeValue<'_>)> =
+        table.iter().map(|(k, v)| (k.span().start, k.get_ref().to_string(), v.get_ref())).collect();
+    keys.sort_by_key(|(at, _, _)| *at);
+    if !path.is_empty() {
+        let names: Vec<&str> = keys.iter().map(|(_, k, _)| k.as_str()).collect();
+        out.push((path.to_string(), format!("keys in this order: {}", names.join(", "))));
+    }
+    for (_, k, v) in keys {
+        let inner = crate::reader::join(path, &k);
+        if let Some(t) = v.as_table() {
+            key_orders(&inner, t, out);
+        } else if let Some(items) = v.as_array() {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(t) = item.get_ref().as_table() {
+                    key_orders(&format!("{inner}[{i}]"), t, out);
+                }
+            }
+        }
+    }
 }
 
 /// Problems found after reading (by checking columns against the data, say), placed at their
@@ -795,6 +823,23 @@ input = "missing"
         let e = parse_pipeline(text, "dup.toml").expect_err("invalid");
         assert_eq!(e.paths(), vec!["sink.x"], "{e}");
         assert!(e.to_string().contains("already used by an operator"), "{e}");
+    }
+
+    #[test]
+    fn canonical_lines_ignore_layout_but_keep_values_and_key_order() {
+        let a =
+            "[source.s]\nkind = \"generate\"\nrows = 1_000\n[sink.o]\nkind = \"summary\"\ninput = \"s\"\n";
+        let b = "# a comment\n[source.s]\nkind=\"generate\"  # here too\nrows = 1000\n\n[sink.o]\nkind = \"summary\"\ninput = \"s\"\n";
+        let pa = parse_pipeline(a, "a").expect("a");
+        assert_eq!(pa.canonical, parse_pipeline(b, "b").expect("b").canonical);
+        assert!(pa.canonical.contains(&("source.s.rows".to_string(), "1000".to_string())));
+        let swapped =
+            "[source.s]\nrows = 1000\nkind = \"generate\"\n[sink.o]\nkind = \"summary\"\ninput = \"s\"\n";
+        let ps = parse_pipeline(swapped, "s").expect("swapped");
+        let differ: Vec<&(String, String)> =
+            ps.canonical.iter().filter(|l| !pa.canonical.contains(l)).collect();
+        assert_eq!(differ.len(), 1, "{differ:?}");
+        assert_eq!(differ[0].0, "source.s");
     }
 
     #[test]

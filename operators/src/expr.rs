@@ -102,6 +102,23 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
             let v = eval(expr, batch)?;
             Arc::new(if *negated { is_not_null(&v)? } else { is_null(&v)? })
         }
+        Expr::Chain(op, items) => {
+            // Folded in a loop: a chain of thousands of comparisons costs no stack.
+            let what = if *op == BinOp::And { "and" } else { "or" };
+            let mut acc: Option<BooleanArray> = None;
+            for item in items {
+                let v = boolean(&eval(item, batch)?, what)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) if *op == BinOp::And => and_kleene(&a, &v)?,
+                    Some(a) => or_kleene(&a, &v)?,
+                });
+            }
+            match acc {
+                Some(a) => Arc::new(a),
+                None => return Err(err(format!("an empty `{what}`"))),
+            }
+        }
         Expr::Binary(l, op, r) => {
             // A bare null literal takes the type of the other side.
             let (lv, rv) = match (l.as_ref(), r.as_ref()) {

@@ -28,7 +28,7 @@ use updraft_config::AggFn;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::chunked::Chunked;
-use crate::keys::canonical_column;
+use crate::keys::{canonical_column, canonical_f64};
 use crate::partition::column_indices;
 
 /// Which part of a split aggregation a stage does.
@@ -130,7 +130,8 @@ fn floats(col: &ArrayRef) -> Result<Vec<Option<f64>>, OperatorError> {
 fn better(a: &Scalar, b: &Scalar, max: bool) -> bool {
     let ord = match (a, b) {
         (Scalar::I(x), Scalar::I(y)) => x.cmp(y),
-        (Scalar::F(x), Scalar::F(y)) => x.total_cmp(y),
+        // The key order of `crate::keys`: -0.0 = 0.0, every NaN above every number.
+        (Scalar::F(x), Scalar::F(y)) => canonical_f64(*x).total_cmp(&canonical_f64(*y)),
         (Scalar::S(x), Scalar::S(y)) => x.cmp(y),
         _ => std::cmp::Ordering::Equal,
     };

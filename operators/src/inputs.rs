@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 use updraft_config::{FileFormat, MissingColumns, PipelineSpec, SourceFiles, SourceKind};
-use updraft_runtime::OperatorError;
+use updraft_runtime::{FailureClass, OperatorError};
 
 use crate::files::read_schema;
 use crate::outputs::existing_parts;
@@ -119,6 +119,9 @@ pub fn list(spec: &PipelineSpec, world: u32) -> Result<Listing, ListError> {
             Err(e) => err.push(format!("source.{name}"), e),
         }
     }
+    if let Some((sink, message)) = crate::outputs::sink_conflict(spec) {
+        err.push(format!("sink.{sink}"), OperatorError::Invalid(message));
+    }
     for sink in &spec.sinks {
         if let updraft_config::SinkKind::File {
             path, mode: updraft_config::WriteMode::ErrorIfExists, ..
@@ -165,6 +168,12 @@ impl ListError {
     pub fn messages(&self) -> Vec<String> {
         self.problems.iter().chain(&self.unavailable).map(|p| format!("{}: {}", p.path, p.message)).collect()
     }
+
+    /// As an [`AgreeError`]: every problem; `Unavailable` when only services failed.
+    pub fn to_agree_error(&self) -> AgreeError {
+        let class = if self.problems.is_empty() { FailureClass::Unavailable } else { FailureClass::Config };
+        AgreeError { class, problems: self.messages() }
+    }
 }
 
 /// One file's schema, as one rank read it.
@@ -183,6 +192,8 @@ pub struct FileSchema {
 pub struct ShareReport {
     /// Problems: files it cannot see or read, a local view that differs from the listing.
     pub problems: Vec<String>,
+    /// Some problem came from a service that could not be reached (a rerun may succeed).
+    pub unavailable: bool,
     /// The schema of each file it will read.
     pub schemas: Vec<FileSchema>,
 }
@@ -233,11 +244,24 @@ pub fn read_share(spec: &PipelineSpec, listing: &Listing, rank: u32, world: u32)
             let schema = Location::parse(file).and_then(|at| read_schema(name, format, &at));
             match schema {
                 Ok(schema) => report.schemas.push(FileSchema { source: name.to_string(), index, schema }),
-                Err(e) => report.problems.push(format!("rank {rank}: {e}")),
+                Err(e) => {
+                    report.unavailable |= matches!(e, OperatorError::Unavailable(_));
+                    report.problems.push(format!("rank {rank}: {e}"));
+                }
             }
         }
     }
     report
+}
+
+/// Why a job's inputs could not be agreed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", problems.join("; "))]
+pub struct AgreeError {
+    /// `Config` (the inputs are wrong) or `Unavailable` (a service could not be reached).
+    pub class: FailureClass,
+    /// Every problem found, naming the rank and file.
+    pub problems: Vec<String>,
 }
 
 /// Step 3, on every rank: the agreed inputs from every rank's report (in rank order).
@@ -248,10 +272,12 @@ pub fn agree(
     spec: &PipelineSpec,
     listing: &Listing,
     reports: &[ShareReport],
-) -> Result<JobInputs, Vec<String>> {
+) -> Result<JobInputs, AgreeError> {
     let problems: Vec<String> = reports.iter().flat_map(|r| r.problems.iter().cloned()).collect();
     if !problems.is_empty() {
-        return Err(problems);
+        let unavailable = reports.iter().any(|r| r.unavailable);
+        let class = if unavailable { FailureClass::Unavailable } else { FailureClass::Config };
+        return Err(AgreeError { class, problems });
     }
     let mut inputs = JobInputs::default();
     let mut errors = Vec::new();
@@ -295,7 +321,11 @@ pub fn agree(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() { Ok(inputs) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(AgreeError { class: FailureClass::Config, problems: errors })
+    }
 }
 
 /// What [`resolve_here`] found.
@@ -366,8 +396,8 @@ pub fn resolve_here(spec: &PipelineSpec, world: u32) -> Resolution {
 /// there is none), and each rank's share report (schemas as Arrow IPC schema messages).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 enum AgreeMsg {
-    Listing { sources: Vec<(String, Vec<String>)>, problems: Vec<String> },
-    Share { problems: Vec<String>, schemas: Vec<(String, u32, Vec<u8>)> },
+    Listing { sources: Vec<(String, Vec<String>)>, problems: Vec<String>, unavailable: bool },
+    Share { problems: Vec<String>, unavailable: bool, schemas: Vec<(String, u32, Vec<u8>)> },
 }
 
 fn encode(msg: &AgreeMsg) -> Result<Vec<u8>, String> {
@@ -400,10 +430,16 @@ impl Listing {
     ///
     /// # Errors
     /// If it cannot be encoded.
-    pub fn to_bytes(listing: &Result<Listing, Vec<String>>) -> Result<Vec<u8>, String> {
+    pub fn to_bytes(listing: &Result<Listing, AgreeError>) -> Result<Vec<u8>, String> {
         let msg = match listing {
-            Ok(l) => AgreeMsg::Listing { sources: l.sources.clone(), problems: Vec::new() },
-            Err(p) => AgreeMsg::Listing { sources: Vec::new(), problems: p.clone() },
+            Ok(l) => {
+                AgreeMsg::Listing { sources: l.sources.clone(), problems: Vec::new(), unavailable: false }
+            }
+            Err(e) => AgreeMsg::Listing {
+                sources: Vec::new(),
+                problems: e.problems.clone(),
+                unavailable: e.class == FailureClass::Unavailable,
+            },
         };
         encode(&msg)
     }
@@ -412,9 +448,12 @@ impl Listing {
     ///
     /// # Errors
     /// Bytes that are not a listing.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Result<Listing, Vec<String>>, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Result<Listing, AgreeError>, String> {
         match decode(bytes)? {
-            AgreeMsg::Listing { problems, .. } if !problems.is_empty() => Ok(Err(problems)),
+            AgreeMsg::Listing { problems, unavailable, .. } if !problems.is_empty() => {
+                let class = if unavailable { FailureClass::Unavailable } else { FailureClass::Config };
+                Ok(Err(AgreeError { class, problems }))
+            }
             AgreeMsg::Listing { sources, .. } => Ok(Ok(Listing { sources })),
             AgreeMsg::Share { .. } => Err("a share report where the listing was expected".into()),
         }
@@ -431,7 +470,7 @@ impl ShareReport {
         for s in &self.schemas {
             schemas.push((s.source.clone(), s.index, encode_schema(&s.schema)?));
         }
-        encode(&AgreeMsg::Share { problems: self.problems.clone(), schemas })
+        encode(&AgreeMsg::Share { problems: self.problems.clone(), unavailable: self.unavailable, schemas })
     }
 
     /// A report received from another rank.
@@ -440,8 +479,9 @@ impl ShareReport {
     /// Bytes that are not a share report.
     pub fn from_bytes(bytes: &[u8]) -> Result<ShareReport, String> {
         match decode(bytes)? {
-            AgreeMsg::Share { problems, schemas } => {
-                let mut out = ShareReport { problems, schemas: Vec::with_capacity(schemas.len()) };
+            AgreeMsg::Share { problems, unavailable, schemas } => {
+                let mut out =
+                    ShareReport { problems, unavailable, schemas: Vec::with_capacity(schemas.len()) };
                 for (source, index, schema) in schemas {
                     out.schemas.push(FileSchema { source, index, schema: decode_schema(&schema)? });
                 }
@@ -471,8 +511,9 @@ mod tests {
         let listing = Listing { sources: vec![("a".into(), vec!["x.csv".into(), "s3://b/y.csv".into()])] };
         let bytes = Listing::to_bytes(&Ok(listing.clone())).expect("encode");
         assert_eq!(Listing::from_bytes(&bytes).expect("decode"), Ok(listing));
-        let bytes = Listing::to_bytes(&Err(vec!["no".into()])).expect("encode");
-        assert_eq!(Listing::from_bytes(&bytes).expect("decode"), Err(vec!["no".to_string()]));
+        let e = AgreeError { class: FailureClass::Unavailable, problems: vec!["no".into()] };
+        let bytes = Listing::to_bytes(&Err(e.clone())).expect("encode");
+        assert_eq!(Listing::from_bytes(&bytes).expect("decode"), Err(e));
         let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
             "k",
             arrow_schema::DataType::Int64,
@@ -480,6 +521,7 @@ mod tests {
         )]));
         let report = ShareReport {
             problems: vec!["p".into()],
+            unavailable: false,
             schemas: vec![FileSchema { source: "a".into(), index: 1, schema: Arc::clone(&schema) }],
         };
         let back = ShareReport::from_bytes(&report.to_bytes().expect("encode")).expect("decode");

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
 use arrow_select::zip::zip;
@@ -245,19 +245,35 @@ fn output_schema(
         .map(|(_, r)| *r)
         .collect();
     let right_keep: Vec<usize> = (0..right.fields().len()).filter(|i| !dropped.contains(i)).collect();
+    // A key shared by name holds the right side's key for unmatched right rows: its type is
+    // one both sides' keys fit (integers of different widths widen).
+    let shared: Vec<(usize, DataType)> = lk
+        .iter()
+        .zip(rk)
+        .filter(|(l, r)| keep_right && left.field(**l).name() == right.field(**r).name())
+        .map(|(l, r)| {
+            let (lt, rt) = (left.field(*l).data_type(), right.field(*r).data_type());
+            (*l, crate::unify::widen(lt, rt).unwrap_or_else(|| lt.clone()))
+        })
+        .collect();
     let left_names: HashSet<&str> = left.fields().iter().map(|f| f.name().as_str()).collect();
     let right_names: HashSet<&str> = right_keep.iter().map(|i| right.field(*i).name().as_str()).collect();
     let mut fields: Vec<Field> = left
         .fields()
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let name = if right_names.contains(f.name().as_str()) {
                 format!("{}{}", f.name(), suffixes.0)
             } else {
                 f.name().clone()
             };
+            let ty = shared
+                .iter()
+                .find(|(l, _)| *l == i)
+                .map_or_else(|| f.data_type().clone(), |(_, t)| t.clone());
             // A preserved right side leaves left columns empty for unmatched right rows.
-            f.as_ref().clone().with_name(name).with_nullable(f.is_nullable() || keep_right)
+            f.as_ref().clone().with_name(name).with_data_type(ty).with_nullable(f.is_nullable() || keep_right)
         })
         .collect();
     for i in &right_keep {
@@ -465,8 +481,10 @@ impl Matching {
             cols.push(take(c.as_ref(), &li, None)?);
         }
         for &(out, r) in &self.coalesce {
-            let from_right = take(self.right.column(r).as_ref(), &ri, None)?;
-            cols[out] = zip(&has_left, &cols[out], &from_right)?;
+            let ty = self.schema.field(out).data_type();
+            let from_left = arrow_cast::cast(&cols[out], ty)?;
+            let from_right = arrow_cast::cast(&take(self.right.column(r).as_ref(), &ri, None)?, ty)?;
+            cols[out] = zip(&has_left, &from_left, &from_right)?;
         }
         for &i in &self.right_keep {
             cols.push(take(self.right.column(i).as_ref(), &ri, None)?);
@@ -606,6 +624,38 @@ mod tests {
                 vec![(1, 10, 20), (1, 10, 22), (1, 11, 20), (1, 11, 22), (3, 14, 23)],
                 "{a:?}"
             );
+        }
+    }
+
+    #[test]
+    fn keys_of_different_integer_widths_keep_the_right_key_of_unmatched_right_rows() {
+        let left = RecordBatch::try_from_iter(vec![
+            ("key", Arc::new(Int32Array::from(vec![Some(1), Some(2), None])) as ArrayRef),
+            ("payload", Arc::new(Int64Array::from(vec![10, 11, 12])) as ArrayRef),
+        ])
+        .expect("left");
+        let right = kv(vec![Some(1), Some(1 << 40), None], vec![20, 21, 22]);
+        for a in ALGORITHMS {
+            for how in [JoinHow::Right, JoinHow::Full] {
+                let mut p = params(&["key"], 100);
+                p.how = how;
+                let out = run(&mut with(a, p), vec![left.clone()], vec![right.clone()]);
+                assert_eq!(out[0].schema().field(0).data_type(), &DataType::Int64);
+                let mut keys: Vec<Option<i64>> = out
+                    .iter()
+                    .flat_map(|b| {
+                        let k = b.column(0).as_primitive::<Int64Type>().clone();
+                        (0..b.num_rows()).map(move |i| k.is_valid(i).then(|| k.value(i)))
+                    })
+                    .collect();
+                keys.sort();
+                let want = if how == JoinHow::Full {
+                    vec![None, None, Some(1), Some(2), Some(1 << 40)]
+                } else {
+                    vec![None, Some(1), Some(1 << 40)]
+                };
+                assert_eq!(keys, want, "{a:?} {how:?}");
+            }
         }
     }
 

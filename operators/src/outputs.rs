@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use updraft_config::{PipelineSpec, SinkKind, WriteMode};
 use updraft_runtime::OperatorError;
@@ -49,19 +50,70 @@ pub fn temp_path(final_path: &str, run: &str) -> String {
     format!("{dir}.{name}.updraft-{run}.tmp")
 }
 
+/// The names sink path `pattern` owns: `PREFIX<digits>[-<16 hex digits>]SUFFIX` (any rank, any
+/// padding, appended or not). `overwrite` deletes such files that a run did not write.
+///
+/// # Errors
+/// A pattern without `{rank}` (validated before) or one the regex engine refuses.
+pub fn part_regex(pattern: &str) -> Result<regex::Regex, OperatorError> {
+    let Some((before, after)) = pattern.split_once("{rank}") else {
+        return Err(OperatorError::Invalid(format!("sink path `{pattern}` has no {{rank}}")));
+    };
+    regex::Regex::new(&format!(
+        "^{}[0-9]+(?:-[0-9a-f]{{16}})?{}$",
+        regex::escape(before),
+        regex::escape(after)
+    ))
+    .map_err(|e| OperatorError::Invalid(format!("sink path `{pattern}`: {e}")))
+}
+
+/// The first pair of file sinks of `spec` whose part files could be taken for each other's
+/// (the same path, or one path's part names matching the other's pattern, on up to 1000
+/// workers), as `(sink, message)`: one sink's `overwrite` would delete the other's files.
+pub fn sink_conflict(spec: &PipelineSpec) -> Option<(String, String)> {
+    let sinks: Vec<(&str, &str)> = spec
+        .sinks
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SinkKind::File { path, .. } => Some((s.name.as_str(), path.as_str())),
+            SinkKind::Summary => None,
+        })
+        .collect();
+    for (i, (a, pa)) in sinks.iter().enumerate() {
+        let Ok(ra) = part_regex(pa) else { continue };
+        for (b, pb) in sinks.iter().skip(i + 1) {
+            let Ok(rb) = part_regex(pb) else { continue };
+            for rank in 0..1000u32 {
+                let (na, nb) =
+                    (pa.replace("{rank}", &rank.to_string()), pb.replace("{rank}", &rank.to_string()));
+                let clash = if rb.is_match(&na) {
+                    Some(na)
+                } else if ra.is_match(&nb) {
+                    Some(nb)
+                } else {
+                    None
+                };
+                if let Some(name) = clash {
+                    return Some((
+                        (*b).to_string(),
+                        format!(
+                            "sink `{b}` (`{pb}`) and sink `{a}` (`{pa}`) both claim part files such as {name}: give them paths that cannot be taken for each other's"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The part files of sink path `pattern` that exist now (written by any earlier run, on any
 /// number of workers, appended or not), sorted.
 ///
 /// # Errors
 /// Listing failures.
 pub fn existing_parts(pattern: &str) -> Result<Vec<String>, OperatorError> {
-    let Some((before, after)) = pattern.split_once("{rank}") else { return Ok(Vec::new()) };
-    let re = regex::Regex::new(&format!(
-        "^{}[0-9]+(?:-[0-9a-f]{{16}})?{}$",
-        regex::escape(before),
-        regex::escape(after)
-    ))
-    .map_err(|e| OperatorError::Invalid(format!("sink path `{pattern}`: {e}")))?;
+    let re = part_regex(pattern)?;
     let candidates: Vec<String> = match Location::parse_entry(&pattern.replace("{rank}", "*"))? {
         Location::Local(glob_path) => {
             let g = glob_path.to_string_lossy().to_string();
@@ -104,6 +156,8 @@ pub struct JobOutputs {
     rank: u32,
     world: u32,
     run: String,
+    /// Another run's temporary file older than this belongs to a run that is over.
+    stale_after: Duration,
     sinks: Vec<SinkFiles>,
     staged: Mutex<Vec<Staged>>,
 }
@@ -131,7 +185,16 @@ impl JobOutputs {
                 SinkKind::Summary => None,
             })
             .collect();
-        Arc::new(JobOutputs { rank, world, run: run.to_string(), sinks, staged: Mutex::new(Vec::new()) })
+        // Every worker of a run stops by its job timeout; twice that (an hour at least) is over.
+        let stale_after = (spec.runtime.job_timeout * 2).max(Duration::from_secs(3600));
+        Arc::new(JobOutputs {
+            rank,
+            world,
+            run: run.to_string(),
+            stale_after,
+            sinks,
+            staged: Mutex::new(Vec::new()),
+        })
     }
 
     /// The run id.
@@ -194,11 +257,15 @@ impl JobOutputs {
         }
     }
 
-    /// Removes part files of overwritten sinks that this run did not write.
+    /// Removes part files of overwritten sinks that this run did not write (never a file any
+    /// sink of this run wrote).
     fn remove_stale(&self) -> Result<(), OperatorError> {
+        let new: Vec<String> = self
+            .sinks
+            .iter()
+            .flat_map(|s| (0..self.world).map(|r| part_path(&s.pattern, r, self.world, s.mode, &self.run)))
+            .collect();
         for s in self.sinks.iter().filter(|s| s.mode == WriteMode::Overwrite) {
-            let new: Vec<String> =
-                (0..self.world).map(|r| part_path(&s.pattern, r, self.world, s.mode, &self.run)).collect();
             let local = !s.pattern.starts_with("s3://");
             // Objects are shared: one rank lists and deletes. Local paths may be a different
             // disk on every rank: each cleans its own view.
@@ -209,10 +276,13 @@ impl JobOutputs {
                 remove(&stale);
             }
             if local {
-                // Temporaries of earlier runs that were killed before they could clean up.
+                // Temporaries of earlier runs that were killed before they could clean up: old
+                // enough that their run is over (a live run's are left alone).
                 let mine = part_path(&s.pattern, self.rank, self.world, s.mode, &self.run);
-                for leftover in leftover_temps(&mine, &self.run) {
-                    remove(&leftover.to_string_lossy());
+                for (leftover, age) in other_temps(&mine, &self.run) {
+                    if age >= self.stale_after {
+                        remove(&leftover.to_string_lossy());
+                    }
                 }
             }
         }
@@ -239,9 +309,12 @@ fn remove(at: &str) {
     }
 }
 
-/// Temporary files of part file `dest` left by runs other than `run`.
-fn leftover_temps(dest: &str, run: &str) -> Vec<PathBuf> {
+/// Temporary files of part file `dest` (local) of runs other than `run`, with their age.
+fn other_temps(dest: &str, run: &str) -> Vec<(PathBuf, Duration)> {
     let path = Path::new(dest);
+    if dest.starts_with("s3://") {
+        return Vec::new();
+    }
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let prefix = format!(".{}.updraft-", name.to_string_lossy());
@@ -249,9 +322,14 @@ fn leftover_temps(dest: &str, run: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
         .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.starts_with(&prefix) && n.ends_with(".tmp") && *n != mine)
-        .map(|n| dir.join(n))
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.starts_with(&prefix) && n.ends_with(".tmp") && n != mine
+        })
+        .map(|e| {
+            let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            (e.path(), age.unwrap_or_default())
+        })
         .collect()
 }
 
@@ -260,6 +338,18 @@ impl Commit for JobOutputs {
         let staged = self.staged().clone();
         if let Some(open) = staged.iter().find(|s| !s.closed) {
             return Err(format!("{} was not finished", open.dest));
+        }
+        // Another job writing the same files now: publishing would mix the two jobs' parts.
+        for s in &staged {
+            if let Some((other, _)) =
+                other_temps(&s.dest, &self.run).into_iter().find(|(_, age)| *age < self.stale_after)
+            {
+                return Err(format!(
+                    "another job is writing {} at the same time ({} exists); jobs must not write one path at once",
+                    s.dest,
+                    other.display()
+                ));
+            }
         }
         for s in &staged {
             self.publish(s).map_err(|e| e.to_string())?;
@@ -336,6 +426,12 @@ mod tests {
         for stale in ["p-5.csv", "p-00.csv", ".p-0.csv.updraft-0000000000000001.tmp"] {
             std::fs::write(dir.path().join("out").join(stale), "old").expect("write");
         }
+        // The killed run's temporary file is two hours old.
+        let old = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("out/.p-0.csv.updraft-0000000000000001.tmp"))
+            .expect("open");
+        old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("mtime");
         let outputs = JobOutputs::new(&spec, 0, 2, "00000000000000aa");
         let t = outputs.target("s").expect("target");
         let Location::Local(temp) = &t.temp else { panic!("local") };
@@ -365,5 +461,43 @@ mod tests {
         failed.abort();
         assert!(!temp.exists() && !Path::new(&other).exists());
         assert_eq!(std::fs::read_to_string(dir.path().join("out/p-0.csv")).expect("kept"), "new");
+    }
+
+    #[test]
+    fn a_commit_refuses_to_mix_with_a_live_run_and_overlapping_sinks_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pattern = format!("{}/p-{{rank}}.csv", dir.path().display());
+        let pipeline = |extra: &str| {
+            format!(
+                "[source.a]\nkind = \"generate\"\nrows = 1\n[sink.s]\nkind = \"csv\"\ninput = \"a\"\npath = {pattern:?}\n{extra}"
+            )
+        };
+        let spec = updraft_config::parse_pipeline(&pipeline(""), "t").expect("valid");
+        let outputs = JobOutputs::new(&spec, 0, 1, "00000000000000aa");
+        let t = outputs.target("s").expect("target");
+        let Location::Local(temp) = &t.temp else { panic!("local") };
+        std::fs::write(temp, "mine").expect("write");
+        outputs.opened(&t);
+        outputs.closed(&t);
+        std::fs::write(dir.path().join(".p-0.csv.updraft-00000000000000bb.tmp"), "theirs").expect("write");
+        let e = outputs.commit().expect_err("a live run writes the same file");
+        assert!(e.contains("another job is writing") && e.contains("00000000000000bb"), "{e}");
+        assert!(!dir.path().join("p-0.csv").exists());
+
+        let same = pipeline(&format!("[sink.t]\nkind = \"csv\"\ninput = \"a\"\npath = {pattern:?}\n"));
+        let (sink, msg) =
+            sink_conflict(&updraft_config::parse_pipeline(&same, "t").expect("valid")).expect("clash");
+        assert_eq!(sink, "t");
+        assert!(msg.contains("both claim part files"), "{msg}");
+        let nested = pipeline(&format!(
+            "[sink.t]\nkind = \"csv\"\ninput = \"a\"\npath = {:?}\n",
+            format!("{}/p-1{{rank}}.csv", dir.path().display())
+        ));
+        assert!(sink_conflict(&updraft_config::parse_pipeline(&nested, "t").expect("valid")).is_some());
+        let apart = pipeline(&format!(
+            "[sink.t]\nkind = \"csv\"\ninput = \"a\"\npath = {:?}\n",
+            format!("{}/q-{{rank}}.csv", dir.path().display())
+        ));
+        assert!(sink_conflict(&updraft_config::parse_pipeline(&apart, "t").expect("valid")).is_none());
     }
 }

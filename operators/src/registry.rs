@@ -223,7 +223,7 @@ impl OperatorCatalog for Registry {
 mod tests {
     use super::*;
     use serde::Deserialize;
-    use updraft_runtime::testing::{Failing, Fault};
+    use updraft_runtime::testing::{At, Failing, Fault};
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn build(_: P, _: &BuildContext<'_>) -> Result<Box<dyn Operator>, OperatorError> {
-        Ok(Box::new(Failing::new(Fault::OnEnd)))
+        Ok(Box::new(Failing::new(At::End, Fault::Error)))
     }
 
     #[test]

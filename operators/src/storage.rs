@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -332,7 +332,19 @@ struct S3 {
     timeout: Duration,
 }
 
-static S3_CLIENT: OnceLock<Result<S3, String>> = OnceLock::new();
+/// The process's S3 client: made on first use and reused by every later job (a warm function
+/// keeps it); a failure to make it is not kept, so a later request tries again.
+static S3_CLIENT: Mutex<Option<Arc<S3>>> = Mutex::new(None);
+
+fn client() -> Result<Arc<S3>, String> {
+    let mut slot = S3_CLIENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s3) = slot.as_ref() {
+        return Ok(Arc::clone(s3));
+    }
+    let s3 = Arc::new(connect()?);
+    *slot = Some(Arc::clone(&s3));
+    Ok(s3)
+}
 
 fn connect() -> Result<S3, String> {
     let timeout = match std::env::var("UPDRAFT_S3_TIMEOUT").ok().filter(|t| !t.is_empty()) {
@@ -361,10 +373,7 @@ where
     Fut: std::future::Future<Output = Result<T, S3Fail>> + Send + 'static,
 {
     let unavailable = |e: &str| OperatorError::Unavailable(format!("cannot {what} {url}: {e}"));
-    let s3 = match S3_CLIENT.get_or_init(connect) {
-        Ok(s3) => s3,
-        Err(e) => return Err(unavailable(e)),
-    };
+    let s3 = client().map_err(|e| unavailable(&e))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let request = f(s3.client.clone());
     let timeout = s3.timeout;

@@ -2,6 +2,11 @@
 //! routes its output through [`OutEdge`]s, and stops calling it while a destination has no
 //! credit. Inputs wait in `inbox`, which upstream credit bounds.
 //!
+//! Every call into the operator runs under `catch_unwind`: a panic is a typed failure of the
+//! stage (class `Operator`, with the panic's message), told to every rank like any error, never
+//! a thread that dies in silence. A data batch whose columns (names and types) differ from the
+//! first batch of its port is refused before the operator sees it, naming the port and sender.
+//!
 //! ```text
 //!   ToOperator::{Local, RemoteData} ─▶ inbox ─▶ on_batch ─▶ Output ─▶ OutEdge(s)
 //!   ToOperator::{LocalEnd, RemoteEnd} ─▶ inbox ─▶ on_end (when every sender ended the port)
@@ -9,14 +14,17 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use actix::prelude::*;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
+use arrow_schema::{Schema, SchemaRef};
 
 use crate::credit::CreditGuard;
+use crate::error::{FailureClass, OperatorError};
 use crate::exchange::OutEdge;
 use crate::ids::{EdgeId, Rank};
 use crate::messages::{EventSink, JobEvent, SendFrame, ToOperator};
@@ -33,6 +41,8 @@ pub struct InputPort {
     senders: HashMap<Rank, SenderState>,
     expected: usize,
     ended: usize,
+    /// The columns of the port's first data batch; every later one must have them.
+    schema: Option<SchemaRef>,
 }
 
 impl InputPort {
@@ -44,6 +54,7 @@ impl InputPort {
             senders: ranks.into_iter().map(|r| (r, SenderState::default())).collect(),
             expected,
             ended: 0,
+            schema: None,
         }
     }
 }
@@ -57,8 +68,49 @@ struct SenderState {
 }
 
 enum Item {
-    Batch { port: usize, batch: RecordBatch, _guard: Option<CreditGuard> },
+    Batch { port: usize, from: Rank, batch: RecordBatch, _guard: Option<CreditGuard> },
     End { port: usize },
+}
+
+/// Schema metadata keys with this prefix mark control batches (a sort's key sample, say):
+/// operators exchange them on a port next to data batches of another schema, so the port's
+/// schema check leaves them to the operator.
+pub const CONTROL_BATCH_PREFIX: &str = "updraft.";
+
+fn is_control(schema: &Schema) -> bool {
+    schema.metadata().keys().any(|k| k.starts_with(CONTROL_BATCH_PREFIX))
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn describe(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Runs one call into operator code, turning its error or its panic into a failure to report.
+fn guarded<T>(f: impl FnOnce() -> Result<T, OperatorError>) -> Result<T, (String, FailureClass)> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((e.to_string(), e.class())),
+        Err(p) => Err((format!("panicked: {}", panic_message(p.as_ref())), FailureClass::Operator)),
+    }
 }
 
 /// Where the actor belongs and what it may reach.
@@ -146,13 +198,42 @@ impl OperatorActor {
         }
     }
 
-    fn fail(&mut self, error: String) {
+    fn fail(&mut self, error: String, class: FailureClass) {
         if self.failed {
             return;
         }
         self.failed = true;
         self.inbox.clear();
-        self.setup.events.send(JobEvent::OperatorFailed { stage: self.setup.stage, error });
+        self.setup.events.send(JobEvent::OperatorFailed { stage: self.setup.stage, error, class });
+    }
+
+    /// Checks a data batch against its port's first one.
+    fn check_schema(
+        &mut self,
+        port: usize,
+        from: Rank,
+        batch: &RecordBatch,
+    ) -> Result<(), (String, FailureClass)> {
+        let schema = batch.schema();
+        if is_control(&schema) {
+            return Ok(());
+        }
+        let Some(p) = self.setup.inputs.get_mut(port) else { return Ok(()) };
+        match &p.schema {
+            None => {
+                p.schema = Some(schema);
+                Ok(())
+            }
+            Some(first) if same_columns(first, &schema) => Ok(()),
+            Some(first) => Err((
+                format!(
+                    "input {port}: a batch from rank {from} has columns ({}) but earlier batches had ({})",
+                    describe(&schema),
+                    describe(first)
+                ),
+                FailureClass::Operator,
+            )),
+        }
     }
 
     fn protocol(&mut self, edge: EdgeId, peer: Rank, detail: String) {
@@ -184,23 +265,28 @@ impl OperatorActor {
                 return;
             }
             let t0 = Instant::now();
+            let (op, out) = (&mut self.op, &mut self.out);
             let result = if self.more {
-                self.op.resume(&mut self.out).map(|f| self.more = f == Flow::More)
+                guarded(|| op.resume(out)).map(|f| self.more = f == Flow::More)
             } else if let Some(item) = self.inbox.pop_front() {
                 match item {
-                    Item::Batch { port, batch, _guard } => {
+                    Item::Batch { port, from, batch, _guard } => {
                         self.stats.rows_in += batch.num_rows() as u64;
                         self.stats.batches_in += 1;
                         self.rows_in.increment(batch.num_rows() as u64);
                         self.bytes_in.increment(crate::exchange::batch_bytes(&batch));
-                        self.op.on_batch(port, batch, &mut self.out)
+                        match self.check_schema(port, from, &batch) {
+                            Ok(()) => guarded(|| self.op.on_batch(port, batch, &mut self.out)),
+                            Err(e) => Err(e),
+                        }
                         // `_guard` drops here: the batch is processed, its credit goes back.
                     }
                     Item::End { port } => {
                         let p = &mut self.setup.inputs[port];
                         p.ended += 1;
                         if p.ended == p.expected {
-                            self.op.on_end(port, &mut self.out).map(|f| self.more = f == Flow::More)
+                            let (op, out) = (&mut self.op, &mut self.out);
+                            guarded(|| op.on_end(port, out)).map(|f| self.more = f == Flow::More)
                         } else {
                             Ok(())
                         }
@@ -215,7 +301,7 @@ impl OperatorActor {
                     }
                 }
                 if let Err(e) = result {
-                    self.fail(e);
+                    self.fail(e, FailureClass::Operator);
                     return;
                 }
                 self.maybe_report();
@@ -226,12 +312,14 @@ impl OperatorActor {
             let elapsed = t0.elapsed();
             self.stats.busy_us += elapsed.as_micros() as u64;
             self.call_seconds.record(elapsed.as_secs_f64());
-            if let Err(e) = result {
-                self.fail(e.to_string());
+            if let Err((e, class)) = result {
+                self.fail(e, class);
                 return;
             }
-            if let Err(e) = self.route(&me) {
-                self.fail(e);
+            let routed = std::panic::catch_unwind(AssertUnwindSafe(|| self.route(&me)))
+                .unwrap_or_else(|p| Err(format!("panicked routing output: {}", panic_message(p.as_ref()))));
+            if let Err(e) = routed {
+                self.fail(e, FailureClass::Operator);
                 return;
             }
             self.in_flight.set(self.setup.outputs.iter().map(OutEdge::in_flight).sum::<u64>() as f64);
@@ -254,12 +342,21 @@ impl OperatorActor {
     fn maybe_report(&mut self) {
         if self.op_finished && !self.reported && !self.failed && self.setup.outputs.iter().all(OutEdge::ended)
         {
+            let summary = match std::panic::catch_unwind(AssertUnwindSafe(|| self.op.summary())) {
+                Ok(s) => s,
+                Err(p) => {
+                    return self.fail(
+                        format!("panicked in summary: {}", panic_message(p.as_ref())),
+                        FailureClass::Operator,
+                    );
+                }
+            };
             self.reported = true;
             self.stats.end_us = self.setup.started_at.elapsed().as_micros() as u64;
             self.setup.events.send(JobEvent::OperatorDone {
                 stage: self.setup.stage,
                 stats: self.stats.clone(),
-                summary: self.op.summary(),
+                summary,
             });
         }
     }
@@ -286,26 +383,40 @@ impl OperatorActor {
             return self.protocol(edge, from, detail);
         }
         s.next_seq += 1;
-        let mut decoder = StreamDecoder::new().with_require_alignment(true);
-        let mut buf = body;
-        let mut batches = Vec::new();
-        while !buf.is_empty() {
-            match decoder.decode(&mut buf) {
-                Ok(Some(b)) => batches.push(b),
-                Ok(None) => {}
-                Err(e) => return self.protocol(edge, from, format!("undecodable Arrow IPC: {e}")),
+        // Bytes from the network: decoding must fail as an error, never as a panic.
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut decoder = StreamDecoder::new().with_require_alignment(true);
+            let mut buf = body;
+            let mut batches = Vec::new();
+            while !buf.is_empty() {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(b)) => batches.push(b),
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("undecodable Arrow IPC: {e}")),
+                }
             }
-        }
-        if let Err(e) = decoder.finish() {
-            return self.protocol(edge, from, format!("incomplete Arrow IPC stream in frame {seq}: {e}"));
-        }
+            decoder.finish().map_err(|e| format!("incomplete Arrow IPC stream in frame {seq}: {e}"))?;
+            Ok(batches)
+        }));
+        let batches = match decoded {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return self.protocol(edge, from, e),
+            Err(p) => {
+                return self.protocol(
+                    edge,
+                    from,
+                    format!("Arrow IPC that panicked the decoder: {}", panic_message(p.as_ref())),
+                );
+            }
+        };
+        let Some(s) = self.sender(port, from) else { return };
         s.batches += batches.len() as u64;
         s.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let mut guard = Some(CreditGuard::remote(transport, from, edge, me, bytes));
         let n = batches.len();
         for (i, batch) in batches.into_iter().enumerate() {
             let g = if i + 1 == n { guard.take() } else { None };
-            self.inbox.push_back(Item::Batch { port, batch, _guard: g });
+            self.inbox.push_back(Item::Batch { port, from, batch, _guard: g });
         }
         drop(guard); // a frame without a batch returns its credit at once
     }
@@ -370,7 +481,7 @@ impl Handler<ToOperator> for OperatorActor {
                 };
                 s.batches += 1;
                 s.rows += batch.num_rows() as u64;
-                self.inbox.push_back(Item::Batch { port, batch, _guard: Some(guard) });
+                self.inbox.push_back(Item::Batch { port, from, batch, _guard: Some(guard) });
             }
             ToOperator::LocalEnd { edge, port, from, batches, rows } => {
                 self.on_end(edge, port, from, None, batches, rows);

@@ -52,6 +52,9 @@ pub struct JobContext {
     pub deadline: tokio::time::Instant,
     /// Publishes the outputs once every rank finished, or removes them on failure.
     pub commit: std::sync::Arc<dyn Commit>,
+    /// Turns to `Some(reason)` when the worker must stop (its launcher went away, a signal):
+    /// the job then fails at once, telling its peers, and removes its temporaries.
+    pub cancel: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// This worker's report and every peer's.
@@ -141,27 +144,39 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
     for arbiter in &arbiters {
         arbiter.stop();
     }
-    if result.is_ok() {
-        // Idle by now: joining is quick. After a failure an arbiter may be in the middle of a
-        // long operator call; it stops after that call, and nobody waits for it.
-        let joined = tokio::task::spawn_blocking(move || {
-            for arbiter in arbiters {
-                let _ = arbiter.join();
+    // A failure is told to the peers, and the outputs' temporaries removed, at once.
+    if let Err(e) = &result {
+        if !driver.committed {
+            ctx.commit.abort();
+        }
+        let (reason, class) = (e.to_string(), e.class());
+        for peer in (0..ctx.world).filter(|p| *p != ctx.me) {
+            if let Ok(frame) = OutFrame::control(0, 0, &Control::Abort { reason: reason.clone(), class }) {
+                ctx.transport.send.do_send(SendFrame { peer, frame });
             }
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+        }
+    }
+    // Stage threads end before the job does, so a process that runs job after job (a warm
+    // function) never carries one job's threads into the next. After a success they are idle;
+    // after a failure one may be in the middle of a long operator call: it gets a second to
+    // return, then is left behind (named in the log) rather than holding the failure up.
+    let limit = if result.is_ok() { Duration::from_secs(5) } else { Duration::from_secs(1) };
+    let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+    let joiner = std::thread::Builder::new().name("updraft-join".into()).spawn(move || {
+        for arbiter in arbiters {
+            let _ = arbiter.join();
+        }
+        let _ = joined_tx.send(());
+    });
+    if joiner.is_ok() && tokio::time::timeout(limit, joined_rx).await.is_err() {
+        tracing::warn!(after = ?limit, "stage threads still busy after the job ended; left behind");
     }
     match result {
         Ok(mine) => Ok(JobOutcome { mine, peers: driver.peers_done.into_values().collect() }),
         Err(e) => {
             if !driver.committed {
+                // A stage that was still writing may have created a temporary file since.
                 ctx.commit.abort();
-            }
-            let reason = e.to_string();
-            for peer in (0..ctx.world).filter(|p| *p != ctx.me) {
-                if let Ok(frame) = OutFrame::control(0, 0, &Control::Abort { reason: reason.clone() }) {
-                    ctx.transport.send.do_send(SendFrame { peer, frame });
-                }
             }
             Err(e)
         }
@@ -280,20 +295,25 @@ impl Driver<'_> {
         rx: &mut tokio::sync::mpsc::Receiver<JobEvent>,
         waiting: &dyn Fn() -> String,
     ) -> Result<JobEvent, JobError> {
-        match tokio::time::timeout_at(self.ctx.deadline, rx.recv()).await {
-            Err(_) => Err(JobError::Timeout { limit: self.ctx.settings.job_timeout, waiting: waiting() }),
-            Ok(None) => Err(JobError::Transport("job event queue closed".into())),
-            Ok(Some(event)) => Ok(event),
+        let mut cancel = self.ctx.cancel.clone();
+        tokio::select! {
+            event = tokio::time::timeout_at(self.ctx.deadline, rx.recv()) => match event {
+                Err(_) => Err(JobError::Timeout { limit: self.ctx.settings.job_timeout, waiting: waiting() }),
+                Ok(None) => Err(JobError::Transport("job event queue closed".into())),
+                Ok(Some(event)) => Ok(event),
+            },
+            reason = cancelled(&mut cancel) => Err(JobError::Cancelled(reason)),
         }
     }
 
     fn handle(&mut self, event: JobEvent) -> Result<(), JobError> {
         match event {
             JobEvent::OperatorDone { .. } => Ok(()),
-            JobEvent::OperatorFailed { stage, error } => Err(JobError::Operator {
+            JobEvent::OperatorFailed { stage, error, class } => Err(JobError::Operator {
                 stage: self.names.get(stage).cloned().unwrap_or_default(),
                 rank: self.ctx.me,
                 error,
+                class,
             }),
             JobEvent::Protocol { edge, peer, detail } => Err(JobError::Protocol { edge, peer, detail }),
             JobEvent::PeerLost { peer, error } => {
@@ -309,7 +329,9 @@ impl Driver<'_> {
                     Err(JobError::PeerLost { peer, error })
                 }
             }
-            JobEvent::PeerAborted { peer, reason } => Err(JobError::PeerAborted { peer, reason }),
+            JobEvent::PeerAborted { peer, reason, class } => {
+                Err(JobError::PeerAborted { peer, reason, class })
+            }
             JobEvent::PeerDone { peer, report } => {
                 self.peers_done.insert(peer, *report);
                 Ok(())
@@ -318,6 +340,18 @@ impl Driver<'_> {
                 self.peers_committed.insert(peer, error);
                 Ok(())
             }
+        }
+    }
+}
+
+/// Waits until `cancel` holds a reason (never, if its sender is gone without one).
+pub async fn cancelled(cancel: &mut tokio::sync::watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(reason) = cancel.borrow_and_update().clone() {
+            return reason;
+        }
+        if cancel.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

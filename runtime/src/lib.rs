@@ -28,7 +28,7 @@ pub mod report;
 pub mod testing;
 pub mod wire;
 
-pub use error::{JobError, OperatorError};
+pub use error::{FailureClass, JobError, OperatorError};
 pub use ids::{EdgeId, Rank};
 pub use operator::{Flow, Operator, Output, Target};
 pub use report::{JobReport, TableSummary, WorkerReport};

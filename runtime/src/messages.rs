@@ -138,6 +138,8 @@ pub enum JobEvent {
         stage: usize,
         /// Why.
         error: String,
+        /// What kind of failure.
+        class: crate::error::FailureClass,
     },
     /// A data channel broke the protocol.
     Protocol {
@@ -161,6 +163,8 @@ pub enum JobEvent {
         peer: Rank,
         /// Its reason.
         reason: String,
+        /// The class of its failure.
+        class: crate::error::FailureClass,
     },
     /// A peer finished.
     PeerDone {

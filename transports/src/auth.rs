@@ -50,8 +50,18 @@ impl JobKey {
         JobKey(mac(secret, &[b"updraft/job-key/v1", job.as_bytes()]))
     }
 
-    /// MAC of a registration at the rendezvous (`plan` is the digest of the plan fingerprint).
-    pub fn register_mac(&self, job: &str, rank: u32, world: u32, private: &str, plan: &[u8; 32]) -> [u8; 32] {
+    /// MAC of a registration at the rendezvous (`plan` is the digest of the plan fingerprint,
+    /// `wait` how long the worker waits for the peer table).
+    pub fn register_mac(
+        &self,
+        job: &str,
+        rank: u32,
+        world: u32,
+        private: &str,
+        plan: &[u8; 32],
+        wait: std::time::Duration,
+    ) -> [u8; 32] {
+        let wait = (wait.as_millis() as u64).to_le_bytes();
         mac(
             &self.0,
             &[
@@ -61,11 +71,13 @@ impl JobKey {
                 &world.to_le_bytes(),
                 private.as_bytes(),
                 plan,
+                &wait,
             ],
         )
     }
 
     /// Checks a registration MAC.
+    #[allow(clippy::too_many_arguments, reason = "every field the MAC covers")]
     pub fn verify_register(
         &self,
         job: &str,
@@ -73,9 +85,10 @@ impl JobKey {
         world: u32,
         private: &str,
         plan: &[u8; 32],
+        wait: std::time::Duration,
         got: &[u8; 32],
     ) -> bool {
-        verify(&self.register_mac(job, rank, world, private, plan), got)
+        verify(&self.register_mac(job, rank, world, private, plan, wait), got)
     }
 
     /// MAC of a metrics push.
@@ -111,19 +124,21 @@ impl JobKey {
 mod tests {
     use super::*;
 
+    const W: std::time::Duration = std::time::Duration::from_secs(30);
+
     #[test]
     fn macs_bind_every_field() {
         let k = JobKey::derive(b"secret", "job-1");
         let p = [1u8; 32];
-        let m = k.register_mac("job-1", 2, 4, "10.0.0.1:5000", &p);
-        assert!(k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
-        assert!(!k.verify_register("job-1", 3, 4, "10.0.0.1:5000", &p, &m));
-        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5001", &p, &m));
-        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &[2u8; 32], &m));
+        let m = k.register_mac("job-1", 2, 4, "10.0.0.1:5000", &p, W);
+        assert!(k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, W, &m));
+        assert!(!k.verify_register("job-1", 3, 4, "10.0.0.1:5000", &p, W, &m));
+        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5001", &p, W, &m));
+        assert!(!k.verify_register("job-1", 2, 4, "10.0.0.1:5000", &[2u8; 32], W, &m));
         let other_job = JobKey::derive(b"secret", "job-2");
-        assert!(!other_job.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
+        assert!(!other_job.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, W, &m));
         let other_secret = JobKey::derive(b"secreT", "job-1");
-        assert!(!other_secret.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, &m));
+        assert!(!other_secret.verify_register("job-1", 2, 4, "10.0.0.1:5000", &p, W, &m));
     }
 
     #[test]
@@ -131,7 +146,7 @@ mod tests {
         let long = vec![7u8; 200];
         let a = JobKey::derive(&long, "j");
         let b = JobKey::derive(&long[..199], "j");
-        assert_ne!(a.register_mac("j", 0, 1, "x", &[0; 32]), b.register_mac("j", 0, 1, "x", &[0; 32]));
+        assert_ne!(a.register_mac("j", 0, 1, "x", &[0; 32], W), b.register_mac("j", 0, 1, "x", &[0; 32], W));
     }
 
     #[test]

@@ -27,4 +27,4 @@ pub mod sock;
 pub mod transport;
 
 pub use auth::JobKey;
-pub use transport::{Endpoint, Shutdown, TransportActor};
+pub use transport::{Endpoint, InjectLinkFault, Shutdown, TransportActor};

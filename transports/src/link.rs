@@ -3,7 +3,7 @@
 //! them to the transport actor. Both end with a message naming the peer and what happened.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::Recipient;
@@ -48,7 +48,39 @@ pub struct LinkTiming {
 
 const IO_BUFFER: usize = 256 * 1024;
 
+/// Runs `task` (a link task of `peer`); if it panics, the link is reported ended with the panic,
+/// so the job fails at once naming the peer instead of waiting for a deadline.
+pub async fn observed(peer: u32, ended: Recipient<LinkEnded>, task: impl std::future::Future<Output = ()>) {
+    use futures_util::FutureExt;
+    if let Err(p) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let msg = updraft_runtime::actor::panic_message(p.as_ref());
+        ended.do_send(LinkEnded { peer, error: Some(format!("the link task panicked: {msg}")) });
+    }
+}
+
+/// Set to make a link's writer flip one bit in the body of its next data frame on the wire
+/// (after the checksum was computed): fault injection, see `runtime::testing::Fault`.
+pub type Tamper = Arc<AtomicBool>;
+
+/// Writes `frame` with one bit of its body flipped on the way.
+async fn write_tampered<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    job: u64,
+    frame: &OutFrame,
+) -> Result<u64, updraft_runtime::wire::WireError> {
+    let mut bytes = Vec::with_capacity(frame.body.len() + 64);
+    let n = write_frame(&mut bytes, job, frame).await?;
+    let body_start = 4 + updraft_runtime::wire::HEADER_LEN;
+    if bytes.len() > body_start {
+        let at = body_start + (bytes.len() - body_start) / 2;
+        bytes[at] ^= 0x10;
+    }
+    w.write_all(&bytes).await?;
+    Ok(n)
+}
+
 /// Runs the writer until the queue closes (then flushes and half-closes) or a write fails.
+#[allow(clippy::too_many_arguments)]
 pub async fn writer(
     peer: u32,
     half: OwnedWriteHalf,
@@ -57,6 +89,7 @@ pub async fn writer(
     timing: LinkTiming,
     traffic: Arc<Traffic>,
     ended: Recipient<LinkEnded>,
+    tamper: Tamper,
 ) {
     let mut w = BufWriter::with_capacity(IO_BUFFER, half);
     let sent = metrics::counter!(names::LINK_BYTES_SENT, "peer" => peer.to_string(), "link" => "direct");
@@ -70,8 +103,14 @@ pub async fn writer(
                 Err(e) => break Some(e.to_string()),
             },
         };
+        let tampered =
+            frame.kind == updraft_runtime::wire::FrameKind::Data && tamper.swap(false, Ordering::Relaxed);
         let step = async {
-            let n = write_frame(&mut w, job, &frame).await?;
+            let n = if tampered {
+                write_tampered(&mut w, job, &frame).await?
+            } else {
+                write_frame(&mut w, job, &frame).await?
+            };
             if rx.is_empty() {
                 w.flush().await?;
             }

@@ -28,7 +28,9 @@ use updraft_runtime::messages::{
 };
 use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_control};
 
-use crate::link::{Inbound, LinkEnded, LinkTiming, reader, relay_reader, relay_writer, writer};
+use crate::link::{
+    Inbound, LinkEnded, LinkTiming, Tamper, observed, reader, relay_reader, relay_writer, writer,
+};
 use crate::relay;
 
 /// How a worker reaches one peer.
@@ -72,6 +74,8 @@ struct Link {
     closed: bool,
     /// Its loss has been reported to the job (at most once).
     reported: bool,
+    /// Fault injection: flip a bit of the next data frame (direct links).
+    tamper: Tamper,
 }
 
 /// Owns the links of one worker.
@@ -158,7 +162,7 @@ impl TransportActor {
                 // aborting peers at once.
                 let notice = match &event {
                     JobEvent::PeerLost { peer, error } => Some((*peer, format!("lost rank {peer}: {error}"))),
-                    JobEvent::PeerAborted { peer, reason } => {
+                    JobEvent::PeerAborted { peer, reason, .. } => {
                         Some((*peer, format!("rank {peer} aborted the job: {reason}")))
                     }
                     _ => None,
@@ -242,7 +246,9 @@ impl TransportActor {
                     }),
                 },
                 Ok(Control::Ping) => {}
-                Ok(Control::Abort { reason }) => self.event(JobEvent::PeerAborted { peer, reason }),
+                Ok(Control::Abort { reason, class }) => {
+                    self.event(JobEvent::PeerAborted { peer, reason, class })
+                }
                 Ok(Control::Done { report }) => {
                     self.event(JobEvent::PeerDone { peer, report: Box::new(report) });
                 }
@@ -334,12 +340,24 @@ impl Actor for TransportActor {
         for (peer, endpoint) in std::mem::take(&mut self.pending_links) {
             let (tx, rx) = mpsc::channel(self.queue);
             let traffic = Arc::clone(&self.traffic);
+            let tamper = Tamper::default();
             let (read_half, handle) = match endpoint {
                 Endpoint::Direct(stream) => {
                     let (read_half, write_half) = stream.into_split();
-                    let task =
-                        writer(peer, write_half, rx, self.job_hash, self.timing, traffic, ended.clone());
-                    (PendingReader::Direct(read_half), self.runtime.spawn(task))
+                    let task = writer(
+                        peer,
+                        write_half,
+                        rx,
+                        self.job_hash,
+                        self.timing,
+                        traffic,
+                        ended.clone(),
+                        Arc::clone(&tamper),
+                    );
+                    (
+                        PendingReader::Direct(read_half),
+                        self.runtime.spawn(observed(peer, ended.clone(), task)),
+                    )
                 }
                 Endpoint::Relay { sender, receiver, name } => {
                     let task = relay_writer(
@@ -352,7 +370,10 @@ impl Actor for TransportActor {
                         ended.clone(),
                         name,
                     );
-                    (PendingReader::Relay(receiver, name), self.runtime.spawn(task))
+                    (
+                        PendingReader::Relay(receiver, name),
+                        self.runtime.spawn(observed(peer, ended.clone(), task)),
+                    )
                 }
             };
             self.links.insert(
@@ -366,6 +387,7 @@ impl Actor for TransportActor {
                     reader: None,
                     closed: false,
                     reported: false,
+                    tamper,
                 },
             );
         }
@@ -424,7 +446,7 @@ impl TransportActor {
                         inbound.clone(),
                         ended.clone(),
                     );
-                    link.reader = Some(self.runtime.spawn(task));
+                    link.reader = Some(self.runtime.spawn(observed(*peer, ended.clone(), task)));
                 }
                 Some(PendingReader::Relay(receiver, name)) => {
                     let task = relay_reader(
@@ -437,7 +459,7 @@ impl TransportActor {
                         ended.clone(),
                         name,
                     );
-                    link.reader = Some(self.runtime.spawn(task));
+                    link.reader = Some(self.runtime.spawn(observed(*peer, ended.clone(), task)));
                 }
                 None => {}
             }
@@ -469,6 +491,52 @@ impl Handler<LinkEnded> for TransportActor {
         let error = msg.error.unwrap_or_else(|| "connection closed by the peer".to_string());
         tracing::debug!(peer = msg.peer, %error, "link ended");
         self.event(JobEvent::PeerLost { peer: msg.peer, error });
+    }
+}
+
+/// Fault injection (see `updraft_runtime::testing::Fault`): cut the link to `peer` (both
+/// directions, at once), or flip a bit of the next data frame sent to it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), String>")]
+pub enum InjectLinkFault {
+    /// Abort the link's tasks: the socket closes under both peers.
+    Drop {
+        /// The peer.
+        peer: u32,
+    },
+    /// Damage the next data frame on the wire.
+    Corrupt {
+        /// The peer.
+        peer: u32,
+    },
+}
+
+impl Handler<InjectLinkFault> for TransportActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: InjectLinkFault, _ctx: &mut Self::Context) -> Self::Result {
+        let peer = match msg {
+            InjectLinkFault::Drop { peer } | InjectLinkFault::Corrupt { peer } => peer,
+        };
+        let Some(link) = self.links.get_mut(&peer) else { return Err(format!("no link to rank {peer}")) };
+        match msg {
+            InjectLinkFault::Drop { .. } => {
+                for task in [link.writer.take(), link.reader.take()].into_iter().flatten() {
+                    task.abort();
+                }
+                link.read_half = None;
+                link.tx = None;
+                link.closed = true;
+                link.backlog.clear();
+                if !link.reported {
+                    link.reported = true;
+                    let error = "the link was cut (injected fault)".to_string();
+                    self.event(JobEvent::PeerLost { peer, error });
+                }
+            }
+            InjectLinkFault::Corrupt { .. } => link.tamper.store(true, std::sync::atomic::Ordering::Relaxed),
+        }
+        Ok(())
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use updraft_config::RuntimeSettings;
-use updraft_runtime::JobError;
 use updraft_runtime::job::{JobContext, JobOutcome, run_job};
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
-use updraft_runtime::testing::{CollectingSink, Failing, Fault, Gate, MemorySource};
+use updraft_runtime::testing::{At, CollectingSink, Failing, Fault, Gate, MemorySource};
+use updraft_runtime::{FailureClass, JobError};
 use updraft_transports::TransportActor;
 
 fn batch(start: i64, n: i64) -> RecordBatch {
@@ -33,6 +33,16 @@ fn stage(name: &str, phase: Phase, op: Box<dyn updraft_runtime::Operator>, input
 
 /// Runs `plan` as a one-worker job in its own actix system.
 fn run_alone(plan: PhysicalPlan, settings: RuntimeSettings) -> Result<JobOutcome, JobError> {
+    let (_tx, rx) = tokio::sync::watch::channel(None);
+    run_with(plan, settings, Arc::new(updraft_runtime::commit::NothingToCommit), rx)
+}
+
+fn run_with(
+    plan: PhysicalPlan,
+    settings: RuntimeSettings,
+    commit: Arc<dyn updraft_runtime::commit::Commit>,
+    cancel: tokio::sync::watch::Receiver<Option<String>>,
+) -> Result<JobOutcome, JobError> {
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
     });
@@ -49,7 +59,8 @@ fn run_alone(plan: PhysicalPlan, settings: RuntimeSettings) -> Result<JobOutcome
             punch_attempts: 0,
             channels: Vec::new(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(30),
-            commit: std::sync::Arc::new(updraft_runtime::commit::NothingToCommit),
+            commit,
+            cancel,
         };
         run_job(plan, ctx).await
     })
@@ -100,12 +111,12 @@ fn an_operator_failure_ends_the_job_with_its_stage_named() {
     let mut plan = PhysicalPlan::default();
     let batches: Vec<RecordBatch> = (0..10).map(|i| batch(i * 10, 10)).collect();
     plan.stages.push(stage("source", Phase::Read, Box::new(MemorySource::new(batches, Arc::default())), &[]));
-    plan.stages.push(stage("breaks", Phase::Other, Box::new(Failing::new(Fault::OnBatch(3))), &[0]));
+    plan.stages.push(stage("breaks", Phase::Other, Box::new(Failing::new(At::Batch(3), Fault::Error)), &[0]));
     plan.stages.push(stage("sink", Phase::Write, Box::new(CollectingSink::new(Arc::default(), None)), &[1]));
     match run_alone(plan, RuntimeSettings::default()) {
-        Err(JobError::Operator { stage, rank, error }) => {
-            assert_eq!((stage.as_str(), rank), ("breaks", 0));
-            assert!(error.contains("injected fault at batch 3"), "{error}");
+        Err(JobError::Operator { stage, rank, error, class }) => {
+            assert_eq!((stage.as_str(), rank, class), ("breaks", 0, FailureClass::Data));
+            assert!(error.contains("injected fault at Batch(3)"), "{error}");
         }
         other => panic!("expected an operator error, got {other:?}"),
     }
@@ -117,9 +128,107 @@ fn an_operator_failure_ends_the_job_with_its_stage_named() {
         Box::new(MemorySource::new(vec![batch(0, 5)], Arc::default())),
         &[],
     ));
-    plan.stages.push(stage("breaks", Phase::Other, Box::new(Failing::new(Fault::OnEnd)), &[0]));
+    plan.stages.push(stage("breaks", Phase::Other, Box::new(Failing::new(At::End, Fault::Error)), &[0]));
     let e = run_alone(plan, RuntimeSettings::default()).expect_err("fails at end");
-    assert!(e.to_string().contains("operator `breaks` failed on rank 0: injected fault at end"), "{e}");
+    assert!(e.to_string().contains("operator `breaks` failed on rank 0: injected fault at End"), "{e}");
+}
+
+#[test]
+fn a_panicking_operator_fails_the_job_naming_its_stage_and_the_panic() {
+    for at in [At::Batch(2), At::End] {
+        let mut plan = PhysicalPlan::default();
+        let batches: Vec<RecordBatch> = (0..5).map(|i| batch(i * 10, 10)).collect();
+        plan.stages.push(stage(
+            "source",
+            Phase::Read,
+            Box::new(MemorySource::new(batches, Arc::default())),
+            &[],
+        ));
+        plan.stages.push(stage("breaks", Phase::Other, Box::new(Failing::new(at, Fault::Panic)), &[0]));
+        plan.stages.push(stage(
+            "sink",
+            Phase::Write,
+            Box::new(CollectingSink::new(Arc::default(), None)),
+            &[1],
+        ));
+        let t = Instant::now();
+        match run_alone(plan, RuntimeSettings::default()) {
+            Err(JobError::Operator { stage, rank, error, class }) => {
+                assert_eq!((stage.as_str(), rank, class), ("breaks", 0, FailureClass::Operator));
+                assert!(error.contains("panicked: injected panic"), "{error}");
+            }
+            other => panic!("expected an operator error, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "a panic must not wait for a deadline");
+    }
+}
+
+#[test]
+fn a_batch_with_other_columns_is_refused_before_the_operator_sees_it() {
+    let mut plan = PhysicalPlan::default();
+    let other = RecordBatch::try_from_iter(vec![("x", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+        .expect("batch");
+    let batches = vec![batch(0, 5), other];
+    plan.stages.push(stage("source", Phase::Read, Box::new(MemorySource::new(batches, Arc::default())), &[]));
+    plan.stages.push(stage("sink", Phase::Write, Box::new(CollectingSink::new(Arc::default(), None)), &[0]));
+    let e = run_alone(plan, RuntimeSettings::default()).expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "operator `sink` failed on rank 0: input 0: a batch from rank 0 has columns (x: Int64)"
+        ),
+        "{text}"
+    );
+}
+
+/// Records whether the job committed or aborted.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<&'static str>>);
+
+impl updraft_runtime::commit::Commit for Recorder {
+    fn commit(&self) -> Result<(), String> {
+        self.0.lock().expect("lock").push("commit");
+        Ok(())
+    }
+
+    fn abort(&self) {
+        self.0.lock().expect("lock").push("abort");
+    }
+}
+
+#[test]
+fn a_cancelled_job_fails_at_once_and_removes_its_outputs() {
+    let gate = Gate::default();
+    let mut plan = PhysicalPlan::default();
+    let batches: Vec<RecordBatch> = (0..5).map(|i| batch(i * 10, 10)).collect();
+    plan.stages.push(stage("source", Phase::Read, Box::new(MemorySource::new(batches, Arc::default())), &[]));
+    plan.stages.push(stage(
+        "sink",
+        Phase::Write,
+        Box::new(CollectingSink::new(Arc::default(), Some(gate.clone()))),
+        &[0],
+    ));
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = tx.send(Some("the launcher went away".to_string()));
+        std::thread::sleep(Duration::from_secs(2));
+        drop(tx);
+    });
+    let t = Instant::now();
+    let result = run_with(plan, RuntimeSettings::default(), recorder.clone(), rx);
+    let took = t.elapsed();
+    gate.open();
+    canceller.join().expect("canceller");
+    match result {
+        Err(JobError::Cancelled(reason)) => assert_eq!(reason, "the launcher went away"),
+        other => panic!("expected a cancelled job, got {other:?}"),
+    }
+    // At once, but for at most a second given to the stage still in its call.
+    assert!(took < Duration::from_millis(1600), "{took:?}");
+    assert_eq!(recorder.0.lock().expect("lock").first(), Some(&"abort"));
+    assert!(!recorder.0.lock().expect("lock").contains(&"commit"));
 }
 
 #[test]

@@ -89,7 +89,7 @@ async fn a_wrong_secret_is_refused_by_the_rendezvous() {
     let srv = server(Duration::from_secs(30)).await;
     let reg = registration(srv.local_addr(), "j", 0, 2, b"not the secret");
     match register(&reg, Duration::from_secs(5)).await {
-        Err(RendezvousError::Refused(reason)) => {
+        Err(RendezvousError::Refused { reason, .. }) => {
             assert!(reason.contains("authentication failed"), "{reason}")
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -101,8 +101,8 @@ async fn a_half_registered_job_expires_naming_the_missing_ranks() {
     let srv = server(Duration::from_millis(300)).await;
     let reg = registration(srv.local_addr(), "lonely", 0, 3, SECRET);
     match register(&reg, Duration::from_secs(5)).await {
-        Err(RendezvousError::Refused(reason)) => {
-            assert!(reason.contains("ranks 1, 2 never registered"), "{reason}")
+        Err(RendezvousError::Refused { reason, .. }) => {
+            assert!(reason.contains("ranks 1, 2 of job `lonely` never registered"), "{reason}")
         }
         other => panic!("expected expiry, got {other:?}"),
     }
@@ -138,7 +138,9 @@ async fn a_restarted_rank_replaces_its_earlier_registration() {
             async move { register(&registration(rdv, "r", 0, 2, SECRET), Duration::from_secs(5)).await },
         );
     match first.await.expect("task") {
-        Err(RendezvousError::Refused(reason)) => assert!(reason.contains("registered again"), "{reason}"),
+        Err(RendezvousError::Refused { reason, .. }) => {
+            assert!(reason.contains("registered again"), "{reason}")
+        }
         other => panic!("expected the first registration to be replaced, got {other:?}"),
     }
     let peer = register(&registration(rdv, "r", 1, 2, SECRET), Duration::from_secs(5)).await.expect("rank 1");

@@ -52,6 +52,8 @@ pub enum Control {
     Abort {
         /// Human-readable cause.
         reason: String,
+        /// The class of the sender's failure (so every rank reports the root cause's class).
+        class: crate::error::FailureClass,
     },
     /// The sender finished its part of the job (its sinks staged their outputs); it carries
     /// the sender's report.

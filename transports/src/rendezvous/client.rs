@@ -87,8 +87,13 @@ pub enum RendezvousError {
         world: u32,
     },
     /// The rendezvous refused us.
-    #[error("the rendezvous refused the registration: {0}")]
-    Refused(String),
+    #[error("the rendezvous refused the registration: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+        /// What kind of failure.
+        class: updraft_runtime::FailureClass,
+    },
     /// Local socket trouble.
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
@@ -151,13 +156,16 @@ async fn register_once(
     let mut plan: Vec<PlanLine> = reg.plan.iter().map(|(p, v)| PlanLine::new(p, v)).collect();
     plan.sort();
     let digest = plan_digest(&plan);
+    // What is left of the deadline, as the rendezvous will see it.
+    let wait = Duration::from_millis(deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
     let msg = RendezvousMsg::Register {
         job: reg.job.clone(),
         rank: reg.rank,
         world: reg.world,
         private: private.clone(),
-        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private, &digest),
+        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private, &digest, wait),
         plan,
+        wait_ms: wait.as_millis() as u64,
     };
     let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
     let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
@@ -178,7 +186,9 @@ async fn register_once(
             let (public, peers) = check_table(&peers, reg.rank, reg.world)?;
             Ok(Registered { local, listener, rendezvous_conn: stream, public, peers, run })
         }
-        RendezvousMsg::Refused { reason } => Err(RendezvousError::Refused(annotate(reason, reg)).into()),
+        RendezvousMsg::Refused { reason, class } => {
+            Err(RendezvousError::Refused { reason: annotate(reason, reg), class }.into())
+        }
         RendezvousMsg::Register { .. } | RendezvousMsg::Metrics { .. } => {
             Err(RendezvousError::Protocol("unexpected registration from the server".into()).into())
         }

@@ -105,6 +105,9 @@ pub enum RendezvousMsg {
         private: String,
         /// What the worker will run, sorted by path (see [`PlanLine`]).
         plan: Vec<PlanLine>,
+        /// How long the worker waits for the peer table, ms: the rendezvous expires the job
+        /// just before, naming the ranks that never came.
+        wait_ms: u64,
         /// MAC with the job key over the fields above (the plan through its digest).
         mac: [u8; 32],
     },
@@ -129,6 +132,9 @@ pub enum RendezvousMsg {
     },
     /// Server → worker: registration refused or expired.
     Refused {
+        /// The class of the failure, for the workers' reports (`Config` for what a rerun
+        /// cannot fix, `Rendezvous` or `Link` for what it may).
+        class: updraft_runtime::FailureClass,
         /// Why.
         reason: String,
     },

@@ -46,13 +46,27 @@ impl ServerConfig {
 }
 
 enum Event {
-    Register { conn: ConnId, public: SocketAddr, msg: RendezvousMsg, reply: oneshot::Sender<RendezvousMsg> },
-    Gone { conn: ConnId },
+    Register {
+        conn: ConnId,
+        public: SocketAddr,
+        msg: RendezvousMsg,
+        reply: oneshot::Sender<RendezvousMsg>,
+    },
+    Gone {
+        conn: ConnId,
+    },
+    /// The job cannot complete (its launcher saw a worker die): refuse it, with this reason.
+    FailJob {
+        job: String,
+        reason: String,
+        class: updraft_runtime::FailureClass,
+    },
 }
 
 /// A running rendezvous server. Dropping it stops it.
 pub struct RendezvousServer {
     local: SocketAddr,
+    events: mpsc::Sender<Event>,
     metrics: Arc<Mutex<MetricsStore>>,
     registrations: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
@@ -70,10 +84,18 @@ impl RendezvousServer {
         let (stop_tx, stop_rx) = oneshot::channel();
         let registrations = Arc::new(AtomicU64::new(0));
         let metrics = Arc::new(Mutex::new(MetricsStore::new(Duration::from_secs(600))));
-        let task =
-            tokio::spawn(serve(listener, config, stop_rx, Arc::clone(&registrations), Arc::clone(&metrics)));
+        let (events, rx) = mpsc::channel::<Event>(1024);
+        let shared = Shared { registrations: Arc::clone(&registrations), metrics: Arc::clone(&metrics) };
+        let task = tokio::spawn(serve(listener, config, stop_rx, shared, events.clone(), rx));
         tracing::info!(%local, "rendezvous listening");
-        Ok(RendezvousServer { local, metrics, registrations, stop: Some(stop_tx), task })
+        Ok(RendezvousServer { local, events, metrics, registrations, stop: Some(stop_tx), task })
+    }
+
+    /// Refuses job `job`, now and for ranks that register later (within the job TTL), with
+    /// `reason`: a launcher that saw one of the job's workers die tells the others at once.
+    pub async fn fail_job(&self, job: &str, reason: &str, class: updraft_runtime::FailureClass) {
+        let event = Event::FailJob { job: job.to_string(), reason: reason.to_string(), class };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.events.send(event)).await;
     }
 
     /// The bound address.
@@ -123,24 +145,37 @@ impl Drop for RendezvousServer {
     }
 }
 
+/// Counters and stores the server shares with its owner.
+struct Shared {
+    registrations: Arc<AtomicU64>,
+    metrics: Arc<Mutex<MetricsStore>>,
+}
+
 async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     mut stop: oneshot::Receiver<()>,
-    registrations: Arc<AtomicU64>,
-    metrics: Arc<Mutex<MetricsStore>>,
+    shared: Shared,
+    tx: mpsc::Sender<Event>,
+    mut rx: mpsc::Receiver<Event>,
 ) {
+    let Shared { registrations, metrics } = shared;
     let mut state = RendezvousState::new(config.secret.clone(), config.job_ttl);
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let mut waiting: HashMap<ConnId, oneshot::Sender<RendezvousMsg>> = HashMap::new();
     let mut conns = JoinSet::new();
     let mut next_conn: ConnId = 0;
+    // After a failed accept (out of file descriptors, say) accepting pauses, doubling up to 1 s,
+    // rather than spinning.
+    let mut accept_pause: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(10);
     loop {
         let expiry = state.next_expiry().map(Instant::from_std);
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
+            _ = sleep_until_opt(accept_pause) => accept_pause = None,
+            accepted = listener.accept(), if accept_pause.is_none() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
                     if conns.len() >= config.max_connections {
                         tracing::warn!(%peer, "rendezvous at its connection limit; closing");
                         continue;
@@ -149,17 +184,21 @@ async fn serve(
                     let push = Push { store: Arc::clone(&metrics), secret: config.secret.clone() };
                     conns.spawn(connection(next_conn, stream, peer, tx.clone(), config.register_timeout, config.job_ttl, push));
                 }
-                Err(e) => tracing::warn!(%e, "rendezvous accept failed"),
+                Err(e) => {
+                    tracing::warn!(%e, pause = ?backoff, "rendezvous accept failed; pausing");
+                    accept_pause = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
             },
             Some(event) = rx.recv() => match event {
                 Event::Register { conn, public, msg, reply } => {
-                    let RendezvousMsg::Register { job, rank, world, private, plan, mac } = msg else {
-                        let _ = reply.send(RendezvousMsg::Refused { reason: "expected a registration".into() });
+                    let RendezvousMsg::Register { job, rank, world, private, plan, wait_ms, mac } = msg else {
+                        let _ = reply.send(RendezvousMsg::Refused { reason: "expected a registration".into(), class: updraft_runtime::FailureClass::Rendezvous });
                         continue;
                     };
                     waiting.insert(conn, reply);
                     registrations.fetch_add(1, Ordering::Relaxed);
-                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, plan: &plan, mac: &mac });
+                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, plan: &plan, wait: Duration::from_millis(wait_ms), mac: &mac });
                     for r in replies {
                         if let Some(tx) = waiting.remove(&r.conn) {
                             let _ = tx.send(r.msg);
@@ -169,6 +208,13 @@ async fn serve(
                 Event::Gone { conn } => {
                     waiting.remove(&conn);
                     state.disconnected(conn);
+                }
+                Event::FailJob { job, reason, class } => {
+                    for r in state.fail_job(std::time::Instant::now(), &job, &reason, class) {
+                        if let Some(tx) = waiting.remove(&r.conn) {
+                            let _ = tx.send(r.msg);
+                        }
+                    }
                 }
             },
             _ = sleep_until_opt(expiry) => {
@@ -260,7 +306,7 @@ async fn connection(
 
 async fn refuse(stream: &mut TcpStream, reason: String) {
     tracing::debug!(%reason, "rendezvous refused a connection");
-    send(stream, &RendezvousMsg::Refused { reason }).await;
+    send(stream, &RendezvousMsg::Refused { reason, class: updraft_runtime::FailureClass::Rendezvous }).await;
 }
 
 async fn send(stream: &mut TcpStream, msg: &RendezvousMsg) {

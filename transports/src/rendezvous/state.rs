@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use updraft_runtime::FailureClass;
+
 use crate::auth::JobKey;
 use crate::rendezvous::protocol::{PeerEntry, PlanLine, RendezvousMsg, first_difference, plan_digest};
 
@@ -40,6 +42,7 @@ struct Member {
 /// A job refused because its ranks disagreed.
 struct Refusal {
     reason: String,
+    class: FailureClass,
     /// Ranks told so far.
     ranks: BTreeSet<u32>,
     since: Instant,
@@ -48,6 +51,9 @@ struct Refusal {
 struct PendingJob {
     world: u32,
     since: Instant,
+    /// When the job expires: the TTL, or just before the earliest registered worker gives up
+    /// waiting, so that it hears which ranks never came.
+    deadline: Instant,
     members: BTreeMap<u32, Member>,
 }
 
@@ -72,6 +78,8 @@ pub struct Registration<'a> {
     pub private: &'a str,
     /// Plan fingerprint as sent.
     pub plan: &'a [PlanLine],
+    /// How long the worker waits for the peer table.
+    pub wait: Duration,
     /// MAC as sent.
     pub mac: &'a [u8; 32],
 }
@@ -83,8 +91,12 @@ impl RendezvousState {
     }
 
     fn refuse(conn: ConnId, reason: String) -> Vec<Reply> {
+        Self::refuse_as(conn, reason, FailureClass::Config)
+    }
+
+    fn refuse_as(conn: ConnId, reason: String, class: FailureClass) -> Vec<Reply> {
         metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
-        vec![Reply { conn, msg: RendezvousMsg::Refused { reason } }]
+        vec![Reply { conn, msg: RendezvousMsg::Refused { reason, class } }]
     }
 
     /// A worker registered from `public` on connection `conn`.
@@ -95,7 +107,7 @@ impl RendezvousState {
         public: SocketAddr,
         reg: Registration<'_>,
     ) -> Vec<Reply> {
-        let Registration { job, rank, world, private, plan, mac } = reg;
+        let Registration { job, rank, world, private, plan, wait, mac } = reg;
         if world == 0 || world > MAX_WORLD {
             return Self::refuse(conn, format!("world size {world} is outside 1..={MAX_WORLD}"));
         }
@@ -107,7 +119,7 @@ impl RendezvousState {
         }
         let key = JobKey::derive(&self.secret, job);
         let digest = plan_digest(plan);
-        if !key.verify_register(job, rank, world, private, &digest, mac) {
+        if !key.verify_register(job, rank, world, private, &digest, wait, mac) {
             return Self::refuse(
                 conn,
                 format!("authentication failed for job `{job}` rank {rank}: wrong secret"),
@@ -116,17 +128,21 @@ impl RendezvousState {
         if let Some(r) = self.refused.get_mut(job) {
             if now.duration_since(r.since) < self.ttl && !r.ranks.contains(&rank) {
                 r.ranks.insert(rank);
-                let reason = r.reason.clone();
-                return Self::refuse(conn, reason);
+                let (reason, class) = (r.reason.clone(), r.class);
+                return Self::refuse_as(conn, reason, class);
             }
             // A refused rank registers again (or the refusal is old): the job starts afresh.
             self.refused.remove(job);
         }
+        let ttl = self.ttl;
         let entry = self.jobs.entry(job.to_string()).or_insert_with(|| PendingJob {
             world,
             since: now,
+            deadline: now + ttl,
             members: BTreeMap::new(),
         });
+        let margin = (wait / 10).min(Duration::from_secs(1));
+        entry.deadline = entry.deadline.min(now + wait.saturating_sub(margin));
         if entry.world != world {
             return Self::refuse(
                 conn,
@@ -144,6 +160,7 @@ impl RendezvousState {
                     reason: format!(
                         "rank {rank} of job `{job}` registered again; this registration is replaced"
                     ),
+                    class: FailureClass::Rendezvous,
                 },
             });
         }
@@ -151,10 +168,12 @@ impl RendezvousState {
             let ranks: BTreeSet<u32> = entry.members.keys().copied().collect();
             for m in entry.members.values() {
                 metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
-                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Refused { reason: reason.clone() } });
+                let msg = RendezvousMsg::Refused { reason: reason.clone(), class: FailureClass::Config };
+                out.push(Reply { conn: m.conn, msg });
             }
             self.jobs.remove(job);
-            self.refused.insert(job.to_string(), Refusal { reason, ranks, since: now });
+            self.refused
+                .insert(job.to_string(), Refusal { reason, class: FailureClass::Config, ranks, since: now });
             return out;
         }
         if entry.members.len() == world as usize {
@@ -188,28 +207,22 @@ impl RendezvousState {
     pub fn expire(&mut self, now: Instant) -> Vec<Reply> {
         let ttl = self.ttl;
         self.refused.retain(|_, r| now.duration_since(r.since) < ttl);
-        let expired: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| now.duration_since(j.since) >= ttl)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<String> =
+            self.jobs.iter().filter(|(_, j)| now >= j.deadline).map(|(k, _)| k.clone()).collect();
         let mut out = Vec::new();
         for job in expired {
             if let Some(j) = self.jobs.remove(&job) {
                 let missing: Vec<String> =
                     (0..j.world).filter(|r| !j.members.contains_key(r)).map(|r| r.to_string()).collect();
                 let reason = format!(
-                    "job `{job}` expired after {:?} at the rendezvous: ranks {} never registered",
-                    ttl,
-                    missing.join(", ")
+                    "ranks {} of job `{job}` never registered at the rendezvous (waited {:.1} s)",
+                    missing.join(", "),
+                    now.duration_since(j.since).as_secs_f64()
                 );
-                out.extend(
-                    j.members.values().map(|m| Reply {
-                        conn: m.conn,
-                        msg: RendezvousMsg::Refused { reason: reason.clone() },
-                    }),
-                );
+                out.extend(j.members.values().map(|m| Reply {
+                    conn: m.conn,
+                    msg: RendezvousMsg::Refused { reason: reason.clone(), class: FailureClass::Rendezvous },
+                }));
             }
         }
         out
@@ -217,7 +230,23 @@ impl RendezvousState {
 
     /// When the next job expires.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.jobs.values().map(|j| j.since + self.ttl).min()
+        self.jobs.values().map(|j| j.deadline).min()
+    }
+
+    /// Fails a job that cannot complete (its launcher saw one of its workers die): every
+    /// waiting rank is refused with `reason`, and so are ranks that register later, within
+    /// the TTL.
+    pub fn fail_job(&mut self, now: Instant, job: &str, reason: &str, class: FailureClass) -> Vec<Reply> {
+        let mut out = Vec::new();
+        if let Some(j) = self.jobs.remove(job) {
+            for m in j.members.values() {
+                let msg = RendezvousMsg::Refused { reason: reason.to_string(), class };
+                out.push(Reply { conn: m.conn, msg });
+            }
+        }
+        let refusal = Refusal { reason: reason.to_string(), class, ranks: BTreeSet::new(), since: now };
+        self.refused.insert(job.to_string(), refusal);
+        out
     }
 
     /// Number of half-registered jobs.
@@ -294,13 +323,14 @@ mod tests {
     ) -> Vec<Reply> {
         let private = format!("10.0.0.{}:{}", rank + 1, 5000 + rank);
         let digest = plan_digest(plan);
-        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private, &digest);
+        let wait = Duration::from_secs(300);
+        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private, &digest, wait);
         let public: SocketAddr = format!("198.51.100.{}:{}", rank + 1, 6000 + rank).parse().expect("addr");
         state.register(
             now,
             conn,
             public,
-            Registration { job, rank, world, private: &private, plan, mac: &mac },
+            Registration { job, rank, world, private: &private, plan, wait, mac: &mac },
         )
     }
 
@@ -327,6 +357,31 @@ mod tests {
     }
 
     #[test]
+    fn a_job_expires_just_before_its_first_worker_stops_waiting() {
+        let mut s = RendezvousState::new(SECRET.to_vec(), Duration::from_secs(60));
+        let t = Instant::now();
+        let private = "10.0.0.1:5000";
+        let plan = plan("max(amount)");
+        let digest = plan_digest(&plan);
+        let wait = Duration::from_secs(30);
+        let mac = JobKey::derive(SECRET, "j").register_mac("j", 0, 3, private, &digest, wait);
+        let public: SocketAddr = "198.51.100.1:6000".parse().expect("addr");
+        let reg = Registration { job: "j", rank: 0, world: 3, private, plan: &plan, wait, mac: &mac };
+        assert!(s.register(t, 1, public, reg).is_empty());
+        assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(29)));
+        let out = s.expire(t + Duration::from_secs(29));
+        assert!(refused(&out)[0].1.contains("ranks 1, 2 of job `j` never registered"), "{out:?}");
+        // A launcher that saw a worker die fails the job for everyone, now and later.
+        assert!(reg_plan(&mut s, t, 2, "k", 0, 2, SECRET, &plan).is_empty());
+        let out = s.fail_job(t, "k", "rank 1 exited", FailureClass::Link);
+        assert_eq!(refused(&out), vec![(2, "rank 1 exited".to_string())]);
+        assert_eq!(
+            refused(&reg_plan(&mut s, t, 3, "k", 1, 2, SECRET, &plan)),
+            vec![(3, "rank 1 exited".to_string())]
+        );
+    }
+
+    #[test]
     fn first_difference_finds_missing_and_changed_paths() {
         let a = vec![PlanLine::new("a", "1"), PlanLine::new("b", "2"), PlanLine::new("d", "4")];
         let b = vec![PlanLine::new("a", "1"), PlanLine::new("b", "3")];
@@ -346,7 +401,7 @@ mod tests {
     fn refused(r: &[Reply]) -> Vec<(ConnId, String)> {
         r.iter()
             .filter_map(|r| match &r.msg {
-                RendezvousMsg::Refused { reason } => Some((r.conn, reason.clone())),
+                RendezvousMsg::Refused { reason, .. } => Some((r.conn, reason.clone())),
                 _ => None,
             })
             .collect()
@@ -408,7 +463,7 @@ mod tests {
         let out = s.expire(t + Duration::from_secs(10));
         let r = refused(&out);
         assert_eq!(r.len(), 2);
-        assert!(r[0].1.contains("ranks 1 never registered"), "{r:?}");
+        assert!(r[0].1.contains("ranks 1 of job `j` never registered"), "{r:?}");
         assert_eq!(s.pending_jobs(), 0);
     }
 

@@ -39,6 +39,8 @@ pub enum BenchCommand {
     Scaling(crate::bench_scaling::ScalingArgs),
     /// Latency, throughput and collectives over direct links, the Redis relay and the S3 relay.
     Channels(crate::bench_channels::ChannelArgs),
+    /// Fault-injection trials: jobs with one injected fault each, and what became of them.
+    Faults(crate::bench_faults::FaultArgs),
 }
 
 /// Runs a benchmark.
@@ -51,6 +53,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
         BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
         BenchCommand::Channels(args) => crate::bench_channels::run(args),
+        BenchCommand::Faults(args) => crate::bench_faults::run(args),
     }
 }
 

@@ -17,11 +17,13 @@
 
 mod bench;
 mod bench_channels;
+mod bench_faults;
 mod bench_mesh;
 mod bench_scaling;
 mod cluster;
 mod fingerprint;
 mod lambda;
+mod limits;
 mod output;
 mod plot;
 mod secret;

@@ -27,10 +27,16 @@ pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<(PipelineSpec, J
     for u in &check.unchecked {
         eprintln!("note: {}: columns after `{}` not checked: {}", path.display(), u.path, u.message);
     }
-    if check.problems.is_empty() {
+    let mut problems: Vec<(String, String)> =
+        check.problems.into_iter().map(|p| (p.path, p.message)).collect();
+    if let Ok(plan) = plan_for(&spec, world.max(1), &check.inputs)
+        && let Err(e) = crate::limits::check(plan.stages.len(), world.max(1))
+    {
+        problems.push((String::new(), e));
+    }
+    if problems.is_empty() {
         return Ok((spec, check.inputs));
     }
-    let problems: Vec<(String, String)> = check.problems.into_iter().map(|p| (p.path, p.message)).collect();
     Err(errors_at(&text, &path.display().to_string(), &problems))
 }
 

@@ -477,9 +477,12 @@ async fn run_registered(
         Ok(inputs) => {
             let outputs = JobOutputs::new(spec, args.rank, args.world, &run);
             let ctx = PlanContext { rank: args.rank, world: args.world, inputs: &inputs, outputs: &outputs };
-            let planned = build_plan_with(spec, ctx, crate::registry())
-                .map_err(anyhow::Error::from)
-                .and_then(|plan| with_fault(plan, args, &addr));
+            let planned =
+                build_plan_with(spec, ctx, crate::registry()).map_err(anyhow::Error::from).and_then(|plan| {
+                    crate::limits::check(plan.stages.len(), args.world)
+                        .map_err(|message| Failure { class: FailureClass::Config, message })?;
+                    with_fault(plan, args, &addr)
+                });
             match planned {
                 Ok(plan) => {
                     let ctx = JobContext {

@@ -199,3 +199,108 @@ fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_ea
     assert!(err.contains("of the invocation left") && err.contains("raise the function timeout"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(4), "refused early: {:?}", t.elapsed());
 }
+
+/// `GET /emulator/functions` of the emulator at `invoke` (`http://HOST:PORT`): the function
+/// processes, as (pid, invocations served).
+fn functions(invoke: &str) -> Vec<(u32, u64)> {
+    use std::io::{Read, Write};
+    let addr = invoke.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("emulator");
+    write!(s, "GET /emulator/functions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("answer");
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    let list: serde_json::Value = serde_json::from_str(body).expect("json");
+    list.as_array()
+        .expect("list")
+        .iter()
+        .map(|f| (f["pid"].as_u64().expect("pid") as u32, f["invocations"].as_u64().expect("count")))
+        .collect()
+}
+
+/// (threads, open files, resident KiB) of a process.
+type Usage = (u64, u64, u64);
+
+/// The [`Usage`] of process `pid`.
+fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("field")
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds").count() as u64;
+    (field("Threads:"), fds, field("VmRSS:"))
+}
+
+#[test]
+fn twenty_jobs_in_a_row_on_four_warm_functions() {
+    let Some(_bucket) = bucket() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_services, rdv, invoke) = services(dir.path(), 60);
+    let (rows, uf) = (1500u64, 0.9);
+    let good = generated_join_pipeline(rows, uf, "");
+    let expected =
+        naive_join(&generated_table(1, rows, 4, uf), &generated_table(2, rows, 4, uf), &[0], &[0], &[0]);
+    let (want_rows, want_sum, _) = checksum(&expected);
+    // Fails on every function: an int64 sum overflows.
+    let bad = "[source.a]\nkind = \"generate\"\nrows = 100\n\
+               [operator.big]\nkind = \"project\"\ninput = \"a\"\ncolumns = { one = \"1\", big = \"9223372036854775807 - key % 2\" }\n\
+               [operator.total]\nkind = \"group_by\"\ninput = \"big\"\nkeys = [\"one\"]\naggregate = { s = \"sum(big)\" }\n\
+               [sink.s]\nkind = \"summary\"\ninput = \"total\"\n";
+    let mut first: Option<Vec<(u32, Usage)>> = None;
+    for job in 0..20 {
+        let failing = job % 4 == 3;
+        let out = drive(dir.path(), if failing { bad } else { &good }, &invoke, &rdv);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if failing {
+            assert_eq!(out.status.code(), Some(1), "job {job}: {stdout}\n{stderr}");
+            assert!(
+                stderr.contains("UpdraftError.Data") && stderr.contains("overflow"),
+                "job {job}: {stderr}"
+            );
+        } else {
+            assert!(out.status.success(), "job {job}: {stdout}\n{stderr}");
+            let results: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join("results.json")).expect("results"))
+                    .expect("json");
+            let report = results
+                .as_array()
+                .expect("results")
+                .iter()
+                .find_map(|r| r.get("job").filter(|j| !j.is_null()))
+                .expect("rank 0's report");
+            let (n, sum, _) = sink(report, "summary");
+            assert_eq!((n, sum), (want_rows, want_sum), "job {job}");
+        }
+        let procs = functions(&invoke);
+        assert_eq!(procs.len(), 4, "job {job}: four warm processes serve every job: {procs:?}");
+        assert!(
+            procs.iter().all(|(_, n)| *n == job + 1),
+            "job {job}: each process served every job: {procs:?}"
+        );
+        let now: Vec<(u32, Usage)> = procs.iter().map(|(pid, _)| (*pid, usage(*pid))).collect();
+        match &first {
+            None => first = Some(now),
+            Some(first) => {
+                for ((pid, (t0, f0, r0)), (pid1, (t, f, r))) in first.iter().zip(&now) {
+                    assert_eq!(pid, pid1, "the same processes");
+                    // Idle runtime threads come and go; nothing may pile up job after job.
+                    assert!(t <= &(t0 + 4), "job {job}: pid {pid} has {t} threads, {t0} after the first job");
+                    assert!(
+                        f <= &(f0 + 4),
+                        "job {job}: pid {pid} has {f} open files, {f0} after the first job"
+                    );
+                    assert!(
+                        r <= &(r0 + 64 * 1024),
+                        "job {job}: pid {pid} resident {r} KiB, {r0} after the first job"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -9,11 +9,15 @@ Runtime API that function processes poll, following their documented HTTP contra
   and Lambda-Runtime-Trace-Id headers), POST runtime/invocation/{id}/response and
   POST runtime/invocation/{id}/error, POST runtime/init/error.
 
-Every invocation starts a new function process (a cold start) with a Runtime API endpoint of
-its own, and the environment Lambda sets (AWS_LAMBDA_RUNTIME_API, AWS_LAMBDA_FUNCTION_NAME,
-AWS_LAMBDA_FUNCTION_MEMORY_SIZE, AWS_LAMBDA_FUNCTION_VERSION, ...) on top of this process's.
-A process is killed once its invocation is answered (or times out), and when this emulator
-ends.
+Function processes are kept warm, as Lambda keeps execution environments: an invocation goes
+to an idle process of its function if there is one, and otherwise starts a new one (a cold
+start) with a Runtime API endpoint of its own and the environment Lambda sets
+(AWS_LAMBDA_RUNTIME_API, AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+AWS_LAMBDA_FUNCTION_VERSION, ...) on top of this process's. A process serves one invocation
+at a time; after answering it polls for the next. A process that times out or dies is
+discarded (its next invocation cold-starts another). GET /emulator/functions lists the
+processes (pid, function, invocations served, busy), for tests that watch warm processes.
+Every process is killed when this emulator ends.
 
 Usage: lambda_emulator.py --handler PATH [--memory MB] [--timeout SECONDS]
 Prints "invoke=HOST:PORT" once it listens, then serves until stdin closes.
@@ -49,10 +53,28 @@ class State:
         self.handler = handler
         self.memory = memory
         self.timeout = timeout
-        self.pending = queue.Queue()  # this endpoint's invocation (runtime servers only)
+        self.pending = queue.Queue()  # this endpoint's invocations (runtime servers only)
         self.lock = threading.Lock()
         self.waiting = {}  # request id -> invocation
-        self.processes = []
+        self.functions = []  # warm function processes (the invoke server only)
+
+
+class Function:
+    """One function process and its Runtime API endpoint."""
+
+    def __init__(self, name, proc, runtime, own):
+        self.name = name
+        self.proc = proc
+        self.runtime = runtime
+        self.own = own  # the endpoint's state: its pending queue and waiting invocations
+        self.busy = False
+        self.invocations = 0
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.runtime.shutdown()
+        self.runtime.server_close()
 
 
 class Invocation:
@@ -98,6 +120,11 @@ def make_handler(state):
         def do_GET(self):
             if self.path == RUNTIME_PREFIX + "invocation/next":
                 return self.next()
+            if self.path == "/emulator/functions":
+                with state.lock:
+                    listing = [{"pid": f.proc.pid, "function": f.name, "invocations": f.invocations, "busy": f.busy}
+                               for f in state.functions]
+                return self.reply(200, json.dumps(listing).encode(), {"Content-Type": "application/json"})
             self.reply(404, b'{"message":"unknown path"}')
 
         def invoke(self):
@@ -105,10 +132,46 @@ def make_handler(state):
             payload = self.body()
             deadline_ms = int((time.time() + state.timeout) * 1000)
             inv = Invocation(function, payload, deadline_ms)
-            # A Runtime API endpoint for this invocation's process alone.
+            fn = None
+            with state.lock:
+                for f in state.functions:
+                    if f.name == function and not f.busy and f.proc.poll() is None:
+                        fn = f
+                        break
+                if fn is not None:
+                    fn.busy = True
+            if fn is None:
+                fn = self.cold_start(function)
+            fn.invocations += 1
+            with fn.own.lock:
+                fn.own.waiting[inv.id] = inv
+            fn.own.pending.put(inv)
+            finished = False
+            end = time.time() + state.timeout + 5
+            while time.time() < end and fn.proc.poll() is None:
+                if inv.done.wait(0.05):
+                    finished = True
+                    break
+            with state.lock:
+                if finished and fn.proc.poll() is None:
+                    fn.busy = False  # stays warm for the next invocation
+                else:
+                    state.functions.remove(fn)
+            if not finished:
+                died = fn.proc.poll() is not None
+                fn.stop()
+                if died:
+                    body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": "RequestId: %s Error: Runtime exited with error: exit status %s" % (inv.id, fn.proc.returncode)})
+                else:
+                    body = json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after %s seconds" % state.timeout})
+                return self.reply(200, body.encode(), {"X-Amz-Function-Error": "Unhandled", "Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
+            if inv.status == "error":
+                headers["X-Amz-Function-Error"] = "Unhandled"
+            self.reply(200, inv.body, headers)
+
+        def cold_start(self, function):
             own = State(state.handler, state.memory, state.timeout)
-            own.waiting[inv.id] = inv
-            own.pending.put(inv)
             runtime = Server(("127.0.0.1", 0), make_handler(own))
             threading.Thread(target=runtime.serve_forever, daemon=True).start()
             env = dict(os.environ)
@@ -118,23 +181,14 @@ def make_handler(state):
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(state.memory),
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + function,
-                "AWS_LAMBDA_LOG_STREAM_NAME": inv.id,
+                "AWS_LAMBDA_LOG_STREAM_NAME": str(uuid.uuid4()),
             })
             proc = subprocess.Popen([state.handler], env=env, stdin=subprocess.DEVNULL)
+            fn = Function(function, proc, runtime, own)
+            fn.busy = True
             with state.lock:
-                state.processes.append(proc)
-            finished = inv.done.wait(state.timeout + 5)
-            proc.kill()
-            proc.wait()
-            runtime.shutdown()
-            runtime.server_close()
-            if not finished:
-                body = json.dumps({"errorType": "Timeout", "errorMessage": "Task timed out after %s seconds" % state.timeout})
-                return self.reply(200, body.encode(), {"X-Amz-Function-Error": "Unhandled", "Content-Type": "application/json"})
-            headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
-            if inv.status == "error":
-                headers["X-Amz-Function-Error"] = "Unhandled"
-            self.reply(200, inv.body, headers)
+                state.functions.append(fn)
+            return fn
 
         def next(self):
             inv = state.pending.get()
@@ -176,8 +230,8 @@ def main():
         sys.stdin.read()  # until the test closes our stdin (or dies)
     finally:
         with state.lock:
-            for p in state.processes:
-                p.kill()
+            for f in state.functions:
+                f.proc.kill()
 
 
 if __name__ == "__main__":

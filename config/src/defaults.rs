@@ -51,3 +51,16 @@ pub const RENDEZVOUS_JOB_TTL: Duration = Duration::from_secs(60);
 /// bound the time spent guessing types on a large one. A value of another type after them
 /// fails the read, naming the file, line and column.
 pub const CSV_INFER_ROWS: u64 = 100_000;
+
+/// Most rows a batch may have. Batches are units of work and of credit: 16M rows of a few
+/// columns is already hundreds of MiB, and larger values only overflow buffers.
+pub const MAX_BATCH_ROWS: u64 = 1 << 24;
+
+/// Most frames a link's writer queue may hold.
+pub const MAX_LINK_QUEUE_FRAMES: u64 = 1 << 20;
+
+/// Largest size setting (credit, frame), in bytes: 4 GiB (frame lengths are 32-bit).
+pub const MAX_SIZE: u64 = 4 << 30;
+
+/// Longest duration setting: a week. Longer deadlines are mistakes (and overflow instants).
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -106,10 +106,21 @@ const KEYS: &[&str] = &[
 impl RuntimeSettings {
     pub(crate) fn read(t: &Table<'_, '_>) -> RuntimeSettings {
         let d = RuntimeSettings::default();
+        let limits = |key: &str| -> u64 {
+            match key {
+                "batch_rows" => defaults::MAX_BATCH_ROWS,
+                "link_queue_frames" => defaults::MAX_LINK_QUEUE_FRAMES,
+                _ => defaults::MAX_SIZE,
+            }
+        };
         let positive = |key: &str, v: Option<u64>| -> Option<u64> {
             match v {
                 Some(0) => {
                     t.error(key, "must be greater than zero");
+                    None
+                }
+                Some(v) if v > limits(key) => {
+                    t.error(key, format!("must be at most {}", limits(key)));
                     None
                 }
                 other => other,
@@ -119,6 +130,10 @@ impl RuntimeSettings {
             match v {
                 Some(d) if d.is_zero() => {
                     t.error(key, "must be longer than zero");
+                    None
+                }
+                Some(d) if d > defaults::MAX_DURATION => {
+                    t.error(key, format!("must be at most {:?} (a week)", defaults::MAX_DURATION));
                     None
                 }
                 other => other,

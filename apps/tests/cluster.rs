@@ -1,6 +1,8 @@
 //! End-to-end: real local clusters of `updraft worker` processes on 127.0.0.1, checked against
 //! a naive join and the checksum specification computed here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use arrow_schema::DataType;

@@ -1,6 +1,8 @@
 //! Failures end with clear errors and non-zero exits, never a hang: bad configs, missing
 //! inputs, a worker killed in the middle of the shuffle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

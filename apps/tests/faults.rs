@@ -2,6 +2,8 @@
 //! stopped workers (`UPDRAFT_FAULT`), a killed launcher, retries, and inputs that used to crash
 //! a worker. Every failure must end every process promptly, name its cause, and commit nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -317,4 +319,23 @@ fn ranks_that_never_register_are_named_to_the_others_before_they_give_up() {
         assert!(text.contains("ranks 3 of job `short` never registered"), "{text}");
     }
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[test]
+fn every_rank_names_the_root_cause_even_when_it_fails_before_the_others_start() {
+    // The first rank to overflow may end before the others have agreed their inputs: they must
+    // still hear its abort (before its link closes), not only that its link closed.
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = "[source.a]\nkind = \"generate\"\nrows = 100\n\
+        [operator.big]\nkind = \"project\"\ninput = \"a\"\ncolumns = { one = \"1\", big = \"9223372036854775807 - key % 2\" }\n\
+        [operator.total]\nkind = \"group_by\"\ninput = \"big\"\nkeys = [\"one\"]\naggregate = { s = \"sum(big)\" }\n\
+        [sink.s]\nkind = \"summary\"\ninput = \"total\"\n";
+    for _ in 0..8 {
+        let out = run_with(dir.path(), pipeline, 4, None, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for line in err.lines().filter(|l| l.starts_with("  rank ")) {
+            assert!(line.contains("integer sum overflows int64") && line.ends_with("[Data]"), "{line}");
+        }
+    }
 }

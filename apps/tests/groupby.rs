@@ -1,5 +1,7 @@
 //! Distributed group-by on real local clusters, against a naive group-by written here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,8 @@
 //! read from, and written to, the local S3-compatible server. Needs `UPDRAFT_TEST_S3_BUCKET`
 //! and the AWS environment (CI sets them and `UPDRAFT_REQUIRE_S3=1`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

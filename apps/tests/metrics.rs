@@ -3,6 +3,8 @@
 //! the workers' own reports, and pass `promtool check metrics` (required in CI through
 //! `UPDRAFT_REQUIRE_PROMTOOL=1`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::collections::BTreeMap;

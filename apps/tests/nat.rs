@@ -3,6 +3,8 @@
 //! without the lab) these tests say so and pass, unless `UPDRAFT_REQUIRE_NETLAB=1`, which CI sets,
 //! makes that a failure. The lab is torn down after every test, also when it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

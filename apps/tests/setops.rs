@@ -1,5 +1,7 @@
 //! Set operations on real local clusters, against naive set operations written here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

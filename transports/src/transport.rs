@@ -33,6 +33,12 @@ use crate::link::{
 };
 use crate::relay;
 
+/// Something that arrived before the job's routes.
+enum Early {
+    Event(JobEvent),
+    Frame(u32, updraft_runtime::wire::InFrame),
+}
+
 /// How a worker reaches one peer.
 pub enum Endpoint {
     /// A punched TCP connection.
@@ -90,11 +96,11 @@ pub struct TransportActor {
     routes: Option<Routes>,
     collectives: Option<mpsc::UnboundedSender<CollectiveFrame>>,
     events: Option<EventSink>,
-    /// Events from before the routes (and the event queue) arrived; at most one per link.
-    early_events: Vec<JobEvent>,
-    /// Operator frames that arrived before the routes (a peer started its operators while this
-    /// worker was still agreeing the job's inputs), replayed in order when the routes come.
-    early_frames: VecDeque<(u32, updraft_runtime::wire::InFrame)>,
+    /// What arrived before the routes (and the event queue): link events, and operator frames
+    /// of a peer that started its operators while this worker was still agreeing the job's
+    /// inputs; replayed in arrival order when the routes come (a peer's abort, then the end of
+    /// its link).
+    early: VecDeque<Early>,
     /// Their bytes, and the most they may hold.
     early_bytes: u64,
     early_cap: u64,
@@ -131,8 +137,7 @@ impl TransportActor {
             routes: None,
             collectives: None,
             events: None,
-            early_events: Vec::new(),
-            early_frames: VecDeque::new(),
+            early: VecDeque::new(),
             early_bytes: 0,
             early_cap: settings.max_frame.max(settings.channel_credit),
             done: BTreeSet::new(),
@@ -171,7 +176,7 @@ impl TransportActor {
                     let body = arrow_buffer::Buffer::from(why.into_bytes());
                     let _ = inbox.send(CollectiveFrame { from: peer, seq: PEER_GONE, body });
                 }
-                self.early_events.push(event);
+                self.early.push_back(Early::Event(event));
             }
         }
     }
@@ -193,10 +198,16 @@ impl TransportActor {
         let Some(routes) = self.routes.clone() else {
             // Only a communicator is attached (readers started for it): operator traffic waits
             // for the routes, within a bound; never a silent drop.
-            if frame.kind == FrameKind::Control
-                && let Ok(Control::Ping) = decode_control(frame.body.as_slice())
-            {
-                return;
+            if frame.kind == FrameKind::Control {
+                match decode_control(frame.body.as_slice()) {
+                    Ok(Control::Ping) => return,
+                    // A peer that fails before this worker's operators start: the communicator
+                    // hears it at once, and the job in order with the rest.
+                    Ok(Control::Abort { reason, class }) => {
+                        return self.event(JobEvent::PeerAborted { peer, reason, class });
+                    }
+                    _ => {}
+                }
             }
             self.early_bytes += frame.body.len() as u64;
             if self.early_bytes > self.early_cap {
@@ -210,7 +221,7 @@ impl TransportActor {
                 });
                 return;
             }
-            self.early_frames.push_back((peer, frame));
+            self.early.push_back(Early::Frame(peer, frame));
             return;
         };
         let edge = EdgeId(frame.channel);
@@ -407,12 +418,12 @@ impl Handler<InstallRoutes> for TransportActor {
 
     fn handle(&mut self, msg: InstallRoutes, ctx: &mut Self::Context) {
         self.routes = Some(msg.routes);
-        for event in std::mem::take(&mut self.early_events) {
-            msg.events.send(event);
-        }
         self.events = Some(msg.events);
-        for (peer, frame) in std::mem::take(&mut self.early_frames) {
-            self.route(peer, frame);
+        for item in std::mem::take(&mut self.early) {
+            match item {
+                Early::Event(event) => self.event(event),
+                Early::Frame(peer, frame) => self.route(peer, frame),
+            }
         }
         self.early_bytes = 0;
         self.start_readers(ctx);

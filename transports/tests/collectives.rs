@@ -4,6 +4,8 @@
 //! against plain computations over the inputs, including uneven sizes and empty contributions,
 //! and both the small-message and the large-message algorithms.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! bounds how far a producer runs ahead, and an operator's failure ends the job with a typed
 //! error naming the stage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

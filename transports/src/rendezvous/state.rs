@@ -258,18 +258,29 @@ impl RendezvousState {
 /// The reason to refuse a job whose members' plans differ: each differing rank against the
 /// lowest rank, with the first key path where they differ.
 fn disagreement(job: &str, members: &BTreeMap<u32, Member>) -> Option<String> {
-    let (first_rank, first) = members.iter().next()?;
-    let differing: Vec<String> = members
-        .iter()
-        .filter(|(_, m)| m.digest != first.digest)
-        .map(|(r, m)| {
-            let at = first_difference(&first.plan, &m.plan).unwrap_or("?");
-            format!("rank {r} differs from rank {first_rank} at `{at}`")
-        })
-        .collect();
-    if differing.is_empty() {
+    // Ranks grouped by plan, groups in order of their lowest rank.
+    let mut groups: Vec<(Vec<u32>, &Member)> = Vec::new();
+    for (rank, m) in members {
+        match groups.iter_mut().find(|(_, g)| g.digest == m.digest) {
+            Some((ranks, _)) => ranks.push(*rank),
+            None => groups.push((vec![*rank], m)),
+        }
+    }
+    let (first, others) = groups.split_first()?;
+    if others.is_empty() {
         return None;
     }
+    let name = |ranks: &[u32]| {
+        let list = ranks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        if ranks.len() == 1 { format!("rank {list}") } else { format!("ranks {list}") }
+    };
+    let differing: Vec<String> = others
+        .iter()
+        .map(|(ranks, m)| {
+            let at = first_difference(&first.1.plan, &m.plan).unwrap_or("?");
+            format!("{} and {} differ first at `{at}`", name(&first.0), name(ranks))
+        })
+        .collect();
     Some(format!(
         "the workers of job `{job}` would run different plans: {}; give every worker the same pipeline \
          file and the same updraft build",
@@ -347,11 +358,15 @@ mod tests {
             vec![1, 2, 3],
             "every waiting rank is told"
         );
-        assert!(r[0].1.contains("rank 2 differs from rank 0 at `operator.totals.aggregate.m`"), "{}", r[0].1);
+        assert!(
+            r[0].1.contains("ranks 0, 1 and rank 2 differ first at `operator.totals.aggregate.m`"),
+            "{}",
+            r[0].1
+        );
         assert_eq!(s.pending_jobs(), 0);
         // A rank that comes later hears the same; a refused rank coming back starts afresh.
         let late = reg(&mut s, t, 4, "j", 3, 4);
-        assert!(refused(&late)[0].1.contains("rank 2 differs"), "{late:?}");
+        assert!(refused(&late)[0].1.contains("and rank 2 differ first"), "{late:?}");
         assert!(reg(&mut s, t, 5, "j", 0, 4).is_empty());
         assert_eq!(s.pending_jobs(), 1);
     }

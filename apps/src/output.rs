@@ -204,10 +204,21 @@ pub fn print_job(job: &JobReport) {
             *by_channel.entry(c.channel.as_str()).or_default() += c.bytes;
         }
     }
+    let sealed = match job.encryption.as_str() {
+        "none" => String::new(),
+        "" => ", sealed".to_string(),
+        name => format!(", sealed with {name}"),
+    };
     if by_channel.len() > 1 {
         let parts: Vec<String> = by_channel.iter().map(|(c, n)| format!("{c} {}", bytes(*n))).collect();
-        println!("  sent over links: {} ({})", bytes(job.bytes_sent), parts.join(", "));
+        println!("  sent over links: {} ({}){sealed}", bytes(job.bytes_sent), parts.join(", "));
     } else {
-        println!("  sent over links: {}", bytes(job.bytes_sent));
+        println!("  sent over links: {}{sealed}", bytes(job.bytes_sent));
+    }
+    if job.encryption == "none" {
+        println!(
+            "  warning: links carried frames in the clear (runtime.encryption = \"none\"): anyone on the \
+             path could read and alter the job's data"
+        );
     }
 }

@@ -161,10 +161,15 @@ impl Pusher {
     }
 }
 
+/// Most scrapes served at once by [`serve`]; further connections are closed at once.
+pub const MAX_SCRAPES: usize = 64;
+
 /// Serves `GET /metrics` on `listener` with whatever `render` returns; other paths get 404.
-/// One request per connection, a deadline on every read and write.
+/// One request per connection, at most [`MAX_SCRAPES`] connections at once, a deadline on every
+/// read and write.
 pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
     let render = std::sync::Arc::new(render);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let mut conn = match listener.accept().await {
             Ok((conn, _)) => conn,
@@ -175,8 +180,13 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
                 continue;
             }
         };
+        let Ok(slot) = std::sync::Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("metrics endpoint busy; connection closed");
+            continue;
+        };
         let render = std::sync::Arc::clone(&render);
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
             let read = async {

@@ -36,6 +36,7 @@ use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, PunchError, punch_mesh};
 use updraft_transports::relay::{Relay, run_key};
 use updraft_transports::rendezvous::{Registered, Registration, register};
+use updraft_transports::secure::Session;
 use updraft_transports::transport::await_links;
 use updraft_transports::{Endpoint, InjectLinkFault, JobKey, Shutdown, TransportActor};
 
@@ -401,7 +402,8 @@ async fn run_registered(
 ) -> anyhow::Result<()> {
     let settings = spec.runtime.clone();
     let hash = job_hash(&args.job);
-    let run = format!("{:016x}", registered.run);
+    let run_id = registered.run;
+    let run = format!("{run_id:016x}");
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, %run, "registered; punching");
     let relay = Relay::from_settings(&settings).map_err(|e| anyhow::anyhow!("relay: {e}"))?;
     // Names this run's relay keys: the job and the peer table, which differs between runs.
@@ -415,7 +417,14 @@ async fn run_registered(
         drop(registered);
         (Duration::ZERO, 0)
     } else {
-        let identity = Identity { me: args.rank, world: args.world, key: pusher.key.clone(), job_hash: hash };
+        let identity = Identity {
+            me: args.rank,
+            world: args.world,
+            key: pusher.key.clone(),
+            job_hash: hash,
+            run: registered.run,
+            encryption: settings.encryption,
+        };
         let mesh_cfg = MeshConfig {
             attempt: settings.punch_attempt,
             handshake_timeout: settings.handshake_timeout,
@@ -447,7 +456,7 @@ async fn run_registered(
             relayed = missing.clone();
         }
         let attempts = mesh.pairs.iter().map(|p| u64::from(p.attempts)).sum();
-        endpoints.extend(mesh.links.into_iter().map(|(peer, stream)| (peer, Endpoint::Direct(stream))));
+        endpoints.extend(mesh.links.into_iter().map(|(peer, conn)| (peer, Endpoint::Direct(conn))));
         (mesh.elapsed, attempts)
     };
     if let Some(relay) = &relay {
@@ -456,7 +465,9 @@ async fn run_registered(
             let unavailable = |e: String| Failure { class: FailureClass::Unavailable, message: e };
             let sender = relay.sender(&relay_key, args.rank, peer, t).await.map_err(unavailable)?;
             let receiver = relay.receiver(&relay_key, peer, args.rank, t).await.map_err(unavailable)?;
-            endpoints.push((peer, Endpoint::Relay { sender, receiver, name: relay.name() }));
+            let session = Session::relay(settings.encryption, &pusher.key, run_id, args.rank, peer)
+                .map_err(|e| anyhow::anyhow!("relay keys: {e}"))?;
+            endpoints.push((peer, Endpoint::Relay { sender, receiver, name: relay.name(), session }));
         }
     }
     let channels: Vec<PeerChannel> = endpoints
@@ -523,7 +534,9 @@ async fn run_registered(
     if args.rank == 0 {
         let mut all = outcome.peers.clone();
         all.push(outcome.mine.clone());
-        out.job = Some(JobReport::combine(&spec.name, all));
+        let mut job = JobReport::combine(&spec.name, all);
+        job.encryption = spec.runtime.encryption.name().to_string();
+        out.job = Some(job);
     }
     out.report = Some(outcome.mine);
     Ok(())
@@ -557,7 +570,9 @@ async fn agree_inputs(
     port: &TransportPort,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<JobInputs> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = updraft_runtime::collective::inbox(updraft_runtime::collective::default_inbox_bytes(
+        spec.runtime.max_frame,
+    ));
     port.attach.send(AttachCollectives { inbox: tx }).await.map_err(|e| anyhow::anyhow!("transport: {e}"))?;
     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut comm = Communicator::new(rank, world, port.send.clone(), rx, wait);

@@ -14,6 +14,8 @@
 pub mod defaults;
 mod error;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod operator_spec;
 mod pipeline;
 pub mod pricing;
@@ -30,5 +32,5 @@ pub use pipeline::{
     CsvOptions, FileFormat, MissingColumns, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind,
     SourceSpec, WriteMode, canonical_lines, errors_at, is_glob, parse_pipeline, parse_pipeline_with,
 };
-pub use settings::{ChannelPolicy, RuntimeSettings};
+pub use settings::{ChannelPolicy, Encryption, RuntimeSettings};
 pub use units::{parse_bytes, parse_duration};

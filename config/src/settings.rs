@@ -37,6 +37,43 @@ pub struct RuntimeSettings {
     pub redis: Option<String>,
     /// Bucket and key prefix for the S3 relay, e.g. `s3://bucket/relay/`.
     pub s3_relay: Option<String>,
+    /// How frames are protected on every link (direct and relayed).
+    pub encryption: Encryption,
+}
+
+/// How links protect their frames. Every link is authenticated by a key exchange bound to the
+/// job secret whatever the choice; this picks what protects the frames after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// AES-256-GCM records (hardware-accelerated on x86-64 and ARMv8): the default.
+    #[default]
+    Aes256Gcm,
+    /// ChaCha20-Poly1305 records, for CPUs without AES instructions.
+    ChaCha20Poly1305,
+    /// Frames in the clear, checked by CRC only: for networks where every host is trusted.
+    /// Anyone on the path can read and rewrite the job's data; job summaries say so.
+    None,
+}
+
+impl Encryption {
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encryption::Aes256Gcm => "aes-256-gcm",
+            Encryption::ChaCha20Poly1305 => "chacha20-poly1305",
+            Encryption::None => "none",
+        }
+    }
+
+    /// Every accepted name, in the order configs list them.
+    pub const NAMES: &'static [&'static str] = &["aes-256-gcm", "chacha20-poly1305", "none"];
+
+    /// The setting called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Encryption> {
+        [Encryption::Aes256Gcm, Encryption::ChaCha20Poly1305, Encryption::None]
+            .into_iter()
+            .find(|e| e.name() == name)
+    }
 }
 
 /// How pairs of workers are linked.
@@ -82,6 +119,7 @@ impl Default for RuntimeSettings {
             channel: ChannelPolicy::Auto,
             redis: None,
             s3_relay: None,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -101,6 +139,7 @@ const KEYS: &[&str] = &[
     "channel",
     "redis",
     "s3_relay",
+    "encryption",
 ];
 
 impl RuntimeSettings {
@@ -171,6 +210,19 @@ impl RuntimeSettings {
             },
             redis: t.opt_str("redis"),
             s3_relay: t.opt_str("s3_relay"),
+            encryption: match t.opt_str("encryption") {
+                None => d.encryption,
+                Some(name) => Encryption::from_name(&name).unwrap_or_else(|| {
+                    t.error(
+                        "encryption",
+                        format!(
+                            "unknown encryption `{name}`; expected one of: {}",
+                            Encryption::NAMES.join(", ")
+                        ),
+                    );
+                    d.encryption
+                }),
+            },
         };
         if let Some(url) = &s.redis
             && !(url.starts_with("redis://") || url.starts_with("unix://"))

@@ -29,6 +29,8 @@ pub mod checksum;
 pub mod chunked;
 pub mod expr;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod groupby;
 pub mod hash_table;

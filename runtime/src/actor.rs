@@ -20,7 +20,6 @@ use std::time::Instant;
 use actix::prelude::*;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::StreamDecoder;
 use arrow_schema::{Schema, SchemaRef};
 
 use crate::credit::CreditGuard;
@@ -383,31 +382,9 @@ impl OperatorActor {
             return self.protocol(edge, from, detail);
         }
         s.next_seq += 1;
-        // Bytes from the network: decoding must fail as an error, never as a panic.
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut decoder = StreamDecoder::new().with_require_alignment(true);
-            let mut buf = body;
-            let mut batches = Vec::new();
-            while !buf.is_empty() {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(b)) => batches.push(b),
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("undecodable Arrow IPC: {e}")),
-                }
-            }
-            decoder.finish().map_err(|e| format!("incomplete Arrow IPC stream in frame {seq}: {e}"))?;
-            Ok(batches)
-        }));
-        let batches = match decoded {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return self.protocol(edge, from, e),
-            Err(p) => {
-                return self.protocol(
-                    edge,
-                    from,
-                    format!("Arrow IPC that panicked the decoder: {}", panic_message(p.as_ref())),
-                );
-            }
+        let batches = match crate::exchange::decode_body(body) {
+            Ok(b) => b,
+            Err(e) => return self.protocol(edge, from, format!("frame {seq}: {e}")),
         };
         let Some(s) = self.sender(port, from) else { return };
         s.batches += batches.len() as u64;
@@ -495,8 +472,12 @@ impl Handler<ToOperator> for OperatorActor {
             }
             ToOperator::Credit { edge, dest, bytes } => {
                 let Some(me) = self.me_addr.clone() else { return };
-                if let Some(out) = self.setup.outputs.iter_mut().find(|o| o.id() == edge) {
-                    out.on_credit(dest, bytes, &me);
+                let returned = match self.setup.outputs.iter_mut().find(|o| o.id() == edge) {
+                    Some(out) => out.on_credit(dest, bytes, &me),
+                    None => Err("credit for an edge this stage does not produce".into()),
+                };
+                if let Err(detail) = returned {
+                    return self.protocol(edge, dest, detail);
                 }
                 self.in_flight.set(self.setup.outputs.iter().map(OutEdge::in_flight).sum::<u64>() as f64);
                 self.maybe_report();

@@ -55,6 +55,35 @@ pub fn batch_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
+/// Decodes a data frame's body (one Arrow IPC stream from a peer) into its batches, zero-copy
+/// where the body is aligned. Bytes from the network: a malformed stream is an error, and a
+/// decoder that panics on one is contained and reported as an error too.
+///
+/// # Errors
+/// Undecodable or incomplete Arrow IPC, or a decoder panic, as text.
+pub fn decode_body(body: arrow_buffer::Buffer) -> Result<Vec<RecordBatch>, String> {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut decoder = arrow_ipc::reader::StreamDecoder::new().with_require_alignment(true);
+        let mut buf = body;
+        let mut batches = Vec::new();
+        while !buf.is_empty() {
+            match decoder.decode(&mut buf) {
+                Ok(Some(b)) => batches.push(b),
+                Ok(None) => {}
+                Err(e) => return Err(format!("undecodable Arrow IPC: {e}")),
+            }
+        }
+        decoder.finish().map_err(|e| format!("incomplete Arrow IPC stream: {e}"))?;
+        Ok(batches)
+    }));
+    match decoded {
+        Ok(result) => result,
+        Err(p) => {
+            Err(format!("Arrow IPC that panicked the decoder: {}", crate::actor::panic_message(p.as_ref())))
+        }
+    }
+}
+
 /// One batch as a complete Arrow IPC stream.
 fn encode(batch: &RecordBatch) -> Result<Vec<Buffer>, arrow_schema::ArrowError> {
     let mut encoder = StreamEncoder::try_new(&batch.schema())?;
@@ -231,11 +260,30 @@ impl OutEdge {
     }
 
     /// Credit came back from the consumer on `dest`.
-    pub fn on_credit(&mut self, dest: Rank, bytes: u64, producer: &Recipient<ToOperator>) {
-        let Some(d) = self.dests.get_mut(dest as usize) else { return };
-        d.credit = (d.credit + bytes as i64).min(self.window as i64);
-        d.in_flight = d.in_flight.saturating_sub(bytes);
+    ///
+    /// # Errors
+    /// More credit than is in flight to `dest`, or a rank this edge does not send to: the
+    /// peer is not following the protocol (nothing is changed).
+    pub fn on_credit(
+        &mut self,
+        dest: Rank,
+        bytes: u64,
+        producer: &Recipient<ToOperator>,
+    ) -> Result<(), String> {
+        let Some(d) = self.dests.get_mut(dest as usize) else {
+            return Err(format!("credit from rank {dest}, which this edge does not send to"));
+        };
+        if bytes > d.in_flight {
+            return Err(format!(
+                "rank {dest} returned {bytes} bytes of credit with {} in flight",
+                d.in_flight
+            ));
+        }
+        // bytes <= in_flight <= what the window let out, so these stay in range.
+        d.credit = d.credit.saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX)).min(self.window as i64);
+        d.in_flight -= bytes;
         self.flush(dest, producer);
+        Ok(())
     }
 
     /// The producer is done: make sure every destination learns the schema, then end the

@@ -18,6 +18,8 @@ pub mod commit;
 pub mod credit;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod job;
 pub mod messages;

@@ -101,13 +101,13 @@ pub struct Routes {
 
 /// Deliver every frame on [`crate::collective::COLLECTIVE_CHANNEL`] to `inbox`, and start
 /// reading links if routes have not already. Collective messages are not under credit: a
-/// communicator runs one operation at a time, so what a peer can send ahead is bounded by the
-/// operations it runs ahead of this worker.
+/// communicator runs one operation at a time, so a well-behaved peer sends ahead only what it
+/// runs ahead of this worker; the inbox's byte cap bounds what any peer can make it hold.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachCollectives {
-    /// The communicator's inbox.
-    pub inbox: tokio::sync::mpsc::UnboundedSender<crate::collective::CollectiveFrame>,
+    /// The communicator's inbox (see [`crate::collective::inbox`]).
+    pub inbox: crate::collective::Inbox,
 }
 
 /// Install routes and start reading links; peer events go to `events`.

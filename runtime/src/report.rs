@@ -213,6 +213,10 @@ pub struct JobReport {
     pub bytes_sent: u64,
     /// Every worker's own report, by rank.
     pub workers: Vec<WorkerReport>,
+    /// How links protected their frames (`runtime.encryption`: `aes-256-gcm`,
+    /// `chacha20-poly1305` or `none`).
+    #[serde(default)]
+    pub encryption: String,
 }
 
 /// Pairs per channel name, e.g. `[("direct", 5), ("redis", 1)]`.
@@ -288,6 +292,7 @@ impl JobReport {
             phases,
             bytes_sent: workers.iter().map(|w| w.bytes_sent).sum(),
             workers,
+            encryption: String::new(),
         }
     }
 }

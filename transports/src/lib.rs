@@ -16,13 +16,17 @@
 //! [`punch::schedule`] are plain state machines driven with explicit time, tested without
 //! sockets.
 
+pub mod admission;
 pub mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod local;
 pub mod punch;
 pub mod relay;
 pub mod rendezvous;
 pub mod s3env;
+pub mod secure;
 pub mod sock;
 pub mod transport;
 

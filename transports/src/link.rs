@@ -1,6 +1,7 @@
 //! A link: the two tokio tasks that own one connected socket. The writer drains a bounded
-//! queue of frames (and sends a heartbeat when idle); the reader validates frames and hands
-//! them to the transport actor. Both end with a message naming the peer and what happened.
+//! queue of frames, sealing each as a record (see [`crate::secure`]), and sends a heartbeat when
+//! idle; the reader opens and validates records and hands the frames to the transport actor.
+//! Both end with a message naming the peer and what happened.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use updraft_runtime::messages::Traffic;
 use updraft_runtime::metrics as names;
-use updraft_runtime::wire::{Control, InFrame, OutFrame, WireLimits, read_frame, write_frame};
+use updraft_runtime::wire::{Control, InFrame, OutFrame, WireLimits};
+
+use crate::secure::{Opener, Sealer};
 
 /// A frame read from a peer.
 #[derive(actix::Message, Debug)]
@@ -58,26 +61,9 @@ pub async fn observed(peer: u32, ended: Recipient<LinkEnded>, task: impl std::fu
     }
 }
 
-/// Set to make a link's writer flip one bit in the body of its next data frame on the wire
-/// (after the checksum was computed): fault injection, see `runtime::testing::Fault`.
+/// Set to make a link's writer flip one bit of its next data frame on the wire (after the
+/// checksum or the seal was computed): fault injection, see `runtime::testing::Fault`.
 pub type Tamper = Arc<AtomicBool>;
-
-/// Writes `frame` with one bit of its body flipped on the way.
-async fn write_tampered<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    job: u64,
-    frame: &OutFrame,
-) -> Result<u64, updraft_runtime::wire::WireError> {
-    let mut bytes = Vec::with_capacity(frame.body.len() + 64);
-    let n = write_frame(&mut bytes, job, frame).await?;
-    let body_start = 4 + updraft_runtime::wire::HEADER_LEN;
-    if bytes.len() > body_start {
-        let at = body_start + (bytes.len() - body_start) / 2;
-        bytes[at] ^= 0x10;
-    }
-    w.write_all(&bytes).await?;
-    Ok(n)
-}
 
 /// Runs the writer until the queue closes (then flushes and half-closes) or a write fails.
 #[allow(clippy::too_many_arguments)]
@@ -90,6 +76,7 @@ pub async fn writer(
     traffic: Arc<Traffic>,
     ended: Recipient<LinkEnded>,
     tamper: Tamper,
+    mut sealer: Sealer,
 ) {
     let mut w = BufWriter::with_capacity(IO_BUFFER, half);
     let sent = metrics::counter!(names::LINK_BYTES_SENT, "peer" => peer.to_string(), "link" => "direct");
@@ -106,11 +93,7 @@ pub async fn writer(
         let tampered =
             frame.kind == updraft_runtime::wire::FrameKind::Data && tamper.swap(false, Ordering::Relaxed);
         let step = async {
-            let n = if tampered {
-                write_tampered(&mut w, job, &frame).await?
-            } else {
-                write_frame(&mut w, job, &frame).await?
-            };
+            let n = sealer.write(&mut w, job, &frame, tampered).await?;
             if rx.is_empty() {
                 w.flush().await?;
             }
@@ -141,6 +124,7 @@ pub async fn writer(
 }
 
 /// Runs the reader until the stream ends or fails; every frame goes to `inbound`.
+#[allow(clippy::too_many_arguments)]
 pub async fn reader(
     peer: u32,
     half: OwnedReadHalf,
@@ -149,6 +133,7 @@ pub async fn reader(
     traffic: Arc<Traffic>,
     inbound: Recipient<Inbound>,
     ended: Recipient<LinkEnded>,
+    mut opener: Opener,
 ) {
     let mut r = BufReader::with_capacity(IO_BUFFER, half);
     let received =
@@ -167,12 +152,12 @@ pub async fn reader(
             Ok(Ok(_)) => {}
         }
         silence = timing.peer_timeout;
-        match tokio::time::timeout(frame_deadline, read_frame(&mut r, limits)).await {
+        match tokio::time::timeout(frame_deadline, opener.read(&mut r, limits)).await {
             Err(_) => break Some(format!("a frame took more than {frame_deadline:?} to arrive")),
             Ok(Ok(None)) => break None,
             Ok(Err(e)) => break Some(e.to_string()),
             Ok(Ok(Some(frame))) => {
-                let n = (4 + updraft_runtime::wire::HEADER_LEN + frame.body.len()) as u64;
+                let n = opener.wire_len(frame.body.len());
                 traffic.bytes_received.fetch_add(n, Ordering::Relaxed);
                 received.increment(n);
                 frames.increment(1);
@@ -199,6 +184,7 @@ pub async fn relay_writer(
     traffic: Arc<Traffic>,
     ended: Recipient<LinkEnded>,
     label: &'static str,
+    mut sealer: Sealer,
 ) {
     let sent = metrics::counter!(names::LINK_BYTES_SENT, "peer" => peer.to_string(), "link" => label);
     let frames = metrics::counter!(names::LINK_FRAMES_SENT, "peer" => peer.to_string(), "link" => label);
@@ -216,7 +202,7 @@ pub async fn relay_writer(
         let mut next = Some(first);
         let mut failed = None;
         while let Some(frame) = next.take() {
-            if let Err(e) = write_frame(&mut payload, job, &frame).await {
+            if let Err(e) = sealer.write(&mut payload, job, &frame, false).await {
                 failed = Some(e.to_string());
                 break;
             }
@@ -257,6 +243,7 @@ pub async fn relay_reader(
     inbound: Recipient<Inbound>,
     ended: Recipient<LinkEnded>,
     label: &'static str,
+    mut opener: Opener,
 ) {
     let received = metrics::counter!(names::LINK_BYTES_RECEIVED, "peer" => peer.to_string(), "link" => label);
     let frames = metrics::counter!(names::LINK_FRAMES_RECEIVED, "peer" => peer.to_string(), "link" => label);
@@ -275,7 +262,7 @@ pub async fn relay_reader(
         received.increment(payload.len() as u64);
         let mut r: &[u8] = &payload;
         loop {
-            match read_frame(&mut r, limits).await {
+            match opener.read(&mut r, limits).await {
                 Ok(Some(frame)) => {
                     frames.increment(1);
                     inbound.do_send(Inbound { peer, frame });

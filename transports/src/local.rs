@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::Addr;
-use tokio::sync::mpsc;
-use updraft_config::RuntimeSettings;
-use updraft_runtime::collective::Communicator;
+use updraft_config::{Encryption, RuntimeSettings};
+use updraft_runtime::collective::{Communicator, default_inbox_bytes, inbox};
 use updraft_runtime::ids::job_hash;
 use updraft_runtime::messages::AttachCollectives;
 
@@ -17,6 +16,7 @@ use crate::punch::handshake::Identity;
 use crate::punch::{MeshConfig, punch_mesh};
 use crate::relay::Relay;
 use crate::rendezvous::{Registration, RendezvousServer, ServerConfig, register};
+use crate::secure::Session;
 use crate::transport::{Endpoint, Shutdown, TransportActor, await_links};
 
 /// The channel every pair uses.
@@ -46,7 +46,8 @@ pub struct LocalWorker {
     pub transport: Addr<TransportActor>,
 }
 
-/// Links for `world` workers of job `job` over `channel`, one endpoint list per rank.
+/// Links for `world` workers of job `job` over `channel`, one endpoint list per rank, with
+/// frames protected as `encryption` says.
 ///
 /// # Errors
 /// Registration, punching or the relay failed.
@@ -55,23 +56,28 @@ pub async fn local_endpoints(
     channel: &LocalChannel,
     job: &str,
     timeout: Duration,
+    encryption: Encryption,
 ) -> Result<Vec<Vec<(u32, Endpoint)>>, String> {
+    let secret = b"local-cluster".to_vec();
     match channel {
         LocalChannel::Relay(relay) => {
+            let key = JobKey::derive(&secret, job);
+            let run: u64 = rand::random();
             let mut all = Vec::new();
             for me in 0..world {
                 let mut mine = Vec::new();
                 for peer in (0..world).filter(|p| *p != me) {
                     let sender = relay.sender(job, me, peer, timeout).await?;
                     let receiver = relay.receiver(job, peer, me, timeout).await?;
-                    mine.push((peer, Endpoint::Relay { sender, receiver, name: relay.name() }));
+                    let session =
+                        Session::relay(encryption, &key, run, me, peer).map_err(|e| e.to_string())?;
+                    mine.push((peer, Endpoint::Relay { sender, receiver, name: relay.name(), session }));
                 }
                 all.push(mine);
             }
             Ok(all)
         }
         LocalChannel::Direct => {
-            let secret = b"local-cluster".to_vec();
             let server = RendezvousServer::bind(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 ServerConfig::new(secret.clone()),
@@ -94,7 +100,8 @@ pub async fn local_endpoints(
                         plan: Vec::new(),
                     };
                     let r = register(&reg, timeout).await.map_err(|e| format!("rank {rank}: {e}"))?;
-                    let id = Identity { me: rank, world, key, job_hash: job_hash(&job) };
+                    let id =
+                        Identity { me: rank, world, key, job_hash: job_hash(&job), run: r.run, encryption };
                     let cfg = MeshConfig {
                         attempt: Duration::from_millis(250),
                         handshake_timeout: Duration::from_secs(3),
@@ -104,7 +111,7 @@ pub async fn local_endpoints(
                     let mesh = punch_mesh(&id, r.local, r.public, &r.listener, &r.peers, &cfg)
                         .await
                         .map_err(|e| format!("rank {rank}: {e}"))?;
-                    Ok::<_, String>(mesh.links.into_iter().map(|(p, s)| (p, Endpoint::Direct(s))).collect())
+                    Ok::<_, String>(mesh.links.into_iter().map(|(p, c)| (p, Endpoint::Direct(c))).collect())
                 }));
             }
             let mut all = Vec::new();
@@ -128,12 +135,12 @@ pub async fn local_cluster(
     settings: &RuntimeSettings,
     timeout: Duration,
 ) -> Result<Vec<LocalWorker>, String> {
-    let endpoints = local_endpoints(world, channel, job, settings.mesh_timeout).await?;
+    let endpoints = local_endpoints(world, channel, job, settings.mesh_timeout, settings.encryption).await?;
     let mut workers = Vec::new();
     for (me, links) in endpoints.into_iter().enumerate() {
         let me = me as u32;
         let (port, addr) = TransportActor::new(me, job_hash(job), settings, links).start_port();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = inbox(default_inbox_bytes(settings.max_frame));
         port.attach.send(AttachCollectives { inbox: tx }).await.map_err(|e| e.to_string())?;
         workers.push(LocalWorker {
             comm: Communicator::new(me, world, port.send, rx, timeout),

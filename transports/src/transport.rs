@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  SendFrame{peer} ─▶ link queue (bounded) ─▶ writer task ─▶ socket
-//!                      └ full: frames wait in a backlog (bounded by credit), drained in order
+//!                      └ full: frames wait in a backlog (bounded in bytes), drained in order
 //!  socket ─▶ reader task ─▶ Inbound ─▶ route by (kind, channel):
 //!       data, End ─▶ consumer of the edge    Credit ─▶ producer of the edge
 //!       Abort, Done ─▶ job events             Ping ─▶ (keeps the link alive)
@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use updraft_config::RuntimeSettings;
-use updraft_runtime::collective::{COLLECTIVE_CHANNEL, CollectiveFrame, PEER_GONE};
+use updraft_runtime::collective::{COLLECTIVE_CHANNEL, CollectiveFrame, Inbox, PEER_GONE};
 use updraft_runtime::ids::EdgeId;
 use updraft_runtime::messages::{
     AttachCollectives, EventSink, InstallRoutes, JobEvent, Routes, SendFrame, ToOperator, Traffic,
@@ -31,7 +30,9 @@ use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_con
 use crate::link::{
     Inbound, LinkEnded, LinkTiming, Tamper, observed, reader, relay_reader, relay_writer, writer,
 };
+use crate::punch::Connection;
 use crate::relay;
+use crate::secure::{Opener, Session};
 
 /// Something that arrived before the job's routes.
 enum Early {
@@ -41,8 +42,8 @@ enum Early {
 
 /// How a worker reaches one peer.
 pub enum Endpoint {
-    /// A punched TCP connection.
-    Direct(TcpStream),
+    /// A punched, authenticated TCP connection.
+    Direct(Connection),
     /// Both directions through a relay.
     Relay {
         /// This worker's direction to the peer.
@@ -51,6 +52,8 @@ pub enum Endpoint {
         receiver: relay::Receiver,
         /// `redis` or `s3`.
         name: &'static str,
+        /// The keys of both directions (see [`Session::relay`]).
+        session: Session,
     },
 }
 
@@ -65,13 +68,46 @@ impl Endpoint {
 }
 
 enum PendingReader {
-    Direct(OwnedReadHalf),
-    Relay(relay::Receiver, &'static str),
+    Direct(OwnedReadHalf, Opener),
+    Relay(relay::Receiver, &'static str, Opener),
+}
+
+/// Frames waiting for room in a link's queue, and their bytes.
+#[derive(Default)]
+struct Backlog {
+    frames: VecDeque<OutFrame>,
+    bytes: u64,
+}
+
+impl Backlog {
+    fn push_back(&mut self, frame: OutFrame) {
+        self.bytes += frame.body.len() as u64;
+        self.frames.push_back(frame);
+    }
+
+    fn push_front(&mut self, frame: OutFrame) {
+        self.bytes += frame.body.len() as u64;
+        self.frames.push_front(frame);
+    }
+
+    fn pop_front(&mut self) -> Option<OutFrame> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.body.len() as u64;
+        Some(frame)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Backlog::default();
+    }
 }
 
 struct Link {
     tx: Option<mpsc::Sender<OutFrame>>,
-    backlog: VecDeque<OutFrame>,
+    backlog: Backlog,
     draining: bool,
     read_half: Option<PendingReader>,
     writer: Option<JoinHandle<()>>,
@@ -94,7 +130,7 @@ pub struct TransportActor {
     links: BTreeMap<u32, Link>,
     pending_links: Vec<(u32, Endpoint)>,
     routes: Option<Routes>,
-    collectives: Option<mpsc::UnboundedSender<CollectiveFrame>>,
+    collectives: Option<Inbox>,
     events: Option<EventSink>,
     /// What arrived before the routes (and the event queue): link events, and operator frames
     /// of a peer that started its operators while this worker was still agreeing the job's
@@ -104,6 +140,9 @@ pub struct TransportActor {
     /// Their bytes, and the most they may hold.
     early_bytes: u64,
     early_cap: u64,
+    /// Most bytes a link's backlog may hold: data is bounded by credit, but control and
+    /// collective frames are not, and a peer that reads nothing must not grow it forever.
+    backlog_cap: u64,
     /// Peers that sent their last message (`Committed`): their links may end.
     done: BTreeSet<u32>,
     traffic: Arc<Traffic>,
@@ -140,6 +179,7 @@ impl TransportActor {
             early: VecDeque::new(),
             early_bytes: 0,
             early_cap: settings.max_frame.max(settings.channel_credit),
+            backlog_cap: settings.max_frame.saturating_mul(4).max(settings.channel_credit.saturating_mul(64)),
             done: BTreeSet::new(),
             traffic: Arc::new(Traffic::default()),
             runtime: tokio::runtime::Handle::current(),
@@ -174,7 +214,7 @@ impl TransportActor {
                 };
                 if let (Some(inbox), Some((peer, why))) = (&self.collectives, notice) {
                     let body = arrow_buffer::Buffer::from(why.into_bytes());
-                    let _ = inbox.send(CollectiveFrame { from: peer, seq: PEER_GONE, body });
+                    let _ = inbox.deliver(CollectiveFrame { from: peer, seq: PEER_GONE, body });
                 }
                 self.early.push_back(Early::Event(event));
             }
@@ -185,7 +225,11 @@ impl TransportActor {
         if frame.channel == COLLECTIVE_CHANNEL && frame.kind == FrameKind::Data {
             match &self.collectives {
                 Some(inbox) => {
-                    let _ = inbox.send(CollectiveFrame { from: peer, seq: frame.seq, body: frame.body });
+                    if let Err(detail) =
+                        inbox.deliver(CollectiveFrame { from: peer, seq: frame.seq, body: frame.body })
+                    {
+                        self.fail_link(peer, detail);
+                    }
                 }
                 None => self.event(JobEvent::Protocol {
                     edge: EdgeId(frame.channel),
@@ -289,17 +333,47 @@ impl TransportActor {
             return; // the peer is gone; the job already knows
         }
         let Some(tx) = &link.tx else { return };
-        if !link.backlog.is_empty() {
+        let queued = if !link.backlog.is_empty() {
             link.backlog.push_back(frame);
-            return;
-        }
-        match tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(frame)) => {
-                link.backlog.push_back(frame);
-                self.drain(peer, ctx);
+            link.backlog.bytes
+        } else {
+            match tx.try_send(frame) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    link.backlog.push_back(frame);
+                    let queued = link.backlog.bytes;
+                    self.drain(peer, ctx);
+                    queued
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    link.closed = true;
+                    return;
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => link.closed = true,
+        };
+        if queued > self.backlog_cap {
+            let detail = format!(
+                "more than {} bytes queued for rank {peer}, which has read nothing for a while",
+                self.backlog_cap
+            );
+            self.fail_link(peer, detail);
+        }
+    }
+
+    /// Ends the link to `peer` at once (both tasks stop, the socket closes under the peer) and
+    /// tells the job it is lost, with `error`: for a protocol violation, a bound a peer hit,
+    /// or an injected fault.
+    fn fail_link(&mut self, peer: u32, error: String) {
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        for task in [link.writer.take(), link.reader.take()].into_iter().flatten() {
+            task.abort();
+        }
+        link.read_half = None;
+        link.tx = None;
+        link.closed = true;
+        link.backlog.clear();
+        if !std::mem::replace(&mut link.reported, true) {
+            self.event(JobEvent::PeerLost { peer, error });
         }
     }
 
@@ -353,7 +427,7 @@ impl Actor for TransportActor {
             let traffic = Arc::clone(&self.traffic);
             let tamper = Tamper::default();
             let (read_half, handle) = match endpoint {
-                Endpoint::Direct(stream) => {
+                Endpoint::Direct(Connection { stream, session }) => {
                     let (read_half, write_half) = stream.into_split();
                     let task = writer(
                         peer,
@@ -364,13 +438,14 @@ impl Actor for TransportActor {
                         traffic,
                         ended.clone(),
                         Arc::clone(&tamper),
+                        session.sealer,
                     );
                     (
-                        PendingReader::Direct(read_half),
+                        PendingReader::Direct(read_half, session.opener),
                         self.runtime.spawn(observed(peer, ended.clone(), task)),
                     )
                 }
-                Endpoint::Relay { sender, receiver, name } => {
+                Endpoint::Relay { sender, receiver, name, session } => {
                     let task = relay_writer(
                         peer,
                         sender,
@@ -380,9 +455,10 @@ impl Actor for TransportActor {
                         traffic,
                         ended.clone(),
                         name,
+                        session.sealer,
                     );
                     (
-                        PendingReader::Relay(receiver, name),
+                        PendingReader::Relay(receiver, name, session.opener),
                         self.runtime.spawn(observed(peer, ended.clone(), task)),
                     )
                 }
@@ -391,7 +467,7 @@ impl Actor for TransportActor {
                 peer,
                 Link {
                     tx: Some(tx),
-                    backlog: VecDeque::new(),
+                    backlog: Backlog::default(),
                     draining: false,
                     read_half: Some(read_half),
                     writer: Some(handle),
@@ -447,7 +523,7 @@ impl TransportActor {
         for (peer, link) in &mut self.links {
             let traffic = Arc::clone(&self.traffic);
             match link.read_half.take() {
-                Some(PendingReader::Direct(half)) => {
+                Some(PendingReader::Direct(half, opener)) => {
                     let task = reader(
                         *peer,
                         half,
@@ -456,10 +532,11 @@ impl TransportActor {
                         traffic,
                         inbound.clone(),
                         ended.clone(),
+                        opener,
                     );
                     link.reader = Some(self.runtime.spawn(observed(*peer, ended.clone(), task)));
                 }
-                Some(PendingReader::Relay(receiver, name)) => {
+                Some(PendingReader::Relay(receiver, name, opener)) => {
                     let task = relay_reader(
                         *peer,
                         receiver,
@@ -469,6 +546,7 @@ impl TransportActor {
                         inbound.clone(),
                         ended.clone(),
                         name,
+                        opener,
                     );
                     link.reader = Some(self.runtime.spawn(observed(*peer, ended.clone(), task)));
                 }
@@ -531,20 +609,7 @@ impl Handler<InjectLinkFault> for TransportActor {
         };
         let Some(link) = self.links.get_mut(&peer) else { return Err(format!("no link to rank {peer}")) };
         match msg {
-            InjectLinkFault::Drop { .. } => {
-                for task in [link.writer.take(), link.reader.take()].into_iter().flatten() {
-                    task.abort();
-                }
-                link.read_half = None;
-                link.tx = None;
-                link.closed = true;
-                link.backlog.clear();
-                if !link.reported {
-                    link.reported = true;
-                    let error = "the link was cut (injected fault)".to_string();
-                    self.event(JobEvent::PeerLost { peer, error });
-                }
-            }
+            InjectLinkFault::Drop { .. } => self.fail_link(peer, "the link was cut (injected fault)".into()),
             InjectLinkFault::Corrupt { .. } => link.tamper.store(true, std::sync::atomic::Ordering::Relaxed),
         }
         Ok(())
@@ -564,7 +629,7 @@ impl Handler<Shutdown> for TransportActor {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         let mut writers = Vec::new();
         for link in self.links.values_mut() {
-            let backlog = std::mem::take(&mut link.backlog);
+            let backlog = std::mem::take(&mut link.backlog).frames;
             if let Some(tx) = link.tx.take()
                 && !backlog.is_empty()
             {

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use updraft_runtime::ids::job_hash;
+use updraft_runtime::wire::{Control, OutFrame, WireLimits};
 use updraft_transports::JobKey;
 use updraft_transports::punch::handshake::Identity;
 use updraft_transports::punch::{MeshConfig, punch_mesh};
@@ -40,7 +40,14 @@ fn registration(rdv: SocketAddr, job: &str, rank: u32, world: u32, secret: &[u8]
 async fn worker(rdv: SocketAddr, job: String, rank: u32, world: u32) -> Vec<u32> {
     let reg = registration(rdv, &job, rank, world, SECRET);
     let r = register(&reg, Duration::from_secs(10)).await.expect("registered");
-    let id = Identity { me: rank, world, key: reg.key.clone(), job_hash: job_hash(&job) };
+    let id = Identity {
+        me: rank,
+        world,
+        key: reg.key.clone(),
+        job_hash: job_hash(&job),
+        run: r.run,
+        encryption: updraft_config::Encryption::default(),
+    };
     let cfg = MeshConfig {
         attempt: Duration::from_millis(250),
         handshake_timeout: Duration::from_secs(3),
@@ -51,17 +58,23 @@ async fn worker(rdv: SocketAddr, job: String, rank: u32, world: u32) -> Vec<u32>
     assert_eq!(mesh.links.len() as u32, world - 1);
     assert_eq!(mesh.pairs.len() as u32, world - 1);
     let mut seen = Vec::new();
-    let mut streams = mesh.links;
-    for (_, s) in &mut streams {
-        s.write_all(&rank.to_le_bytes()).await.expect("write");
+    // Each side sends a sealed ping whose sequence number is its rank: the sessions of both
+    // ends must match for it to open.
+    let mut links = mesh.links;
+    let hash = job_hash(&job);
+    for (_, c) in &mut links {
+        let ping = OutFrame::control(0, u64::from(rank), &Control::Ping).expect("ping");
+        c.session.sealer.write(&mut c.stream, hash, &ping, false).await.expect("write");
     }
-    for (peer, s) in &mut streams {
-        let mut b = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
-            .await
-            .expect("in time")
-            .expect("read");
-        assert_eq!(u32::from_le_bytes(b), *peer, "link to {peer} reaches {peer}");
+    for (peer, c) in &mut links {
+        let limits = WireLimits { job: hash, max_body: 4096 };
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), c.session.opener.read(&mut c.stream, limits))
+                .await
+                .expect("in time")
+                .expect("read")
+                .expect("a frame");
+        assert_eq!(frame.seq, u64::from(*peer), "link to {peer} reaches {peer}");
         seen.push(*peer);
     }
     seen.sort_unstable();
@@ -155,15 +168,13 @@ async fn a_restarted_rank_replaces_its_earlier_registration() {
 async fn a_dropped_rendezvous_connection_is_retried() {
     let srv = server(Duration::from_secs(30)).await;
     let real = srv.local_addr();
-    // A front that drops the first connection after reading from it, then forwards.
+    // A front that drops the first connection before the rendezvous's challenge, then forwards.
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let front_addr = front.local_addr().expect("addr");
     tokio::spawn(async move {
         let mut first = true;
         while let Ok((mut conn, _)) = front.accept().await {
             if std::mem::take(&mut first) {
-                let mut buf = [0u8; 16];
-                let _ = conn.read(&mut buf).await;
                 drop(conn);
                 continue;
             }

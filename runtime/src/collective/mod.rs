@@ -28,6 +28,8 @@
 mod reduce;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::Recipient;
@@ -65,6 +67,70 @@ pub struct CollectiveFrame {
     pub seq: u64,
     /// Payload.
     pub body: Buffer,
+}
+
+/// Bytes a communicator's inbox may hold by default, delivered but not yet received (held
+/// for a later step included): twice the largest frame (see `max_frame`).
+pub fn default_inbox_bytes(max_frame: u64) -> u64 {
+    max_frame.saturating_mul(2)
+}
+
+/// A communicator's inbox, bounded in bytes: peers send collective messages without credit (a
+/// peer may run one operation ahead), so what they can make a worker hold is capped here.
+pub fn inbox(cap: u64) -> (Inbox, Outlet) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let held = Arc::new(AtomicU64::new(0));
+    (Inbox { tx, held: Arc::clone(&held), cap }, Outlet { rx, held })
+}
+
+/// The transport's end of an inbox.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: mpsc::UnboundedSender<CollectiveFrame>,
+    held: Arc<AtomicU64>,
+    cap: u64,
+}
+
+/// The communicator's end of an inbox.
+#[derive(Debug)]
+pub struct Outlet {
+    rx: mpsc::UnboundedReceiver<CollectiveFrame>,
+    held: Arc<AtomicU64>,
+}
+
+impl Outlet {
+    /// The next message delivered, released from the inbox's count; `None` once the transport
+    /// is gone. (A [`Communicator`] receives through its operations instead.)
+    pub async fn recv(&mut self) -> Option<CollectiveFrame> {
+        let frame = self.rx.recv().await?;
+        if frame.seq != PEER_GONE {
+            self.held.fetch_sub(frame.body.len() as u64, Ordering::AcqRel);
+        }
+        Some(frame)
+    }
+}
+
+impl Inbox {
+    /// Delivers `frame`. Notices ([`PEER_GONE`]) always pass.
+    ///
+    /// # Errors
+    /// A message naming the sender when the inbox would go over its cap (the frame is not
+    /// delivered: the caller must fail the job), or when the communicator is gone.
+    pub fn deliver(&self, frame: CollectiveFrame) -> std::result::Result<(), String> {
+        let bytes = frame.body.len() as u64;
+        if frame.seq != PEER_GONE {
+            let before = self.held.fetch_add(bytes, Ordering::AcqRel);
+            if before.saturating_add(bytes) > self.cap {
+                self.held.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(format!(
+                    "rank {} sent collective messages ahead of this worker beyond its {}-byte inbox",
+                    frame.from, self.cap
+                ));
+            }
+        }
+        let from = frame.from;
+        self.tx.send(frame).map_err(|_| format!("a collective message from rank {from}, but no communicator"))
+    }
 }
 
 /// Why a collective failed.
@@ -115,8 +181,9 @@ pub struct Communicator {
     me: u32,
     world: u32,
     send: Recipient<SendFrame>,
-    inbox: mpsc::UnboundedReceiver<CollectiveFrame>,
+    inbox: Outlet,
     /// Messages that arrived before they were asked for, by (seq, sender), oldest first.
+    /// They count against the inbox's cap until received.
     held: HashMap<(u64, u32), VecDeque<Buffer>>,
     /// Peers whose link was lost or who aborted, with the cause: a receive from one of them
     /// fails once nothing it sent before is left to take.
@@ -135,13 +202,13 @@ fn bytes_of(b: Buffer) -> Bytes {
 
 impl Communicator {
     /// A communicator for rank `me` of `world`, sending through `send` and receiving what the
-    /// transport puts into `inbox` (see `AttachCollectives`); every receive waits at most
-    /// `timeout`.
+    /// transport puts into `inbox` (see [`inbox`] and `AttachCollectives`); every receive waits
+    /// at most `timeout`.
     pub fn new(
         me: u32,
         world: u32,
         send: Recipient<SendFrame>,
-        inbox: mpsc::UnboundedReceiver<CollectiveFrame>,
+        inbox: Outlet,
         timeout: Duration,
     ) -> Communicator {
         Communicator {
@@ -190,7 +257,19 @@ impl Communicator {
         Ok(())
     }
 
+    /// The message of step `seq` (from `from`, or anyone), released from the inbox's count.
     async fn take(&mut self, op: &'static str, seq: u64, from: Option<u32>) -> Result<(u32, Buffer)> {
+        let (sender, body) = self.take_held_or_wait(op, seq, from).await?;
+        self.inbox.held.fetch_sub(body.len() as u64, Ordering::AcqRel);
+        Ok((sender, body))
+    }
+
+    async fn take_held_or_wait(
+        &mut self,
+        op: &'static str,
+        seq: u64,
+        from: Option<u32>,
+    ) -> Result<(u32, Buffer)> {
         let key = match from {
             Some(f) => Some((seq, f)).filter(|k| self.held.contains_key(k)),
             None => self.held.keys().find(|(s, _)| *s == seq).copied(),
@@ -214,7 +293,7 @@ impl Communicator {
         }
         let deadline = Instant::now() + self.timeout;
         loop {
-            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+            match tokio::time::timeout_at(deadline, self.inbox.rx.recv()).await {
                 Err(_) => {
                     return Err(CollectiveError::Timeout {
                         op,
@@ -317,10 +396,7 @@ impl Communicator {
             }
             let mode = first.get_u8();
             if mode == 1 {
-                if first.len() < 8 {
-                    return Err(invalid(OP, "short scatter header"));
-                }
-                let total = first.get_u64_le() as usize;
+                let (total, first) = scatter_chunk(OP, first, p, vr)?;
                 return self.ring_gather_chunks(OP, op, vr, root, total, first).await;
             }
             (first, false)
@@ -407,12 +483,15 @@ impl Communicator {
             }
             if vr + mask < p {
                 let got = self.recv_from(OP, Self::tag(op, step), (vr + mask + root) % p).await?;
-                have.extend(unpack(OP, bytes_of(got))?);
+                have.extend(unpack(OP, bytes_of(got), p)?);
             }
             mask <<= 1;
             step += 1;
         }
         have.sort_by_key(|(rank, _)| *rank);
+        if have.len() != p as usize || have.iter().enumerate().any(|(i, (rank, _))| *rank as usize != i) {
+            return Err(invalid(OP, "the gathered blocks do not name every rank exactly once"));
+        }
         Ok(Some(have.into_iter().map(|(_, b)| b).collect()))
     }
 
@@ -440,8 +519,8 @@ impl Communicator {
                     .collect();
                 self.post(OP, (r + p - have) % p, Self::tag(op, step), pack(&out))?;
                 let got = self.recv_from(OP, Self::tag(op, step), (r + have) % p).await?;
-                for (idx, b) in unpack(OP, bytes_of(got))? {
-                    blocks[(idx % p) as usize] = Some(b);
+                for (idx, b) in unpack(OP, bytes_of(got), p)? {
+                    blocks[idx as usize] = Some(b);
                 }
                 have += count;
                 step += 1;
@@ -682,11 +761,32 @@ fn user_tag(op: &'static str, tag: u32) -> Result<u64> {
     Ok(u64::from(tag))
 }
 
-/// Byte (or element) range of chunk `i` of `total` split into `parts`.
+/// Byte (or element) range of chunk `i` of `total` split into `parts` (`i < parts`), computed
+/// without overflow for any `total`.
 fn chunk_range(total: usize, parts: u32, i: u32) -> (usize, usize) {
-    let parts = parts as usize;
-    let i = i as usize;
-    (total * i / parts, total * (i + 1) / parts)
+    let at = |k: u32| (total as u128 * u128::from(k) / u128::from(parts.max(1))) as usize;
+    (at(i), at(i + 1))
+}
+
+/// A scatter message after its mode byte, `[total u64][chunk]`, for virtual rank `vr` of `p`:
+/// the total and the chunk. The total comes from the wire, so it must agree with the chunk
+/// that came with it before anything is sized by it.
+///
+/// # Errors
+/// A short header, or a chunk whose length does not fit the total.
+pub fn scatter_chunk(op: &'static str, mut message: Bytes, p: u32, vr: u32) -> Result<(usize, Bytes)> {
+    if message.len() < 8 {
+        return Err(invalid(op, "short scatter header"));
+    }
+    let total = usize::try_from(message.get_u64_le()).unwrap_or(usize::MAX);
+    let (a, b) = chunk_range(total, p, vr);
+    if b - a != message.len() {
+        return Err(invalid(
+            op,
+            format!("a scatter chunk of {} bytes does not fit a total of {total}", message.len()),
+        ));
+    }
+    Ok((total, message))
 }
 
 /// Blocks as `[rank u32][len u64][bytes]...`.
@@ -700,18 +800,26 @@ fn pack(blocks: &[(u32, Bytes)]) -> Bytes {
     Bytes::from(out)
 }
 
-fn unpack(op: &'static str, mut data: Bytes) -> Result<Vec<(u32, Bytes)>> {
+/// Blocks packed by `pack` (`[rank u32][len u64][bytes]...`), each naming a rank below
+/// `world`.
+///
+/// # Errors
+/// A truncated header or block, or a rank outside the world.
+pub fn unpack(op: &'static str, mut data: Bytes, world: u32) -> Result<Vec<(u32, Bytes)>> {
     let mut out = Vec::new();
     while data.has_remaining() {
         if data.remaining() < 12 {
             return Err(invalid(op, "truncated block header"));
         }
         let rank = data.get_u32_le();
-        let len = data.get_u64_le() as usize;
-        if data.remaining() < len {
+        if rank >= world {
+            return Err(invalid(op, format!("a block of rank {rank} in a world of {world}")));
+        }
+        let len = data.get_u64_le();
+        if (data.remaining() as u64) < len {
             return Err(invalid(op, "truncated block"));
         }
-        out.push((rank, data.split_to(len)));
+        out.push((rank, data.split_to(len as usize)));
     }
     Ok(out)
 }
@@ -722,7 +830,7 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_whole_range() {
-        for (total, parts) in [(10, 3), (0, 4), (7, 7), (5, 8)] {
+        for (total, parts) in [(10, 3), (0, 4), (7, 7), (5, 8), (usize::MAX, 3)] {
             let ranges: Vec<_> = (0..parts).map(|i| chunk_range(total, parts, i)).collect();
             assert_eq!(ranges[0].0, 0);
             assert_eq!(ranges[parts as usize - 1].1, total);
@@ -733,7 +841,11 @@ mod tests {
     #[test]
     fn blocks_round_trip() {
         let blocks = vec![(3, Bytes::from_static(b"abc")), (0, Bytes::new()), (7, Bytes::from_static(b"z"))];
-        assert_eq!(unpack("t", pack(&blocks)).expect("unpack"), blocks);
-        assert!(unpack("t", Bytes::from_static(b"\x01\x00")).is_err());
+        assert_eq!(unpack("t", pack(&blocks), 8).expect("unpack"), blocks);
+        assert!(unpack("t", Bytes::from_static(b"\x01\x00"), 8).is_err());
+        assert!(unpack("t", pack(&blocks), 7).expect_err("rank 7 of 7").to_string().contains("rank 7"));
+        let mut huge = pack(&blocks[..1]).to_vec();
+        huge[4..12].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(unpack("t", Bytes::from(huge), 8).is_err(), "a length beyond the message");
     }
 }

@@ -10,7 +10,8 @@ use crate::wire::frame::WireError;
 /// header.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Control {
-    /// First message on a fresh link: who I am, and a fresh nonce to prove it against.
+    /// First message on a fresh link, in the clear: who I am, and a fresh nonce that binds the
+    /// key exchange to this connection.
     Hello {
         /// Sender's rank.
         rank: u32,
@@ -19,10 +20,11 @@ pub enum Control {
         /// Random per connection.
         nonce: [u8; 16],
     },
-    /// MAC over both nonces and both ranks with the job key: proves the sender knows the key.
-    Proof {
-        /// HMAC-SHA256.
-        mac: [u8; 32],
+    /// A Noise handshake message (`NNpsk0`, the pre-shared key derived from the job key): the
+    /// lower rank sends the first, the higher rank answers. See `updraft_transports::secure`.
+    Handshake {
+        /// The Noise message.
+        noise: Vec<u8>,
     },
     /// Sent by the lower rank of a pair: keep this connection as the pair's link, or drop it
     /// (another connection already won).

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// `"UPDF"`: the first header field; anything else is not our protocol.
 pub const MAGIC: u32 = 0x5550_4446;
 /// Wire format version; a peer with another version is refused.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Size of the archived [`FrameHeader`] in bytes (checked by a unit test).
 pub const HEADER_LEN: usize = 40;
 
@@ -83,6 +83,15 @@ pub enum WireError {
         /// Sequence number of the frame.
         seq: u64,
     },
+    /// A sealed record that does not open under the link's key: altered, replayed, reordered,
+    /// dropped (the next one fails), or from another connection.
+    #[error(
+        "record {record} failed authentication: altered, replayed, reordered, dropped or from another connection"
+    )]
+    Unauthentic {
+        /// The record's number on the link (counted from zero in each direction).
+        record: u64,
+    },
     /// A frame of another job.
     #[error("frame belongs to another job (hash {got:#x}, expected {expected:#x})")]
     WrongJob {
@@ -135,7 +144,8 @@ impl OutBody {
         self.len() == 0
     }
 
-    fn checksum(&self) -> u32 {
+    /// CRC-32C of the bytes.
+    pub fn checksum(&self) -> u32 {
         match self {
             OutBody::Buffers(bufs) => bufs.iter().fold(0, |crc, b| crc32c::crc32c_append(crc, b.as_slice())),
             OutBody::Bytes(b) => crc32c::crc32c(b),
@@ -171,6 +181,84 @@ pub struct InFrame {
     pub body: Buffer,
 }
 
+/// The archived header of `frame` for job `job`, with `checksum` (the body's CRC-32C, or 0
+/// where an AEAD protects the frame instead). `room` bytes of framing around the header and
+/// body must still fit a 32-bit length.
+///
+/// # Errors
+/// [`WireError::TooLarge`] if the body does not fit; [`WireError::Encode`] if rkyv fails.
+pub fn encode_header(
+    job: u64,
+    frame: &OutFrame,
+    checksum: u32,
+    room: u32,
+) -> Result<[u8; HEADER_LEN], WireError> {
+    let body_len = frame.body.len();
+    let max_body = u32::MAX - HEADER_LEN as u32 - room;
+    let body_len = u32::try_from(body_len)
+        .ok()
+        .filter(|n| *n <= max_body)
+        .ok_or(WireError::TooLarge { len: body_len as u64, max: max_body })?;
+    let header = FrameHeader {
+        magic: MAGIC,
+        version: VERSION,
+        kind: frame.kind as u16,
+        channel: frame.channel,
+        body_len,
+        job,
+        seq: frame.seq,
+        checksum,
+        reserved: 0,
+    };
+    let head = rkyv::to_bytes::<rancor::Error>(&header).map_err(|e| WireError::Encode(e.to_string()))?;
+    <[u8; HEADER_LEN]>::try_from(head.as_slice()).map_err(|_| {
+        WireError::Encode(format!("header archived to {} bytes, expected {HEADER_LEN}", head.len()))
+    })
+}
+
+/// Validates a received header: `head` is its [`HEADER_LEN`] bytes, `body_len` how many body
+/// bytes the framing around it holds. Returns the header and its kind.
+///
+/// # Errors
+/// [`WireError::BadHeader`] (not ours, another version, lengths that disagree, unknown kind),
+/// [`WireError::WrongJob`].
+pub fn check_header(
+    head: &[u8],
+    body_len: u64,
+    limits: WireLimits,
+) -> Result<(FrameHeader, FrameKind), WireError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(HEADER_LEN);
+    aligned.extend_from_slice(head);
+    let header = rkyv::access::<ArchivedFrameHeader, rancor::Error>(&aligned)
+        .map_err(|e| WireError::BadHeader(e.to_string()))?;
+    let header: FrameHeader = rkyv::deserialize::<FrameHeader, rancor::Error>(header)
+        .map_err(|e| WireError::BadHeader(e.to_string()))?;
+    if header.magic != MAGIC {
+        return Err(WireError::BadHeader(format!("magic {:#x} is not updraft's", header.magic)));
+    }
+    if header.version != VERSION {
+        return Err(WireError::BadHeader(format!(
+            "wire version {} (this build speaks {VERSION})",
+            header.version
+        )));
+    }
+    if u64::from(header.body_len) != body_len {
+        return Err(WireError::BadHeader(format!(
+            "body length {} disagrees with the frame's length ({body_len} body bytes)",
+            header.body_len
+        )));
+    }
+    if header.job != limits.job {
+        return Err(WireError::WrongJob { got: header.job, expected: limits.job });
+    }
+    let kind = match header.kind {
+        1 => FrameKind::Data,
+        2 => FrameKind::Control,
+        k => return Err(WireError::BadHeader(format!("unknown frame kind {k}"))),
+    };
+    Ok((header, kind))
+}
+
 /// Writes one frame. Returns the number of bytes put on the wire.
 ///
 /// # Errors
@@ -181,29 +269,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     frame: &OutFrame,
 ) -> Result<u64, WireError> {
     let body_len = frame.body.len();
-    let max_body = u32::MAX - HEADER_LEN as u32;
-    let body_len32 = u32::try_from(body_len)
-        .ok()
-        .filter(|n| *n <= max_body)
-        .ok_or(WireError::TooLarge { len: body_len as u64, max: max_body })?;
-    let header = FrameHeader {
-        magic: MAGIC,
-        version: VERSION,
-        kind: frame.kind as u16,
-        channel: frame.channel,
-        body_len: body_len32,
-        job,
-        seq: frame.seq,
-        checksum: frame.body.checksum(),
-        reserved: 0,
-    };
-    let head = rkyv::to_bytes::<rancor::Error>(&header).map_err(|e| WireError::Encode(e.to_string()))?;
-    if head.len() != HEADER_LEN {
-        return Err(WireError::Encode(format!(
-            "header archived to {} bytes, expected {HEADER_LEN}",
-            head.len()
-        )));
-    }
+    let head = encode_header(job, frame, frame.body.checksum(), 0)?;
     let total = (HEADER_LEN + body_len) as u32;
     w.write_all(&total.to_le_bytes()).await?;
     w.write_all(&head).await?;
@@ -238,36 +304,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if total - HEADER_LEN as u64 > u64::from(limits.max_body) {
         return Err(WireError::TooLarge { len: total - HEADER_LEN as u64, max: limits.max_body });
     }
-    let mut head = AlignedVec::<16>::with_capacity(HEADER_LEN);
-    head.resize(HEADER_LEN, 0);
+    let mut head = [0u8; HEADER_LEN];
     read_exact(r, &mut head).await?;
-    let header = rkyv::access::<ArchivedFrameHeader, rancor::Error>(&head)
-        .map_err(|e| WireError::BadHeader(e.to_string()))?;
-    let header: FrameHeader = rkyv::deserialize::<FrameHeader, rancor::Error>(header)
-        .map_err(|e| WireError::BadHeader(e.to_string()))?;
-    if header.magic != MAGIC {
-        return Err(WireError::BadHeader(format!("magic {:#x} is not updraft's", header.magic)));
-    }
-    if header.version != VERSION {
-        return Err(WireError::BadHeader(format!(
-            "wire version {} (this build speaks {VERSION})",
-            header.version
-        )));
-    }
-    if u64::from(header.body_len) + HEADER_LEN as u64 != total {
-        return Err(WireError::BadHeader(format!(
-            "body length {} disagrees with frame length {total}",
-            header.body_len
-        )));
-    }
-    if header.job != limits.job {
-        return Err(WireError::WrongJob { got: header.job, expected: limits.job });
-    }
-    let kind = match header.kind {
-        1 => FrameKind::Data,
-        2 => FrameKind::Control,
-        k => return Err(WireError::BadHeader(format!("unknown frame kind {k}"))),
-    };
+    let (header, kind) = check_header(&head, total - HEADER_LEN as u64, limits)?;
     let mut body = MutableBuffer::from_len_zeroed(header.body_len as usize);
     read_exact(r, body.as_slice_mut()).await?;
     if crc32c::crc32c(body.as_slice()) != header.checksum {

@@ -1,15 +1,17 @@
-//! The hello on a fresh connection: both sides send `Hello{rank, world, nonce}`, then a
-//! `Proof` (HMAC over both ranks and both nonces with the job key); the higher rank then waits
-//! for the lower rank's `Decision`. Strangers, wrong keys and impossible ranks are refused.
+//! The handshake on a fresh connection: both sides send `Hello{rank, world, nonce}` in the
+//! clear, then run the key exchange of [`crate::secure`] (the lower rank first); from then on
+//! every frame is a sealed record. The higher rank then waits for the lower rank's sealed
+//! `Decision`. Strangers, wrong keys, other runs and impossible ranks are refused; a stranger's
+//! frames are small (4 KiB at most) and the whole handshake has a deadline.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use updraft_runtime::wire::{
-    Control, FrameKind, OutFrame, WireLimits, decode_control, read_frame, write_frame,
-};
+use updraft_config::Encryption;
+use updraft_runtime::wire::{Control, FrameKind, OutFrame, WireLimits, decode_control};
 
 use crate::auth::JobKey;
+use crate::secure::{Binding, KeyExchange, Session};
 
 /// Which side of the TCP connection we were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct Handshaken {
     pub peer: u32,
     /// The connection.
     pub stream: TcpStream,
+    /// Its protection.
+    pub session: Session,
     /// How it was made.
     pub how: How,
     /// The lower rank's decision, when we are the higher rank.
@@ -44,19 +48,25 @@ pub struct Identity {
     pub key: JobKey,
     /// Job hash for frame headers.
     pub job_hash: u64,
+    /// This run of the job (from the rendezvous): binds the key exchange to it.
+    pub run: u64,
+    /// How frames are protected after the exchange.
+    pub encryption: Encryption,
 }
 
-fn limits(job: u64) -> WireLimits {
-    WireLimits { job, max_body: 4096 }
-}
+/// Largest frame body before and during the handshake.
+const MAX_HANDSHAKE_BODY: u32 = 4096;
 
-async fn send(stream: &mut TcpStream, job: u64, msg: &Control) -> Result<(), String> {
+async fn send(stream: &mut TcpStream, session: &mut Session, job: u64, msg: &Control) -> Result<(), String> {
     let frame = OutFrame::control(0, 0, msg).map_err(|e| e.to_string())?;
-    write_frame(stream, job, &frame).await.map(|_| ()).map_err(|e| e.to_string())
+    session.sealer.write(stream, job, &frame, false).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-async fn recv(stream: &mut TcpStream, job: u64) -> Result<Control, String> {
-    let frame = read_frame(stream, limits(job))
+async fn recv(stream: &mut TcpStream, session: &mut Session, job: u64) -> Result<Control, String> {
+    let limits = WireLimits { job, max_body: MAX_HANDSHAKE_BODY };
+    let frame = session
+        .opener
+        .read(stream, limits)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("closed during the handshake")?;
@@ -77,9 +87,12 @@ pub async fn handshake(
     timeout: Duration,
 ) -> Result<Handshaken, String> {
     let nonce: [u8; 16] = rand::random();
+    let job = id.job_hash;
     let work = async {
-        send(&mut stream, id.job_hash, &Control::Hello { rank: id.me, world: id.world, nonce }).await?;
-        let Control::Hello { rank: peer, world, nonce: peer_nonce } = recv(&mut stream, id.job_hash).await?
+        let mut clear = Session::plain();
+        send(&mut stream, &mut clear, job, &Control::Hello { rank: id.me, world: id.world, nonce }).await?;
+        let Control::Hello { rank: peer, world, nonce: peer_nonce } =
+            recv(&mut stream, &mut clear, job).await?
         else {
             return Err("expected a hello".to_string());
         };
@@ -89,26 +102,40 @@ pub async fn handshake(
                 id.me, id.world
             ));
         }
-        let proof = id.key.link_proof(id.me, peer, &nonce, &peer_nonce);
-        send(&mut stream, id.job_hash, &Control::Proof { mac: proof }).await?;
-        let Control::Proof { mac } = recv(&mut stream, id.job_hash).await? else {
-            return Err(format!("expected a proof from rank {peer}"));
+        let binding =
+            Binding { job, run: id.run, world: id.world, me: (id.me, nonce), peer: (peer, peer_nonce) };
+        let mut kx = KeyExchange::new(&id.key, id.encryption, &binding)?;
+        let refused = |e: String| {
+            format!(
+                "rank {peer} failed authentication ({e}): another job secret or run, or the connection was \
+                 tampered with"
+            )
         };
-        if !id.key.verify_link(peer, id.me, &peer_nonce, &nonce, &mac) {
-            return Err(format!("rank {peer} failed authentication (wrong job secret)"));
+        if kx.is_initiator() {
+            send(&mut stream, &mut clear, job, &Control::Handshake { noise: kx.write()? }).await?;
         }
-        Ok(peer)
+        let answer = recv(&mut stream, &mut clear, job).await.map_err(|e| {
+            format!("rank {peer} broke off the key exchange ({e}): it may hold another job secret or run")
+        })?;
+        let Control::Handshake { noise } = answer else {
+            return Err(format!("expected a key-exchange message from rank {peer}"));
+        };
+        kx.read(&noise).map_err(refused)?;
+        if !kx.is_initiator() {
+            send(&mut stream, &mut clear, job, &Control::Handshake { noise: kx.write()? }).await?;
+        }
+        Ok((peer, kx.finish()?))
     };
-    let peer = tokio::time::timeout(timeout, work)
+    let (peer, mut session) = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("handshake not done within {timeout:?}"))??;
     // The higher rank waits for the lower rank's decision (its own deadline: the lower rank
     // may be busy with other connections) and confirms a kept link.
     let keep = if id.me > peer {
         let decision = async {
-            match recv(&mut stream, id.job_hash).await? {
+            match recv(&mut stream, &mut session, job).await? {
                 Control::Decision { keep: true } => {
-                    send(&mut stream, id.job_hash, &Control::Confirm).await?;
+                    send(&mut stream, &mut session, job, &Control::Confirm).await?;
                     Ok(true)
                 }
                 Control::Decision { keep: false } => Ok(false),
@@ -122,7 +149,7 @@ pub async fn handshake(
     } else {
         None
     };
-    Ok(Handshaken { peer, stream, how, keep })
+    Ok(Handshaken { peer, stream, session, how, keep })
 }
 
 /// The lower rank keeps this connection as the pair's link: it says so, and the link counts
@@ -130,10 +157,15 @@ pub async fn handshake(
 ///
 /// # Errors
 /// If the decision cannot be written or the confirmation does not arrive in time.
-pub async fn keep(stream: &mut TcpStream, job_hash: u64, timeout: Duration) -> Result<(), String> {
+pub async fn keep(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    job_hash: u64,
+    timeout: Duration,
+) -> Result<(), String> {
     let exchange = async {
-        send(stream, job_hash, &Control::Decision { keep: true }).await?;
-        match recv(stream, job_hash).await? {
+        send(stream, session, job_hash, &Control::Decision { keep: true }).await?;
+        match recv(stream, session, job_hash).await? {
             Control::Confirm => Ok(()),
             other => Err(format!("expected a confirmation, got {other:?}")),
         }
@@ -144,9 +176,9 @@ pub async fn keep(stream: &mut TcpStream, job_hash: u64, timeout: Duration) -> R
 }
 
 /// The lower rank drops this connection (the pair has, or is confirming, another one).
-pub async fn drop_link(mut stream: TcpStream, job_hash: u64, timeout: Duration) {
-    let _ =
-        tokio::time::timeout(timeout, send(&mut stream, job_hash, &Control::Decision { keep: false })).await;
+pub async fn drop_link(mut stream: TcpStream, mut session: Session, job_hash: u64, timeout: Duration) {
+    let decision = send(&mut stream, &mut session, job_hash, &Control::Decision { keep: false });
+    let _ = tokio::time::timeout(timeout, decision).await;
 }
 
 #[cfg(test)]
@@ -162,7 +194,14 @@ mod tests {
     }
 
     fn id(me: u32, secret: &[u8]) -> Identity {
-        Identity { me, world: 3, key: JobKey::derive(secret, "job"), job_hash: 42 }
+        Identity {
+            me,
+            world: 3,
+            key: JobKey::derive(secret, "job"),
+            job_hash: 42,
+            run: 7,
+            encryption: Encryption::default(),
+        }
     }
 
     #[tokio::test]
@@ -173,7 +212,7 @@ mod tests {
         let (low, high) = tokio::join!(
             async {
                 let mut h = handshake(a, &id0, How::Connect, t).await?;
-                keep(&mut h.stream, 42, t).await?;
+                keep(&mut h.stream, &mut h.session, 42, t).await?;
                 Ok::<_, String>(h)
             },
             handshake(b, &id2, How::Accept, t)
@@ -189,8 +228,10 @@ mod tests {
         let t = Duration::from_secs(2);
         let (good, bad) = (id(0, b"k"), id(1, b"other"));
         let (x, y) = tokio::join!(handshake(a, &good, How::Connect, t), handshake(b, &bad, How::Accept, t));
-        assert!(x.expect_err("refused").contains("failed authentication"));
-        assert!(y.expect_err("refused").contains("failed authentication"));
+        // The higher rank cannot open the lower rank's first message; the lower rank sees the
+        // connection end instead of an answer.
+        assert!(x.expect_err("refused").contains("broke off the key exchange"));
+        assert!(y.expect_err("refused").contains("rank 0 failed authentication"));
     }
 
     #[tokio::test]

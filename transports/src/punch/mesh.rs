@@ -11,10 +11,18 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use updraft_runtime::metrics as names;
 
+use crate::admission::{Admission, Limits, Slot};
 use crate::punch::handshake::{How, Identity, drop_link, handshake, keep};
 use crate::punch::schedule::PunchSchedule;
 use crate::rendezvous::PeerAddr;
+use crate::secure::Session;
 use crate::sock::{orderly_close, punch_socket};
+
+/// Bounds on connections to a punch port that have not finished their handshake: 64 per
+/// source address, 512 in all (a handshake's frames are at most 4 KiB each, read one at a
+/// time). Peers finish theirs within a round trip; strangers are cut at the handshake deadline.
+pub const PUNCH_ADMISSION: Limits =
+    Limits { per_source: 64, total: 512, bytes_per_source: 64 * 8192, bytes_total: 512 * 8192 };
 
 /// Punching settings.
 #[derive(Debug, Clone)]
@@ -43,11 +51,20 @@ pub struct PairStats {
     pub elapsed: Duration,
 }
 
+/// An authenticated connection and its protection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The keys its frames are sealed with (or none, without encryption).
+    pub session: Session,
+}
+
 /// The links of one worker.
 #[derive(Debug)]
 pub struct Mesh {
     /// One authenticated connection per peer.
-    pub links: Vec<(u32, TcpStream)>,
+    pub links: Vec<(u32, Connection)>,
     /// Per pair.
     pub pairs: Vec<PairStats>,
     /// Whole mesh.
@@ -84,7 +101,7 @@ enum Event {
     /// Lower rank: the higher rank confirmed this connection.
     Committed {
         peer: u32,
-        stream: TcpStream,
+        conn: Connection,
         how: How,
     },
     /// Lower rank: the confirmation did not come.
@@ -117,9 +134,10 @@ pub async fn punch_mesh(
     let mut schedule = PunchSchedule::new(start.into_std(), &targets, cfg.attempt, deadline.into_std());
     let (tx, mut rx) = mpsc::channel::<Event>(peers.len() * 4 + 16);
     let mut tasks = JoinSet::new();
-    let mut links: BTreeMap<u32, TcpStream> = BTreeMap::new();
+    let mut links: BTreeMap<u32, Connection> = BTreeMap::new();
     let mut pairs: Vec<PairStats> = Vec::new();
     let mut pending: BTreeSet<u32> = BTreeSet::new();
+    let admission = Admission::new(PUNCH_ADMISSION);
 
     while !schedule.complete() {
         for (target, peer, endpoint) in schedule.due(std::time::Instant::now()) {
@@ -146,7 +164,13 @@ pub async fn punch_mesh(
         tokio::select! {
             accepted = listener.accept() => {
                 match accepted {
-                    Ok((stream, _)) => spawn_handshake(&mut tasks, &tx, stream, id, How::Accept, cfg.handshake_timeout),
+                    Ok((stream, from)) => match admission.admit(from.ip()) {
+                        Ok(slot) => {
+                            let hs = (id, How::Accept, cfg.handshake_timeout);
+                            spawn_handshake(&mut tasks, &tx, stream, hs, Some(slot));
+                        }
+                        Err(why) => tracing::debug!(%from, %why, "punch port: connection closed at once"),
+                    },
                     Err(e) => {
                         // E.g. out of file descriptors: do not spin; attempts and the deadline go on.
                         tracing::warn!(%e, "accept failed while punching");
@@ -159,7 +183,7 @@ pub async fn punch_mesh(
                     Ok(stream) => {
                         schedule.connected(target, std::time::Instant::now());
                         if !links.contains_key(&peer) {
-                            spawn_handshake(&mut tasks, &tx, stream, id, How::Connect, cfg.handshake_timeout);
+                            spawn_handshake(&mut tasks, &tx, stream, (id, How::Connect, cfg.handshake_timeout), None);
                         }
                     }
                     Err(e) => {
@@ -169,30 +193,33 @@ pub async fn punch_mesh(
                 },
                 Event::Shaken(Ok(h)) => match h.keep {
                     // Higher rank: the lower rank kept this connection and we confirmed it.
-                    Some(true) => link(&mut links, &mut pairs, &mut schedule, h.peer, h.stream, h.how, start),
+                    Some(true) => {
+                        let conn = Connection { stream: h.stream, session: h.session };
+                        link(&mut links, &mut pairs, &mut schedule, h.peer, conn, h.how, start);
+                    }
                     Some(false) => {}
                     // Lower rank: the first authenticated connection of a pair is kept, once
                     // confirmed; any other is dropped.
                     None if links.contains_key(&h.peer) || pending.contains(&h.peer) => {
-                        tasks.spawn(drop_link(h.stream, id.job_hash, cfg.handshake_timeout));
+                        tasks.spawn(drop_link(h.stream, h.session, id.job_hash, cfg.handshake_timeout));
                     }
                     None => {
                         pending.insert(h.peer);
                         let tx = tx.clone();
                         let (job, timeout) = (id.job_hash, cfg.handshake_timeout);
                         tasks.spawn(async move {
-                            let (peer, how, mut stream) = (h.peer, h.how, h.stream);
-                            let event = match keep(&mut stream, job, timeout).await {
-                                Ok(()) => Event::Committed { peer, stream, how },
+                            let (peer, how, mut stream, mut session) = (h.peer, h.how, h.stream, h.session);
+                            let event = match keep(&mut stream, &mut session, job, timeout).await {
+                                Ok(()) => Event::Committed { peer, conn: Connection { stream, session }, how },
                                 Err(error) => Event::CommitFailed { peer, error },
                             };
                             let _ = tx.send(event).await;
                         });
                     }
                 },
-                Event::Committed { peer, stream, how } => {
+                Event::Committed { peer, conn, how } => {
                     pending.remove(&peer);
-                    link(&mut links, &mut pairs, &mut schedule, peer, stream, how, start);
+                    link(&mut links, &mut pairs, &mut schedule, peer, conn, how, start);
                 }
                 Event::CommitFailed { peer, error } => {
                     pending.remove(&peer);
@@ -239,11 +266,11 @@ pub async fn punch_mesh(
 
 /// Records the link of a pair (replacing an earlier one: the lower rank's latest decision wins).
 fn link(
-    links: &mut BTreeMap<u32, TcpStream>,
+    links: &mut BTreeMap<u32, Connection>,
     pairs: &mut Vec<PairStats>,
     schedule: &mut PunchSchedule,
     peer: u32,
-    stream: TcpStream,
+    conn: Connection,
     how: How,
     start: Instant,
 ) {
@@ -252,7 +279,7 @@ fn link(
     metrics::histogram!(names::PUNCH_SECONDS).record(elapsed.as_secs_f64());
     pairs.retain(|p| p.peer != peer);
     pairs.push(PairStats { peer, attempts: schedule.attempts(peer), how, elapsed });
-    links.insert(peer, stream);
+    links.insert(peer, conn);
     schedule.linked(peer);
 }
 
@@ -263,18 +290,20 @@ fn how_label(how: How) -> &'static str {
     }
 }
 
+/// Runs the handshake on `stream`; an accepted connection holds its admission `slot` until
+/// the handshake ends.
 fn spawn_handshake(
     tasks: &mut JoinSet<()>,
     tx: &mpsc::Sender<Event>,
     stream: TcpStream,
-    id: &Identity,
-    how: How,
-    timeout: Duration,
+    (id, how, timeout): (&Identity, How, Duration),
+    slot: Option<Slot>,
 ) {
     let tx = tx.clone();
     let id = id.clone();
     tasks.spawn(async move {
         let r = handshake(stream, &id, how, timeout).await;
+        drop(slot);
         let _ = tx.send(Event::Shaken(r)).await;
     });
 }

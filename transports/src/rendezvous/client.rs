@@ -7,9 +7,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use updraft_runtime::wire::{WireError, read_frame, write_frame};
 
-use crate::auth::JobKey;
+use crate::auth::{JobKey, RegisterFields};
 use crate::rendezvous::protocol::{
-    PeerEntry, PlanLine, RendezvousMsg, client_limits, plan_digest, rendezvous_job_hash,
+    PeerEntry, PlanLine, RendezvousMsg, ReplyBinding, client_limits, plan_digest, rendezvous_job_hash,
 };
 use crate::sock::{bound_socket, shared_listener};
 
@@ -153,45 +153,116 @@ async fn register_once(
     let (mut stream, listener) = connect(reg, deadline, timeout).await?;
     let local = stream.local_addr().map_err(RendezvousError::Io)?;
     let private = local.to_string();
+    let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
+    let challenge = match receive(&mut stream, deadline).await.map_err(|e| e.or(timed_out()))? {
+        RendezvousMsg::Challenge { nonce } => nonce,
+        other => {
+            return Err(
+                RendezvousError::Protocol(format!("expected a challenge, got {}", name(&other))).into()
+            );
+        }
+    };
     let mut plan: Vec<PlanLine> = reg.plan.iter().map(|(p, v)| PlanLine::new(p, v)).collect();
     plan.sort();
     let digest = plan_digest(&plan);
     // What is left of the deadline, as the rendezvous will see it.
     let wait = Duration::from_millis(deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
+    let nonce: [u8; 16] = rand::random();
+    let fields = RegisterFields {
+        challenge: &challenge,
+        nonce: &nonce,
+        job: &reg.job,
+        rank: reg.rank,
+        world: reg.world,
+        private: &private,
+        plan: &digest,
+        wait,
+    };
     let msg = RendezvousMsg::Register {
         job: reg.job.clone(),
         rank: reg.rank,
         world: reg.world,
         private: private.clone(),
-        mac: reg.key.register_mac(&reg.job, reg.rank, reg.world, &private, &digest, wait),
+        mac: reg.key.register_mac(&fields),
         plan,
         wait_ms: wait.as_millis() as u64,
+        nonce,
     };
     let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
-    let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
     tokio::time::timeout_at(deadline, write_frame(&mut stream, rendezvous_job_hash(), &frame))
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| Attempt::Dropped(e.to_string()))?;
-    let reply = match tokio::time::timeout_at(deadline, read_frame(&mut stream, client_limits())).await {
-        Err(_) => return Err(timed_out().into()),
-        Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return Err(Attempt::Dropped("connection closed without an answer".into())),
-        Ok(Err(WireError::Io(e))) => return Err(Attempt::Dropped(e.to_string())),
-        Ok(Err(WireError::Truncated)) => return Err(Attempt::Dropped("connection closed mid-answer".into())),
-        Ok(Err(e)) => return Err(RendezvousError::Protocol(e.to_string()).into()),
-    };
-    match RendezvousMsg::from_frame(&reply).map_err(|e| RendezvousError::Protocol(e.to_string()))? {
-        RendezvousMsg::Peers { peers, run } => {
+    let reply = receive(&mut stream, deadline).await.map_err(|e| e.or(timed_out()))?;
+    let binding = ReplyBinding { challenge: &challenge, nonce: &nonce, job: &reg.job, rank: reg.rank };
+    let authentic = reply.verify_reply(&reg.key, binding);
+    match reply {
+        RendezvousMsg::Peers { .. } if !authentic => Err(RendezvousError::Protocol(
+            "the peer table is not authenticated by the job key: the rendezvous holds another secret, or \
+             something on the path altered it"
+                .into(),
+        )
+        .into()),
+        RendezvousMsg::Peers { peers, run, .. } => {
             let (public, peers) = check_table(&peers, reg.rank, reg.world)?;
             Ok(Registered { local, listener, rendezvous_conn: stream, public, peers, run })
         }
-        RendezvousMsg::Refused { reason, class } => {
+        RendezvousMsg::Refused { reason, class, .. } if authentic => {
             Err(RendezvousError::Refused { reason: annotate(reason, reg), class }.into())
         }
-        RendezvousMsg::Register { .. } | RendezvousMsg::Metrics { .. } => {
-            Err(RendezvousError::Protocol("unexpected registration from the server".into()).into())
+        RendezvousMsg::Refused { reason, .. } => Err(RendezvousError::Refused {
+            reason: format!(
+                "{reason} (this refusal is not authenticated by the job key: the rendezvous holds another \
+                 secret, or something on the path sent it)"
+            ),
+            class: updraft_runtime::FailureClass::Rendezvous,
         }
+        .into()),
+        other => {
+            Err(RendezvousError::Protocol(format!("unexpected {} from the server", name(&other))).into())
+        }
+    }
+}
+
+/// Why a rendezvous message could not be received: the connection broke (worth another
+/// registration), the deadline passed (`None`: the caller names it), or the bytes are wrong.
+async fn receive(stream: &mut TcpStream, deadline: Instant) -> Result<RendezvousMsg, Received> {
+    let frame = match tokio::time::timeout_at(deadline, read_frame(stream, client_limits())).await {
+        Err(_) => return Err(Received::Late),
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return Err(Received::Dropped("connection closed without an answer".into())),
+        Ok(Err(WireError::Io(e))) => return Err(Received::Dropped(e.to_string())),
+        Ok(Err(WireError::Truncated)) => {
+            return Err(Received::Dropped("connection closed mid-answer".into()));
+        }
+        Ok(Err(e)) => return Err(Received::Bad(e.to_string())),
+    };
+    RendezvousMsg::from_frame(&frame).map_err(|e| Received::Bad(e.to_string()))
+}
+
+enum Received {
+    Dropped(String),
+    Late,
+    Bad(String),
+}
+
+impl Received {
+    fn or(self, timed_out: RendezvousError) -> Attempt {
+        match self {
+            Received::Dropped(why) => Attempt::Dropped(why),
+            Received::Late => Attempt::Final(timed_out),
+            Received::Bad(why) => Attempt::Final(RendezvousError::Protocol(why)),
+        }
+    }
+}
+
+fn name(msg: &RendezvousMsg) -> &'static str {
+    match msg {
+        RendezvousMsg::Challenge { .. } => "a challenge",
+        RendezvousMsg::Register { .. } => "a registration",
+        RendezvousMsg::Peers { .. } => "a peer table",
+        RendezvousMsg::Metrics { .. } => "a metrics push",
+        RendezvousMsg::Refused { .. } => "a refusal",
     }
 }
 
@@ -220,11 +291,19 @@ pub async fn push_metrics(
     text: String,
     timeout: Duration,
 ) -> Result<(), RendezvousError> {
-    let mac = key.metrics_mac(job, rank, &text);
-    let msg = RendezvousMsg::Metrics { job: job.to_string(), rank, text, mac };
-    let frame = msg.to_frame().map_err(|e| RendezvousError::Protocol(e.to_string()))?;
     let send = async {
         let mut stream = TcpStream::connect(rendezvous).await?;
+        let challenge = match read_frame(&mut stream, client_limits())
+            .await
+            .map(|f| f.map(|f| RendezvousMsg::from_frame(&f)))
+        {
+            Ok(Some(Ok(RendezvousMsg::Challenge { nonce }))) => nonce,
+            Ok(_) => return Err(std::io::Error::other("the rendezvous sent no challenge")),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        };
+        let mac = key.metrics_mac(&challenge, job, rank, &text);
+        let msg = RendezvousMsg::Metrics { job: job.to_string(), rank, text, mac };
+        let frame = msg.to_frame().map_err(|e| std::io::Error::other(e.to_string()))?;
         write_frame(&mut stream, rendezvous_job_hash(), &frame)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;

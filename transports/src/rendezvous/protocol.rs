@@ -91,8 +91,25 @@ pub fn first_difference<'a>(a: &'a [PlanLine], b: &'a [PlanLine]) -> Option<&'a 
 }
 
 /// Messages between a worker and the rendezvous.
+///
+/// ```text
+///  worker                                   rendezvous
+///    │ connect ─────────────────────────────▶ │
+///    │ ◀──────────────────── Challenge{nonce} │  fresh per connection
+///    │ Register{.., nonce, MAC(challenge, nonce, fields)} ─▶ │  refused unless the MAC holds
+///    │ ◀───── Peers{table, run, MAC(challenge, nonce, job, rank, reply)}  (or Refused, likewise)
+/// ```
+///
+/// Every MAC is keyed with the job key, so a registration cannot be replayed on another
+/// connection (its challenge differs) and a reply cannot be forged or moved to another
+/// registration (it binds the worker's nonce).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum RendezvousMsg {
+    /// Server → worker, first on every connection: the nonce the worker's MAC must cover.
+    Challenge {
+        /// Random per connection.
+        nonce: [u8; 16],
+    },
     /// Worker → server.
     Register {
         /// Job id.
@@ -108,7 +125,10 @@ pub enum RendezvousMsg {
         /// How long the worker waits for the peer table, ms: the rendezvous expires the job
         /// just before, naming the ranks that never came.
         wait_ms: u64,
-        /// MAC with the job key over the fields above (the plan through its digest).
+        /// The worker's random nonce: the reply's MAC covers it.
+        nonce: [u8; 16],
+        /// MAC with the job key over the server's challenge and the fields above (the plan
+        /// through its digest).
         mac: [u8; 32],
     },
     /// Server → worker: every rank's addresses, in rank order.
@@ -116,8 +136,10 @@ pub enum RendezvousMsg {
         /// The table, all ranks including the receiver.
         peers: Vec<PeerEntry>,
         /// This run of the job: random, the same for every rank; names its temporary files
-        /// and relay keys.
+        /// and keys its links.
         run: u64,
+        /// See [`RendezvousMsg::signed`].
+        mac: [u8; 32],
     },
     /// Worker → server: the worker's metrics, Prometheus text exposition; no answer.
     Metrics {
@@ -127,7 +149,7 @@ pub enum RendezvousMsg {
         rank: u32,
         /// The exposition.
         text: String,
-        /// MAC with the job key over job, rank and text.
+        /// MAC with the job key over the server's challenge, job, rank and text.
         mac: [u8; 32],
     },
     /// Server → worker: registration refused or expired.
@@ -137,10 +159,65 @@ pub enum RendezvousMsg {
         class: updraft_runtime::FailureClass,
         /// Why.
         reason: String,
+        /// See [`RendezvousMsg::signed`]; zeros when the server could not tie the refusal to a
+        /// registration (a malformed first message): the worker reports it as unauthenticated.
+        mac: [u8; 32],
     },
 }
 
+/// What a reply's MAC binds it to: the registration it answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyBinding<'a> {
+    /// The server's challenge on that connection.
+    pub challenge: &'a [u8; 16],
+    /// The worker's nonce.
+    pub nonce: &'a [u8; 16],
+    /// Job id.
+    pub job: &'a str,
+    /// Rank.
+    pub rank: u32,
+}
+
 impl RendezvousMsg {
+    /// A refusal, not yet signed.
+    pub fn refused(reason: String, class: updraft_runtime::FailureClass) -> RendezvousMsg {
+        RendezvousMsg::Refused { reason, class, mac: [0; 32] }
+    }
+
+    /// This reply with its MAC set: HMAC with the job key over the registration it answers and
+    /// the reply's own archived bytes with the MAC zeroed. Other messages are returned as they
+    /// are.
+    ///
+    /// # Errors
+    /// If rkyv fails.
+    pub fn signed(mut self, key: &crate::JobKey, to: ReplyBinding<'_>) -> Result<RendezvousMsg, WireError> {
+        let mac = self.reply_mac(key, to)?;
+        match &mut self {
+            RendezvousMsg::Peers { mac: m, .. } | RendezvousMsg::Refused { mac: m, .. } => *m = mac,
+            _ => {}
+        }
+        Ok(self)
+    }
+
+    /// Whether this reply's MAC is right for `to` (false for messages that are not replies).
+    pub fn verify_reply(&self, key: &crate::JobKey, to: ReplyBinding<'_>) -> bool {
+        let got = match self {
+            RendezvousMsg::Peers { mac, .. } | RendezvousMsg::Refused { mac, .. } => *mac,
+            _ => return false,
+        };
+        self.reply_mac(key, to).is_ok_and(|want| crate::auth::equal(&want, &got))
+    }
+
+    fn reply_mac(&self, key: &crate::JobKey, to: ReplyBinding<'_>) -> Result<[u8; 32], WireError> {
+        let mut unsigned = self.clone();
+        if let RendezvousMsg::Peers { mac, .. } | RendezvousMsg::Refused { mac, .. } = &mut unsigned {
+            *mac = [0; 32];
+        }
+        let bytes =
+            rkyv::to_bytes::<rancor::Error>(&unsigned).map_err(|e| WireError::Encode(e.to_string()))?;
+        Ok(key.reply_mac(to.challenge, to.nonce, to.job, to.rank, &bytes))
+    }
+
     /// As a frame.
     ///
     /// # Errors

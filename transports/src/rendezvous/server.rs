@@ -1,5 +1,10 @@
 //! The rendezvous server: a tokio driver around [`RendezvousState`]. One task per connection
-//! reads the registration and waits for the reply; one central task owns the state.
+//! challenges the client, reads and authenticates its registration (or metrics push) and
+//! waits for the reply, which it signs for that registration; one central task owns the state.
+//!
+//! Strangers are bounded before they authenticate ([`crate::admission`]): connections and
+//! message bytes per source address and in total, a deadline for the first message, and a
+//! connection that does not fit, or is refused, is closed at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+
+use crate::admission::{Admission, Limits, Slot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -16,8 +23,11 @@ use updraft_config::defaults;
 use updraft_runtime::wire::{read_frame, write_frame};
 
 use crate::auth::JobKey;
+use crate::auth::RegisterFields;
 use crate::rendezvous::metrics::MetricsStore;
-use crate::rendezvous::protocol::{RendezvousMsg, rendezvous_job_hash, server_limits};
+use crate::rendezvous::protocol::{
+    RendezvousMsg, ReplyBinding, plan_digest, rendezvous_job_hash, server_limits,
+};
 use crate::rendezvous::state::{ConnId, Registration, RendezvousState};
 
 /// Server settings.
@@ -31,7 +41,15 @@ pub struct ServerConfig {
     pub register_timeout: Duration,
     /// Most connections served at once; more are closed at once.
     pub max_connections: usize,
+    /// Bounds on connections that have not yet authenticated.
+    pub admission: Limits,
 }
+
+/// Default bounds on unauthenticated rendezvous connections: 128 per source address (a job's
+/// workers behind one NAT register within milliseconds; a refused one retries), 1024 in all,
+/// 16 MiB of first messages per source, 64 MiB in all.
+pub const ADMISSION: Limits =
+    Limits { per_source: 128, total: 1024, bytes_per_source: 16 << 20, bytes_total: 64 << 20 };
 
 impl ServerConfig {
     /// Defaults with `secret`.
@@ -41,6 +59,7 @@ impl ServerConfig {
             job_ttl: defaults::RENDEZVOUS_JOB_TTL,
             register_timeout: Duration::from_secs(5),
             max_connections: 8192,
+            admission: ADMISSION,
         }
     }
 }
@@ -50,6 +69,7 @@ enum Event {
         conn: ConnId,
         public: SocketAddr,
         msg: RendezvousMsg,
+        challenge: [u8; 16],
         reply: oneshot::Sender<RendezvousMsg>,
     },
     Gone {
@@ -168,6 +188,7 @@ async fn serve(
     // rather than spinning.
     let mut accept_pause: Option<Instant> = None;
     let mut backoff = Duration::from_millis(10);
+    let admission = Admission::new(config.admission);
     loop {
         let expiry = state.next_expiry().map(Instant::from_std);
         tokio::select! {
@@ -180,9 +201,18 @@ async fn serve(
                         tracing::warn!(%peer, "rendezvous at its connection limit; closing");
                         continue;
                     }
+                    let slot = match admission.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
+                            tracing::debug!(%peer, %why, "connection closed at once");
+                            continue;
+                        }
+                    };
                     next_conn += 1;
                     let push = Push { store: Arc::clone(&metrics), secret: config.secret.clone() };
-                    conns.spawn(connection(next_conn, stream, peer, tx.clone(), config.register_timeout, config.job_ttl, push));
+                    let timing = (config.register_timeout, config.job_ttl);
+                    conns.spawn(connection(next_conn, stream, peer, slot, tx.clone(), timing, push));
                 }
                 Err(e) => {
                     tracing::warn!(%e, pause = ?backoff, "rendezvous accept failed; pausing");
@@ -191,14 +221,15 @@ async fn serve(
                 }
             },
             Some(event) = rx.recv() => match event {
-                Event::Register { conn, public, msg, reply } => {
-                    let RendezvousMsg::Register { job, rank, world, private, plan, wait_ms, mac } = msg else {
-                        let _ = reply.send(RendezvousMsg::Refused { reason: "expected a registration".into(), class: updraft_runtime::FailureClass::Rendezvous });
+                Event::Register { conn, public, msg, challenge, reply } => {
+                    let RendezvousMsg::Register { job, rank, world, private, plan, wait_ms, nonce, mac } = msg else {
+                        let _ = reply.send(RendezvousMsg::refused("expected a registration".into(), updraft_runtime::FailureClass::Rendezvous));
                         continue;
                     };
                     waiting.insert(conn, reply);
                     registrations.fetch_add(1, Ordering::Relaxed);
-                    let replies = state.register(std::time::Instant::now(), conn, public, Registration { job: &job, rank, world, private: &private, plan: &plan, wait: Duration::from_millis(wait_ms), mac: &mac });
+                    let reg = Registration { job: &job, rank, world, private: &private, plan: &plan, wait: Duration::from_millis(wait_ms), challenge: &challenge, nonce: &nonce, mac: &mac };
+                    let replies = state.register(std::time::Instant::now(), conn, public, reg);
                     for r in replies {
                         if let Some(tx) = waiting.remove(&r.conn) {
                             let _ = tx.send(r.msg);
@@ -243,27 +274,59 @@ struct Push {
     secret: Vec<u8>,
 }
 
+/// Reads the first message of a connection: its length first, so that the bytes are reserved
+/// against the stranger's budget before they are read.
+async fn read_first(stream: &mut TcpStream, slot: &mut Slot) -> Result<Option<RendezvousMsg>, String> {
+    let mut len = [0u8; 4];
+    match stream.read(&mut len[..1]).await {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    stream.read_exact(&mut len[1..]).await.map_err(|e| e.to_string())?;
+    let limits = server_limits();
+    let total = u64::from(u32::from_le_bytes(len));
+    let most = u64::from(limits.max_body) + updraft_runtime::wire::HEADER_LEN as u64;
+    if total > most {
+        return Err(format!("a first message of {total} bytes (at most {most})"));
+    }
+    slot.reserve(total)?;
+    let mut whole = (&len[..]).chain(stream);
+    let frame = read_frame(&mut whole, limits).await.map_err(|e| e.to_string())?;
+    let Some(frame) = frame else { return Err("closed in the middle of a message".into()) };
+    RendezvousMsg::from_frame(&frame).map(Some).map_err(|e| format!("not a registration: {e}"))
+}
+
 async fn connection(
     conn: ConnId,
     mut stream: TcpStream,
     public: SocketAddr,
+    mut slot: Slot,
     events: mpsc::Sender<Event>,
-    register_timeout: Duration,
-    ttl: Duration,
+    (register_timeout, ttl): (Duration, Duration),
     push: Push,
 ) {
-    let first = tokio::time::timeout(register_timeout, read_frame(&mut stream, server_limits())).await;
-    let msg = match first {
-        Ok(Ok(Some(frame))) => match RendezvousMsg::from_frame(&frame) {
-            Ok(msg) => msg,
-            Err(e) => return refuse(&mut stream, format!("not a registration: {e}")).await,
-        },
+    let challenge: [u8; 16] = rand::random();
+    let unauthenticated =
+        |reason: String| RendezvousMsg::refused(reason, updraft_runtime::FailureClass::Rendezvous);
+    let first = async {
+        send(&mut stream, &RendezvousMsg::Challenge { nonce: challenge }).await?;
+        read_first(&mut stream, &mut slot).await
+    };
+    let msg = match tokio::time::timeout(register_timeout, first).await {
+        Ok(Ok(Some(msg))) => msg,
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => return refuse(&mut stream, format!("bad frame: {e}")).await,
-        Err(_) => return refuse(&mut stream, format!("no registration within {register_timeout:?}")).await,
+        Ok(Err(e)) => {
+            return send(&mut stream, &unauthenticated(format!("refused: {e}"))).await.unwrap_or(());
+        }
+        Err(_) => {
+            let why = format!("no registration within {register_timeout:?}");
+            return send(&mut stream, &unauthenticated(why)).await.unwrap_or(());
+        }
     };
     if let RendezvousMsg::Metrics { job, rank, text, mac } = msg {
-        if JobKey::derive(&push.secret, &job).verify_metrics(&job, rank, &text, &mac) {
+        if JobKey::derive(&push.secret, &job).verify_metrics(&challenge, &job, rank, &text, &mac) {
+            slot.release();
             if let Ok(mut store) = push.store.lock() {
                 store.push(std::time::Instant::now(), &job, rank, text);
             }
@@ -272,8 +335,31 @@ async fn connection(
         }
         return;
     }
+    let RendezvousMsg::Register { job, rank, world, private, plan, wait_ms, nonce, mac } = &msg else {
+        let refusal = unauthenticated("expected a registration or a metrics push".into());
+        return send(&mut stream, &refusal).await.unwrap_or(());
+    };
+    let key = JobKey::derive(&push.secret, job);
+    let digest = plan_digest(plan);
+    let wait = Duration::from_millis(*wait_ms);
+    let fields = RegisterFields {
+        challenge: &challenge,
+        nonce,
+        job,
+        rank: *rank,
+        world: *world,
+        private,
+        plan: &digest,
+        wait,
+    };
+    if key.verify_register(&fields, mac) {
+        // Authenticated: it no longer counts against strangers' bounds.
+        slot.release();
+    }
+    let (job, rank, nonce) = (job.clone(), *rank, *nonce);
+    let binding = ReplyBinding { challenge: &challenge, nonce: &nonce, job: &job, rank };
     let (reply_tx, reply_rx) = oneshot::channel();
-    if events.send(Event::Register { conn, public, msg, reply: reply_tx }).await.is_err() {
+    if events.send(Event::Register { conn, public, msg, challenge, reply: reply_tx }).await.is_err() {
         return;
     }
     // Wait for the reply while watching the socket: a worker that goes away is forgotten.
@@ -285,7 +371,15 @@ async fn connection(
     };
     match reply {
         Some(msg) => {
-            send(&mut stream, &msg).await;
+            let refused = matches!(msg, RendezvousMsg::Refused { .. });
+            match msg.signed(&key, binding) {
+                Ok(signed) => send(&mut stream, &signed).await.unwrap_or(()),
+                Err(e) => tracing::warn!(%e, "cannot sign a rendezvous reply"),
+            }
+            if refused {
+                // Closed at once: a refused registration holds nothing.
+                return;
+            }
             // Keep the connection (and with it the worker's NAT binding) until the worker closes
             // it after punching, within the job's TTL.
             let mut rest = [0u8; 64];
@@ -304,15 +398,17 @@ async fn connection(
     }
 }
 
-async fn refuse(stream: &mut TcpStream, reason: String) {
-    tracing::debug!(%reason, "rendezvous refused a connection");
-    send(stream, &RendezvousMsg::Refused { reason, class: updraft_runtime::FailureClass::Rendezvous }).await;
-}
-
-async fn send(stream: &mut TcpStream, msg: &RendezvousMsg) {
-    if let Ok(frame) = msg.to_frame() {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), write_frame(stream, rendezvous_job_hash(), &frame))
-                .await;
+/// Sends `msg` within 5 s.
+///
+/// # Errors
+/// The message could not be encoded or written in time.
+async fn send(stream: &mut TcpStream, msg: &RendezvousMsg) -> Result<(), String> {
+    let frame = msg.to_frame().map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), write_frame(stream, rendezvous_job_hash(), &frame))
+        .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the peer read nothing for 5 s".into()),
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use updraft_runtime::FailureClass;
 
-use crate::auth::JobKey;
+use crate::auth::{JobKey, RegisterFields};
 use crate::rendezvous::protocol::{PeerEntry, PlanLine, RendezvousMsg, first_difference, plan_digest};
 
 /// Identifies one client connection.
@@ -21,6 +21,10 @@ pub type ConnId = u64;
 
 /// Largest world a job may declare.
 pub const MAX_WORLD: u32 = 4096;
+
+/// Most half-registered jobs held at once; registrations of further jobs are refused as
+/// `Unavailable` until some complete or expire. Only holders of a job key can open one.
+pub const MAX_PENDING_JOBS: usize = 4096;
 
 /// A reply for a connection; the connection ends after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +84,10 @@ pub struct Registration<'a> {
     pub plan: &'a [PlanLine],
     /// How long the worker waits for the peer table.
     pub wait: Duration,
+    /// The challenge the server sent on this registration's connection.
+    pub challenge: &'a [u8; 16],
+    /// The worker's nonce, as sent.
+    pub nonce: &'a [u8; 16],
     /// MAC as sent.
     pub mac: &'a [u8; 32],
 }
@@ -96,7 +104,7 @@ impl RendezvousState {
 
     fn refuse_as(conn: ConnId, reason: String, class: FailureClass) -> Vec<Reply> {
         metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
-        vec![Reply { conn, msg: RendezvousMsg::Refused { reason, class } }]
+        vec![Reply { conn, msg: RendezvousMsg::refused(reason, class) }]
     }
 
     /// A worker registered from `public` on connection `conn`.
@@ -107,7 +115,7 @@ impl RendezvousState {
         public: SocketAddr,
         reg: Registration<'_>,
     ) -> Vec<Reply> {
-        let Registration { job, rank, world, private, plan, wait, mac } = reg;
+        let Registration { job, rank, world, private, plan, wait, challenge, nonce, mac } = reg;
         if world == 0 || world > MAX_WORLD {
             return Self::refuse(conn, format!("world size {world} is outside 1..={MAX_WORLD}"));
         }
@@ -119,10 +127,23 @@ impl RendezvousState {
         }
         let key = JobKey::derive(&self.secret, job);
         let digest = plan_digest(plan);
-        if !key.verify_register(job, rank, world, private, &digest, wait, mac) {
+        let fields = RegisterFields { challenge, nonce, job, rank, world, private, plan: &digest, wait };
+        if !key.verify_register(&fields, mac) {
             return Self::refuse(
                 conn,
-                format!("authentication failed for job `{job}` rank {rank}: wrong secret"),
+                format!(
+                    "authentication failed for job `{job}` rank {rank}: another secret, or a registration \
+                     replayed from another connection"
+                ),
+            );
+        }
+        if !self.jobs.contains_key(job) && self.jobs.len() >= MAX_PENDING_JOBS {
+            return Self::refuse_as(
+                conn,
+                format!(
+                    "the rendezvous holds {MAX_PENDING_JOBS} half-registered jobs already; try again later"
+                ),
+                FailureClass::Unavailable,
             );
         }
         if let Some(r) = self.refused.get_mut(job) {
@@ -156,19 +177,17 @@ impl RendezvousState {
         {
             out.push(Reply {
                 conn: old.conn,
-                msg: RendezvousMsg::Refused {
-                    reason: format!(
-                        "rank {rank} of job `{job}` registered again; this registration is replaced"
-                    ),
-                    class: FailureClass::Rendezvous,
-                },
+                msg: RendezvousMsg::refused(
+                    format!("rank {rank} of job `{job}` registered again; this registration is replaced"),
+                    FailureClass::Rendezvous,
+                ),
             });
         }
         if let Some(reason) = disagreement(job, &entry.members) {
             let ranks: BTreeSet<u32> = entry.members.keys().copied().collect();
             for m in entry.members.values() {
                 metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
-                let msg = RendezvousMsg::Refused { reason: reason.clone(), class: FailureClass::Config };
+                let msg = RendezvousMsg::refused(reason.clone(), FailureClass::Config);
                 out.push(Reply { conn: m.conn, msg });
             }
             self.jobs.remove(job);
@@ -188,7 +207,10 @@ impl RendezvousState {
                 .collect();
             let run: u64 = rand::random();
             for m in entry.members.values() {
-                out.push(Reply { conn: m.conn, msg: RendezvousMsg::Peers { peers: peers.clone(), run } });
+                out.push(Reply {
+                    conn: m.conn,
+                    msg: RendezvousMsg::Peers { peers: peers.clone(), run, mac: [0; 32] },
+                });
             }
             self.jobs.remove(job);
         }
@@ -221,7 +243,7 @@ impl RendezvousState {
                 );
                 out.extend(j.members.values().map(|m| Reply {
                     conn: m.conn,
-                    msg: RendezvousMsg::Refused { reason: reason.clone(), class: FailureClass::Rendezvous },
+                    msg: RendezvousMsg::refused(reason.clone(), FailureClass::Rendezvous),
                 }));
             }
         }
@@ -240,7 +262,7 @@ impl RendezvousState {
         let mut out = Vec::new();
         if let Some(j) = self.jobs.remove(job) {
             for m in j.members.values() {
-                let msg = RendezvousMsg::Refused { reason: reason.to_string(), class };
+                let msg = RendezvousMsg::refused(reason.to_string(), class);
                 out.push(Reply { conn: m.conn, msg });
             }
         }
@@ -335,14 +357,31 @@ mod tests {
         let private = format!("10.0.0.{}:{}", rank + 1, 5000 + rank);
         let digest = plan_digest(plan);
         let wait = Duration::from_secs(300);
-        let mac = JobKey::derive(secret, job).register_mac(job, rank, world, &private, &digest, wait);
+        let (challenge, nonce) = ([conn as u8; 16], [7u8; 16]);
+        let fields = RegisterFields {
+            challenge: &challenge,
+            nonce: &nonce,
+            job,
+            rank,
+            world,
+            private: &private,
+            plan: &digest,
+            wait,
+        };
+        let mac = JobKey::derive(secret, job).register_mac(&fields);
         let public: SocketAddr = format!("198.51.100.{}:{}", rank + 1, 6000 + rank).parse().expect("addr");
-        state.register(
-            now,
-            conn,
-            public,
-            Registration { job, rank, world, private: &private, plan, wait, mac: &mac },
-        )
+        let reg = Registration {
+            job,
+            rank,
+            world,
+            private: &private,
+            plan,
+            wait,
+            challenge: &challenge,
+            nonce: &nonce,
+            mac: &mac,
+        };
+        state.register(now, conn, public, reg)
     }
 
     #[test]
@@ -379,9 +418,30 @@ mod tests {
         let plan = plan("max(amount)");
         let digest = plan_digest(&plan);
         let wait = Duration::from_secs(30);
-        let mac = JobKey::derive(SECRET, "j").register_mac("j", 0, 3, private, &digest, wait);
+        let (challenge, nonce) = ([1u8; 16], [2u8; 16]);
+        let fields = RegisterFields {
+            challenge: &challenge,
+            nonce: &nonce,
+            job: "j",
+            rank: 0,
+            world: 3,
+            private,
+            plan: &digest,
+            wait,
+        };
+        let mac = JobKey::derive(SECRET, "j").register_mac(&fields);
         let public: SocketAddr = "198.51.100.1:6000".parse().expect("addr");
-        let reg = Registration { job: "j", rank: 0, world: 3, private, plan: &plan, wait, mac: &mac };
+        let reg = Registration {
+            job: "j",
+            rank: 0,
+            world: 3,
+            private,
+            plan: &plan,
+            wait,
+            challenge: &challenge,
+            nonce: &nonce,
+            mac: &mac,
+        };
         assert!(s.register(t, 1, public, reg).is_empty());
         assert_eq!(s.next_expiry(), Some(t + Duration::from_secs(29)));
         let out = s.expire(t + Duration::from_secs(29));
@@ -430,7 +490,7 @@ mod tests {
         assert!(reg(&mut s, t, 2, "j", 0, 3).is_empty());
         let out = reg(&mut s, t, 3, "j", 2, 3);
         assert_eq!(out.len(), 3);
-        let RendezvousMsg::Peers { peers, run } = &out[0].msg else { panic!("peers expected") };
+        let RendezvousMsg::Peers { peers, run, .. } = &out[0].msg else { panic!("peers expected") };
         assert!(
             out.iter().all(|r| matches!(&r.msg, RendezvousMsg::Peers { run: other, .. } if other == run))
         );

@@ -32,6 +32,11 @@ pub enum BenchCommand {
         /// Bytes sent through the raw loopback baseline stream.
         #[arg(long, default_value = "1GiB")]
         baseline_bytes: String,
+        /// Link protection to run with (`runtime.encryption`); several, comma-separated, run
+        /// alternately in each repeat and are compared with the first (e.g.
+        /// `aes-256-gcm,none` gives the cost of encryption, measured in the same run).
+        #[arg(long, default_value = "aes-256-gcm")]
+        encryption: String,
     },
     /// Full-mesh set-up time behind real NATs, in the netlab NAT lab (needs root).
     Mesh(crate::bench_mesh::MeshArgs),
@@ -46,9 +51,21 @@ pub enum BenchCommand {
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCommand::Join { workers, rows, unique_factor, repeats, baseline_bytes } => {
+        BenchCommand::Join { workers, rows, unique_factor, repeats, baseline_bytes, encryption } => {
             let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
-            join(workers, rows, unique_factor, repeats.max(1), baseline_bytes)
+            let modes = encryption
+                .split(',')
+                .map(|name| {
+                    let name = name.trim();
+                    updraft_config::Encryption::from_name(name).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--encryption: unknown `{name}`; expected {}",
+                            updraft_config::Encryption::NAMES.join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            join(JoinBench { workers, rows, unique_factor, repeats: repeats.max(1), baseline_bytes, modes })
         }
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
         BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
@@ -104,76 +121,129 @@ pub fn loopback_throughput(total: u64) -> anyhow::Result<f64> {
     Ok(total as f64 / secs)
 }
 
-fn join(
+/// What `bench join` runs.
+struct JoinBench {
     workers: u32,
     rows: u64,
     unique_factor: f64,
     repeats: u32,
     baseline_bytes: u64,
-) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::tempdir()?;
-    let pipeline = dir.path().join("bench-join.toml");
-    std::fs::write(&pipeline, join_pipeline("bench-join", rows, unique_factor))?;
+    /// Link protections, compared with the first.
+    modes: Vec<updraft_config::Encryption>,
+}
 
+/// One run's figures.
+struct JoinRun {
+    setup_us: u64,
+    rows_per_s: f64,
+    /// Mean over workers of bytes sent per second of shuffle.
+    shuffle: f64,
+    /// `shuffle` over the loopback baseline measured just before.
+    vs_loopback: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn join(b: JoinBench) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let names: Vec<&str> = b.modes.iter().map(|m| m.name()).collect();
     println!(
-        "bench join: {workers} workers, {rows} rows per side per worker, unique factor {unique_factor}, {repeats} run(s)"
+        "bench join: {} workers, {} rows per side per worker, unique factor {}, {} run(s), encryption {}",
+        b.workers,
+        b.rows,
+        b.unique_factor,
+        b.repeats,
+        names.join(" / ")
     );
-    let mut results = Vec::new();
-    for i in 0..repeats {
-        let base = loopback_throughput(baseline_bytes).context("loopback baseline")?;
-        let run = crate::cluster::run_local(
-            &pipeline,
-            workers,
-            Duration::from_secs(900),
-            Duration::from_secs(15),
-            None,
-            1,
-        )?;
-        let Some(job) = run.job else {
-            for (rank, e, _) in run.failures {
-                eprintln!("  rank {rank}: {e}");
-            }
-            bail!("benchmark run {} failed", i + 1);
-        };
-        println!("\nrun {}:", i + 1);
-        print_job(&job);
-        let input_rows = 2 * rows * u64::from(workers);
-        let compute_us = job.wall_us.saturating_sub(job.setup_us).max(1);
-        let join_rows_per_s = input_rows as f64 / (compute_us as f64 / 1e6);
-        // Per worker: bytes it sent / time from set-up end to its last shuffle stage's end.
-        let mut rates = Vec::new();
-        for w in &job.workers {
-            let end =
-                w.operators.iter().filter(|o| o.phase == Phase::Shuffle).map(|o| o.end_us).max().unwrap_or(0);
-            let span = end.saturating_sub(w.setup_us).max(1);
-            rates.push(w.bytes_sent as f64 / (span as f64 / 1e6));
+    // results[mode][repeat]
+    let mut results: Vec<Vec<JoinRun>> = b.modes.iter().map(|_| Vec::new()).collect();
+    for i in 0..b.repeats {
+        // Modes take turns going first, so drift on a shared machine does not favour one.
+        let n = b.modes.len();
+        for k in 0..n {
+            let m = (k + i as usize) % n;
+            let mode = b.modes[m];
+            let pipeline = dir.path().join(format!("bench-join-{}.toml", mode.name()));
+            let text = join_pipeline("bench-join", b.rows, b.unique_factor).replacen(
+                "\n\n",
+                &format!("\n\n[runtime]\nencryption = \"{}\"\n\n", mode.name()),
+                1,
+            );
+            std::fs::write(&pipeline, text)?;
+            let run = join_once(&pipeline, &b).with_context(|| format!("run {} ({})", i + 1, mode.name()))?;
+            results[m].push(run);
         }
-        let shuffle = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
-        println!(
-            "  join input rows/s          {:>14.0}  ({} rows in {})",
-            join_rows_per_s,
-            input_rows,
-            ms(compute_us)
-        );
-        println!("  shuffle bytes/s per worker {:>14}/s", bytes(shuffle as u64));
-        println!("  raw loopback TCP, 1 stream {:>14}/s  (baseline, same run)", bytes(base as u64));
-        println!("  shuffle / loopback         {:>14.3}", shuffle / base);
-        results.push((job.setup_us, join_rows_per_s, shuffle / base));
     }
-    if repeats > 1 {
-        let mut setup: Vec<u64> = results.iter().map(|r| r.0).collect();
-        let mut rps: Vec<f64> = results.iter().map(|r| r.1).collect();
-        let mut ratio: Vec<f64> = results.iter().map(|r| r.2).collect();
-        setup.sort_unstable();
-        rps.sort_by(f64::total_cmp);
-        ratio.sort_by(f64::total_cmp);
-        let mid = results.len() / 2;
-        println!(
-            "\nmedian of {repeats}: set-up {}, join input rows/s {:.0}, shuffle/loopback {:.3}",
-            ms(setup[mid]),
-            rps[mid],
-            ratio[mid]
-        );
+    if b.repeats > 1 || b.modes.len() > 1 {
+        println!();
+        for (mode, runs) in b.modes.iter().zip(&results) {
+            println!(
+                "median of {} ({}): set-up {}, join input rows/s {:.0}, shuffle {}/s per worker, shuffle/loopback {:.3}",
+                runs.len(),
+                mode.name(),
+                ms(median(runs.iter().map(|r| r.setup_us as f64).collect()) as u64),
+                median(runs.iter().map(|r| r.rows_per_s).collect()),
+                bytes(median(runs.iter().map(|r| r.shuffle).collect()) as u64),
+                median(runs.iter().map(|r| r.vs_loopback).collect()),
+            );
+        }
+        for (mode, runs) in b.modes.iter().zip(&results).skip(1) {
+            // Each repeat's pair measured back to back; the median of the per-pair ratios.
+            let ratios: Vec<f64> = results[0].iter().zip(runs).map(|(x, y)| x.shuffle / y.shuffle).collect();
+            println!(
+                "shuffle throughput, {} / {}: {:.3} (median of {} pairs; each pair run back to back)",
+                b.modes[0].name(),
+                mode.name(),
+                median(ratios.clone()),
+                ratios.len()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One run of the join benchmark, printed; the loopback baseline measured just before it.
+fn join_once(pipeline: &std::path::Path, b: &JoinBench) -> anyhow::Result<JoinRun> {
+    let base = loopback_throughput(b.baseline_bytes).context("loopback baseline")?;
+    let run = crate::cluster::run_local(
+        pipeline,
+        b.workers,
+        Duration::from_secs(900),
+        Duration::from_secs(15),
+        None,
+        1,
+    )?;
+    let Some(job) = run.job else {
+        for (rank, e, _) in run.failures {
+            eprintln!("  rank {rank}: {e}");
+        }
+        bail!("the job failed");
+    };
+    println!();
+    print_job(&job);
+    let input_rows = 2 * b.rows * u64::from(b.workers);
+    let compute_us = job.wall_us.saturating_sub(job.setup_us).max(1);
+    let rows_per_s = input_rows as f64 / (compute_us as f64 / 1e6);
+    // Per worker: bytes it sent / time from set-up end to its last shuffle stage's end.
+    let mut rates = Vec::new();
+    for w in &job.workers {
+        let end =
+            w.operators.iter().filter(|o| o.phase == Phase::Shuffle).map(|o| o.end_us).max().unwrap_or(0);
+        let span = end.saturating_sub(w.setup_us).max(1);
+        rates.push(w.bytes_sent as f64 / (span as f64 / 1e6));
+    }
+    let shuffle = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    println!(
+        "  join input rows/s          {:>14.0}  ({} rows in {})",
+        rows_per_s,
+        input_rows,
+        ms(compute_us)
+    );
+    println!("  shuffle bytes/s per worker {:>14}/s", bytes(shuffle as u64));
+    println!("  raw loopback TCP, 1 stream {:>14}/s  (baseline, same run)", bytes(base as u64));
+    println!("  shuffle / loopback         {:>14.3}", shuffle / base);
+    Ok(JoinRun { setup_us: job.setup_us, rows_per_s, shuffle, vs_loopback: shuffle / base })
 }

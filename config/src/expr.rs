@@ -129,38 +129,40 @@ enum Tok {
     Op(&'static str),
 }
 
+/// The tokens of `text`, each with its position in characters (0-based). Works on characters,
+/// not bytes: identifiers and quoted names may hold any letters.
 fn tokens(text: &str) -> Result<Vec<(usize, Tok)>, String> {
-    let b = text.as_bytes();
+    let chars: Vec<char> = text.chars().collect();
+    let at = |k: usize| chars.get(k).copied();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i] as char;
+    while let Some(c) = at(i) {
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_ascii_digit() || (c == '.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+        } else if c.is_ascii_digit() || (c == '.' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             let start = i;
-            while i < b.len()
-                && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_' || b[i] == b'e' || b[i] == b'E')
-            {
+            while at(i).is_some_and(|d| d.is_ascii_digit() || matches!(d, '.' | '_' | 'e' | 'E')) {
                 i += 1;
             }
-            out.push((start, Tok::Num(text[start..i].replace('_', ""))));
+            out.push((start, Tok::Num(chars[start..i].iter().filter(|d| **d != '_').collect())));
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < b.len() && ((b[i] as char).is_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+            while at(i).is_some_and(|d| d.is_alphanumeric() || d == '_' || d == '.') {
                 i += 1;
             }
-            out.push((start, Tok::Ident(text[start..i].to_string())));
+            out.push((start, Tok::Ident(chars[start..i].iter().collect())));
         } else if c == '\'' || c == '`' {
             let start = i;
-            let end =
-                text[i + 1..].find(c).ok_or_else(|| format!("unclosed {c} at position {}", start + 1))?;
-            let s = text[i + 1..i + 1 + end].to_string();
+            let end = chars[i + 1..]
+                .iter()
+                .position(|d| *d == c)
+                .ok_or_else(|| format!("unclosed {c} at position {}", start + 1))?;
+            let s: String = chars[i + 1..i + 1 + end].iter().collect();
             i += end + 2;
             out.push((start, if c == '`' { Tok::Ident(s) } else { Tok::Str(s) }));
         } else {
-            let two = text.get(i..i + 2).unwrap_or("");
-            let op: &'static str = match two {
+            let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+            let op: &'static str = match two.as_str() {
                 "==" => "==",
                 "!=" => "!=",
                 "<=" => "<=",
@@ -179,6 +181,7 @@ fn tokens(text: &str) -> Result<Vec<(usize, Tok)>, String> {
                 },
             };
             out.push((i, Tok::Op(op)));
+            // Operators are ASCII: as many characters as bytes.
             i += op.len();
         }
     }
@@ -394,7 +397,7 @@ impl Parser {
 /// # Errors
 /// A message naming what is wrong and its position (1-based) in the text.
 pub fn parse_expr(text: &str) -> Result<Expr, String> {
-    let mut p = Parser { toks: tokens(text)?, at: 0, len: text.len(), open: 0 };
+    let mut p = Parser { toks: tokens(text)?, at: 0, len: text.chars().count(), open: 0 };
     let (e, _) = p.or()?;
     if p.at < p.toks.len() {
         return Err(format!("unexpected text at position {}", p.pos()));
@@ -427,6 +430,24 @@ mod tests {
             assert!(e.contains("nests more than 64 levels"), "{e}");
         }
         assert!(parse_expr(&format!("{}k{}", "(".repeat(60), ")".repeat(60))).is_ok());
+    }
+
+    #[test]
+    fn letters_beyond_ascii_are_characters_not_bytes() {
+        // Found by the `pipeline` fuzz target: a byte of a two-byte letter was taken for a
+        // letter of its own, and the identifier was cut inside the character.
+        let e = parse_expr("payload_lt %ef 3 == 0\u{610}r key").expect_err("two operands in a row");
+        assert_eq!(e, "unexpected text at position 16");
+        assert_eq!(parse_expr("größe > 3").expect("parses").columns(), vec!["größe".to_string()]);
+        assert_eq!(
+            parse_expr("`Ölpreis €` is null").expect("parses").columns(),
+            vec!["Ölpreis €".to_string()]
+        );
+        let e = parse_expr("größe ⊕ 3").expect_err("not an operator");
+        assert_eq!(e, "unexpected `⊕` at position 7");
+        for text in ["\u{610}", "a\u{610}b", "'\u{610}", "x == 'é", "1\u{301}"] {
+            let _ = parse_expr(text);
+        }
     }
 
     #[test]

@@ -48,10 +48,15 @@ impl<'i> Doc<'i> {
     }
 }
 
+/// Line and column (both from 1; the column in characters) of byte `offset` of `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before.rfind('\n').map_or(before, |nl| &before[nl + 1..]).chars().count() + 1;
     (line, column)
 }
 
@@ -358,6 +363,9 @@ mod tests {
         assert_eq!(line_col("a = 1\nbb = 2", 0), (1, 1));
         assert_eq!(line_col("a = 1\nbb = 2", 6), (2, 1));
         assert_eq!(line_col("a = 1\nbb = 2", 9), (2, 4));
+        // Columns count characters; an offset inside a character counts from its start.
+        assert_eq!(line_col("a = 1\nä = 2", 10), (2, 4));
+        assert_eq!(line_col("ää", 1), (1, 1));
     }
 
     #[test]

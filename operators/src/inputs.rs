@@ -420,9 +420,11 @@ fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>, String> {
 }
 
 fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, String> {
-    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map(|r| r.schema())
-        .map_err(|e| format!("a malformed schema: {e}"))
+    updraft_runtime::actor::contain_panics("a schema", || {
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map(|r| r.schema())
+            .map_err(|e| format!("a malformed schema: {e}"))
+    })
 }
 
 impl Listing {

@@ -103,6 +103,19 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Runs `f`, a decoder of bytes from the network built on a library that may panic on
+/// malformed input (arrow-ipc 60 does, on a buffer length beyond its message), turning a panic
+/// into an error naming `what` like any other malformed input.
+///
+/// # Errors
+/// `f`'s error, or the panic's message.
+pub fn contain_panics<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(p) => Err(format!("{what} that panicked its decoder: {}", panic_message(p.as_ref()))),
+    }
+}
+
 /// Runs one call into operator code, turning its error or its panic into a failure to report.
 fn guarded<T>(f: impl FnOnce() -> Result<T, OperatorError>) -> Result<T, (String, FailureClass)> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {

@@ -62,7 +62,7 @@ pub fn batch_bytes(batch: &RecordBatch) -> u64 {
 /// # Errors
 /// Undecodable or incomplete Arrow IPC, or a decoder panic, as text.
 pub fn decode_body(body: arrow_buffer::Buffer) -> Result<Vec<RecordBatch>, String> {
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    crate::actor::contain_panics("Arrow IPC", || {
         let mut decoder = arrow_ipc::reader::StreamDecoder::new().with_require_alignment(true);
         let mut buf = body;
         let mut batches = Vec::new();
@@ -75,13 +75,7 @@ pub fn decode_body(body: arrow_buffer::Buffer) -> Result<Vec<RecordBatch>, Strin
         }
         decoder.finish().map_err(|e| format!("incomplete Arrow IPC stream: {e}"))?;
         Ok(batches)
-    }));
-    match decoded {
-        Ok(result) => result,
-        Err(p) => {
-            Err(format!("Arrow IPC that panicked the decoder: {}", crate::actor::panic_message(p.as_ref())))
-        }
-    }
+    })
 }
 
 /// One batch as a complete Arrow IPC stream.

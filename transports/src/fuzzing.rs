@@ -105,3 +105,84 @@ pub fn rendezvous(data: &[u8]) {
         }
     }
 }
+
+/// `frames` sealed as the record target's sessions read them (seeds for its mode 0).
+pub fn sealed(frames: &[OutFrame]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    if let Some((mut a, _)) = sessions() {
+        for f in frames {
+            let _ = ready(a.sealer.write(&mut wire, LIMITS.job, f, false));
+        }
+    }
+    wire
+}
+
+/// Rendezvous frames as workers and the server send them, for a job whose plan fingerprint is
+/// `plan`: a challenge, the three registrations of a world-3 job (one stream: the state
+/// machine answers with a peer table), a signed peer table, a metrics push and a refusal.
+pub fn rendezvous_seeds(plan: &[(String, String)]) -> Vec<Vec<u8>> {
+    use crate::auth::RegisterFields;
+    use crate::rendezvous::protocol::{PeerEntry, PlanLine, plan_digest, rendezvous_job_hash};
+    let key = JobKey::derive(b"fuzz secret", "fuzz");
+    let mut lines: Vec<PlanLine> = plan.iter().map(|(p, v)| PlanLine::new(p, v)).collect();
+    lines.sort();
+    let digest = plan_digest(&lines);
+    let frame = |m: &RendezvousMsg| {
+        m.to_frame()
+            .and_then(|f| updraft_runtime::wire::frame_bytes(rendezvous_job_hash(), &f))
+            .unwrap_or_default()
+    };
+    let mut out = vec![frame(&RendezvousMsg::Challenge { nonce: [9; 16] })];
+    let mut job = Vec::new();
+    for rank in 0..3 {
+        let private = format!("10.0.0.{}:{}", rank + 1, 4000 + rank);
+        let wait = Duration::from_secs(30);
+        let nonce = [rank as u8; 16];
+        let fields = RegisterFields {
+            challenge: &[0; 16],
+            nonce: &nonce,
+            job: "fuzz",
+            rank,
+            world: 3,
+            private: &private,
+            plan: &digest,
+            wait,
+        };
+        let msg = RendezvousMsg::Register {
+            job: "fuzz".into(),
+            rank,
+            world: 3,
+            private: private.clone(),
+            plan: lines.clone(),
+            wait_ms: wait.as_millis() as u64,
+            nonce,
+            mac: key.register_mac(&fields),
+        };
+        job.extend(frame(&msg));
+    }
+    out.push(job);
+    let binding = ReplyBinding { challenge: &[0; 16], nonce: &[1; 16], job: "fuzz", rank: 0 };
+    let peers = (0..3)
+        .map(|rank| PeerEntry {
+            rank,
+            public: format!("198.51.100.{}:{}", rank + 1, 5000 + rank),
+            private: format!("10.0.0.{}:{}", rank + 1, 4000 + rank),
+        })
+        .collect();
+    let replies = [
+        RendezvousMsg::Peers { peers, run: 7, mac: [0; 32] },
+        RendezvousMsg::refused(
+            "ranks 1 of job `fuzz` never registered".into(),
+            updraft_runtime::FailureClass::Rendezvous,
+        ),
+    ];
+    for reply in replies {
+        if let Ok(signed) = reply.signed(&key, binding) {
+            out.push(frame(&signed));
+        }
+    }
+    let text = "# TYPE updraft_rows_total counter\nupdraft_rows_total{stage=\"a\"} 42\n".to_string();
+    let mac = key.metrics_mac(&[0; 16], "fuzz", 1, &text);
+    out.push(frame(&RendezvousMsg::Metrics { job: "fuzz".into(), rank: 1, text, mac }));
+    out
+}

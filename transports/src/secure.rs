@@ -149,6 +149,33 @@ impl Session {
     }
 }
 
+/// Directory named by `UPDRAFT_CAPTURE_FRAMES`, if set: every frame written (at most
+/// [`CAPTURE_MAX`] per process) is also saved there in the clear, one file each, as
+/// [`write_frame`] would put it on an unsealed link. Real traffic for the fuzz corpora (see
+/// `fuzz/README.md`); never set it where the data is confidential.
+pub const CAPTURE_ENV: &str = "UPDRAFT_CAPTURE_FRAMES";
+
+/// Most frames captured per process.
+pub const CAPTURE_MAX: u64 = 2000;
+
+fn capture(job: u64, frame: &OutFrame) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let Some(dir) = DIR.get_or_init(|| std::env::var_os(CAPTURE_ENV).map(Into::into)) else { return };
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    if n >= CAPTURE_MAX {
+        return;
+    }
+    if let Ok(bytes) = updraft_runtime::wire::frame_bytes(job, frame) {
+        let name = dir.join(format!("{}-{n:05}.frame", std::process::id()));
+        if let Err(e) = std::fs::write(&name, bytes) {
+            tracing::debug!(%e, path = %name.display(), "frame not captured");
+        }
+    }
+}
+
 impl Sealer {
     /// Writes `frame` of job `job`; with `tamper`, one bit in the middle of what goes on the
     /// wire is flipped after sealing (fault injection). Returns the bytes written.
@@ -162,6 +189,7 @@ impl Sealer {
         frame: &OutFrame,
         tamper: bool,
     ) -> Result<u64, WireError> {
+        capture(job, frame);
         let Some(key) = &mut self.key else {
             if !tamper {
                 return write_frame(w, job, frame).await;

@@ -96,18 +96,21 @@ pub fn encode_array(a: &ArrayRef) -> Result<Bytes, String> {
     Ok(Bytes::from(w.into_inner().map_err(|e| e.to_string())?))
 }
 
-/// The array in a collective message.
+/// The array in a collective message (bytes from a peer: malformed ones are errors, whatever
+/// the decoder does with them).
 ///
 /// # Errors
-/// Anything but one batch of one column.
+/// Undecodable Arrow IPC, or anything but one batch of one column.
 pub fn decode_array(bytes: &[u8]) -> Result<ArrayRef, String> {
-    let mut r =
-        arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
-    let batch = r.next().ok_or("empty array message")?.map_err(|e| e.to_string())?;
-    if batch.num_columns() != 1 {
-        return Err(format!("an array message has {} columns", batch.num_columns()));
-    }
-    Ok(Arc::clone(batch.column(0)))
+    crate::actor::contain_panics("an array message", || {
+        let mut r =
+            arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+        let batch = r.next().ok_or("empty array message")?.map_err(|e| e.to_string())?;
+        if batch.num_columns() != 1 {
+            return Err(format!("an array message has {} columns", batch.num_columns()));
+        }
+        Ok(Arc::clone(batch.column(0)))
+    })
 }
 
 #[cfg(test)]

@@ -259,6 +259,22 @@ pub fn check_header(
     Ok((header, kind))
 }
 
+/// The bytes [`write_frame`] puts on the wire for `frame`, in one buffer.
+///
+/// # Errors
+/// As for [`encode_header`].
+pub fn frame_bytes(job: u64, frame: &OutFrame) -> Result<Vec<u8>, WireError> {
+    let head = encode_header(job, frame, frame.body.checksum(), 0)?;
+    let mut out = Vec::with_capacity(4 + HEADER_LEN + frame.body.len());
+    out.extend_from_slice(&((HEADER_LEN + frame.body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    match &frame.body {
+        OutBody::Buffers(bufs) => bufs.iter().for_each(|b| out.extend_from_slice(b.as_slice())),
+        OutBody::Bytes(b) => out.extend_from_slice(b),
+    }
+    Ok(out)
+}
+
 /// Writes one frame. Returns the number of bytes put on the wire.
 ///
 /// # Errors

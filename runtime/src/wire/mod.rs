@@ -19,5 +19,5 @@ mod frame;
 pub use control::{Control, decode_control, encode_control};
 pub use frame::{
     FrameHeader, FrameKind, HEADER_LEN, InFrame, MAGIC, OutBody, OutFrame, VERSION, WireError, WireLimits,
-    check_header, encode_header, read_frame, write_frame,
+    check_header, encode_header, frame_bytes, read_frame, write_frame,
 };

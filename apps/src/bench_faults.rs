@@ -104,6 +104,7 @@ enum Kind {
     Delay,
     DropLink,
     CorruptFrame,
+    StallLink,
     Exit,
     StopShort,
     StopLong,
@@ -111,12 +112,13 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Error,
         Kind::Panic,
         Kind::Delay,
         Kind::DropLink,
         Kind::CorruptFrame,
+        Kind::StallLink,
         Kind::Exit,
         Kind::StopShort,
         Kind::StopLong,
@@ -130,6 +132,7 @@ impl Kind {
             Kind::Delay => "delay:500ms",
             Kind::DropLink => "drop-link",
             Kind::CorruptFrame => "corrupt-frame",
+            Kind::StallLink => "stall-link",
             Kind::Exit | Kind::ExitRetried => "exit",
             Kind::StopShort => "stop:1s",
             Kind::StopLong => "stop:6s",

@@ -7,10 +7,14 @@ use anyhow::{Context, bail};
 /// Environment variable holding the secret.
 pub const ENV: &str = "UPDRAFT_SECRET";
 
+/// Shortest secret accepted, in bytes: every key derives from it, and a registration or a
+/// key-exchange message seen on the path would let a weak one be guessed offline.
+pub const MIN_LEN: usize = 16;
+
 /// Loads the secret from `file` or, without one, from [`ENV`].
 ///
 /// # Errors
-/// When neither gives a non-empty secret.
+/// When neither gives a secret, or it is shorter than [`MIN_LEN`] bytes.
 pub fn load(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     let secret = match file {
         Some(path) => {
@@ -22,6 +26,12 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     if trimmed.is_empty() {
         bail!(
             "no shared secret: set {ENV} or pass --secret-file (every worker and the rendezvous need the same one)"
+        );
+    }
+    if trimmed.len() < MIN_LEN {
+        bail!(
+            "the shared secret is {} bytes; use at least {MIN_LEN} (e.g. the output of `openssl rand -hex 16`)",
+            trimmed.len()
         );
     }
     Ok(trimmed)

@@ -332,6 +332,7 @@ fn with_fault(
         }
         Fault::DropLink if next != me => addr.do_send(InjectLinkFault::Drop { peer: next }),
         Fault::CorruptFrame if next != me => addr.do_send(InjectLinkFault::Corrupt { peer: next }),
+        Fault::StallLink if next != me => addr.do_send(InjectLinkFault::Stall { peer: next }),
         other => tracing::warn!(fault = ?other, "no link to act on; fault ignored"),
     });
     let mut stage = plan.stages.remove(i);
@@ -407,7 +408,8 @@ async fn run_registered(
     tracing::info!(rank = args.rank, local = %registered.local, public = %registered.public, %run, "registered; punching");
     let relay = Relay::from_settings(&settings).map_err(|e| anyhow::anyhow!("relay: {e}"))?;
     // Names this run's relay keys: the job and the peer table, which differs between runs.
-    let relay_key = run_key(hash, args.rank, registered.public, registered.local, &registered.peers);
+    let relay_key =
+        run_key(hash, registered.run, args.rank, registered.public, registered.local, &registered.peers);
     let forced = matches!(settings.channel, ChannelPolicy::Redis | ChannelPolicy::S3);
     let mut endpoints: Vec<(u32, Endpoint)> = Vec::new();
     let mut relayed: Vec<u32> = Vec::new();

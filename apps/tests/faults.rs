@@ -85,12 +85,12 @@ fn a_panicking_operator_on_one_rank_of_four_fails_every_rank_promptly_naming_it(
 
 #[test]
 fn fault_trials_end_as_expected() {
-    // One trial of every kind (errors, panics, delays, cut and damaged links, exits, short and
-    // long stops, a retried exit); `updraft bench faults --trials 120` runs many more.
+    // One trial of every kind (errors, panics, delays, cut, damaged and stalled links, exits,
+    // short and long stops, a retried exit); `updraft bench faults --trials 120` runs many more.
     let dir = tempfile::tempdir().expect("tmp");
     let out = Command::new(bin())
         .current_dir(dir.path())
-        .args(["bench", "faults", "--trials", "9", "--workers", "3", "--out", "results"])
+        .args(["bench", "faults", "--trials", "10", "--workers", "3", "--out", "results"])
         .output()
         .expect("bench faults");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -101,6 +101,7 @@ fn fault_trials_end_as_expected() {
         "Delay",
         "DropLink",
         "CorruptFrame",
+        "StallLink",
         "Exit",
         "StopShort",
         "StopLong",
@@ -114,7 +115,7 @@ fn fault_trials_end_as_expected() {
     let trials: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("results/faults.json")).expect("json"))
             .expect("json");
-    assert_eq!(trials.as_array().map(Vec::len), Some(9));
+    assert_eq!(trials.as_array().map(Vec::len), Some(10));
 }
 
 #[test]
@@ -289,7 +290,7 @@ fn a_closed_stdout_ends_updraft_quietly() {
 #[test]
 fn ranks_that_never_register_are_named_to_the_others_before_they_give_up() {
     let root = tempfile::tempdir().expect("tmp");
-    let (_rdv, rdv) = local_rendezvous("never-secret");
+    let (_rdv, rdv) = local_rendezvous("never-registers-secret");
     let pipeline = root.path().join("p.toml");
     std::fs::write(
         &pipeline,
@@ -303,7 +304,7 @@ fn ranks_that_never_register_are_named_to_the_others_before_they_give_up() {
             .args(["worker", "--json", "--bind", "127.0.0.1", "--rendezvous", &rdv, "--job", "short"])
             .args(["--rank", &rank.to_string(), "--world", "4", "--pipeline"])
             .arg(&pipeline)
-            .env("UPDRAFT_SECRET", "never-secret")
+            .env("UPDRAFT_SECRET", "never-registers-secret")
             .output()
             .expect("worker")
     };

@@ -113,6 +113,9 @@ pub enum Fault {
     DropLink,
     /// One bit of the next data frame to the next rank is flipped on the wire.
     CorruptFrame,
+    /// The worker's link to the next rank stops sending (no frames, no heartbeats) but stays
+    /// open, as a stalled network path does: the peer finds it silent at `peer_timeout`.
+    StallLink,
     /// The worker process exits at once (status 17), as if it crashed.
     Exit,
     /// The worker process is stopped (SIGSTOP) for this long, then continues.
@@ -129,7 +132,7 @@ pub enum At {
 }
 
 /// A fault at one rank, stage and moment: what `UPDRAFT_FAULT` holds, as
-/// `rank=R,stage=NAME,at=N|end,fault=error|panic|delay:250ms|drop-link|corrupt-frame|exit|stop:2s`
+/// `rank=R,stage=NAME,at=N|end,fault=error|panic|delay:250ms|drop-link|corrupt-frame|stall-link|exit|stop:2s`
 /// (an optional `attempt=A` limits it to that attempt of a retried job).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultPlan {
@@ -177,11 +180,12 @@ impl FaultPlan {
                         ("delay", Some(d)) => Fault::Delay(parse_duration(d)?),
                         ("drop-link", None) => Fault::DropLink,
                         ("corrupt-frame", None) => Fault::CorruptFrame,
+                        ("stall-link", None) => Fault::StallLink,
                         ("exit", None) => Fault::Exit,
                         ("stop", Some(d)) => Fault::Stop(parse_duration(d)?),
                         _ => {
                             return Err(format!(
-                                "unknown fault `{v}`; expected error, panic, delay:DURATION, drop-link, corrupt-frame, exit or stop:DURATION"
+                                "unknown fault `{v}`; expected error, panic, delay:DURATION, drop-link, corrupt-frame, stall-link, exit or stop:DURATION"
                             ));
                         }
                     })

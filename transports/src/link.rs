@@ -61,9 +61,17 @@ pub async fn observed(peer: u32, ended: Recipient<LinkEnded>, task: impl std::fu
     }
 }
 
-/// Set to make a link's writer flip one bit of its next data frame on the wire (after the
-/// checksum or the seal was computed): fault injection, see `runtime::testing::Fault`.
-pub type Tamper = Arc<AtomicBool>;
+/// Fault injection on a link's writer (see `runtime::testing::Fault`).
+#[derive(Debug, Default)]
+pub struct LinkFaults {
+    /// Flip one bit of the next data frame on the wire (after the checksum or the seal).
+    pub corrupt: AtomicBool,
+    /// Stop sending anything (frames and heartbeats), keeping the connection open.
+    pub stall: AtomicBool,
+}
+
+/// A link's fault switches, shared by the transport and the writer.
+pub type Tamper = Arc<LinkFaults>;
 
 /// Runs the writer until the queue closes (then flushes and half-closes) or a write fails.
 #[allow(clippy::too_many_arguments)]
@@ -90,8 +98,12 @@ pub async fn writer(
                 Err(e) => break Some(e.to_string()),
             },
         };
-        let tampered =
-            frame.kind == updraft_runtime::wire::FrameKind::Data && tamper.swap(false, Ordering::Relaxed);
+        if tamper.stall.load(Ordering::Relaxed) {
+            // Stalled: nothing more goes out; the peer's silence deadline ends the link.
+            std::future::pending::<()>().await;
+        }
+        let tampered = frame.kind == updraft_runtime::wire::FrameKind::Data
+            && tamper.corrupt.swap(false, Ordering::Relaxed);
         let step = async {
             let n = sealer.write(&mut w, job, &frame, tampered).await?;
             if rx.is_empty() {
@@ -249,7 +261,9 @@ pub async fn relay_reader(
     let frames = metrics::counter!(names::LINK_FRAMES_RECEIVED, "peer" => peer.to_string(), "link" => label);
     let mut silence = timing.first_silence;
     let error = 'outer: loop {
-        let payload = match receiver.pop(tokio::time::Instant::now() + silence).await {
+        let max_len =
+            RELAY_MESSAGE + limits.max_body as usize + 4 * (4 + updraft_runtime::wire::HEADER_LEN + 16);
+        let payload = match receiver.pop(tokio::time::Instant::now() + silence, max_len).await {
             Err(e) => break Some(format!("{label} relay: {e}")),
             Ok(None) => {
                 break Some(format!("no data or heartbeat through the {label} relay for {silence:?}"));

@@ -37,11 +37,13 @@ pub const KEY_TTL: Duration = Duration::from_secs(3600);
 /// Longest pause between two polls of an S3 direction that had nothing new.
 const S3_MAX_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The name of one run of a job in relay keys: the job hash and a hash of the whole peer table
-/// (every rank's public and private address), which every worker of the run knows and which
-/// changes between runs, so leftovers of an earlier run of the same job are never read.
+/// The name of one run of a job in relay keys: the job hash and a hash of the run id (random
+/// per run, from the rendezvous) and the whole peer table (every rank's public and private
+/// address), which every worker of the run knows, so leftovers of an earlier run of the same
+/// job are never read.
 pub fn run_key(
     job_hash: u64,
+    run: u64,
     me: u32,
     public: std::net::SocketAddr,
     private: std::net::SocketAddr,
@@ -52,7 +54,7 @@ pub fn run_key(
     table.push((me, format!("{public}|{private}")));
     table.sort();
     let text: String = table.iter().map(|(r, a)| format!("{r}={a};")).collect();
-    format!("{job_hash:016x}-{:016x}", updraft_runtime::ids::job_hash(&text))
+    format!("{job_hash:016x}-{:016x}", updraft_runtime::ids::job_hash(&format!("{run:016x};{text}")))
 }
 
 /// Where a job's relay lives.
@@ -333,11 +335,14 @@ pub enum Receiver {
 }
 
 impl Receiver {
-    /// The next message, or `Ok(None)` when nothing arrived by `deadline`.
+    /// The next message, or `Ok(None)` when nothing arrived by `deadline`. A message longer than
+    /// `max_len` bytes is an error (on S3 before it is read; Redis hands a list element over
+    /// whole, so there the bound is the server's `proto-max-bulk-len`, 512 MB by default).
     ///
     /// # Errors
-    /// The relay failed.
-    pub async fn pop(&mut self, deadline: Instant) -> Result<Option<Bytes>, String> {
+    /// The relay failed, or the message is too long.
+    pub async fn pop(&mut self, deadline: Instant, max_len: usize) -> Result<Option<Bytes>, String> {
+        let too_long = |len: usize| format!("a relay message of {len} bytes (at most {max_len})");
         match self {
             Receiver::Redis { con, key } => {
                 let wait = deadline.saturating_duration_since(Instant::now()).as_secs_f64().max(0.001);
@@ -349,6 +354,7 @@ impl Receiver {
                     Err(_) => Err("Redis did not answer a blocking pop in time".into()),
                     Ok(Err(e)) => Err(format!("Redis BLPOP: {e}")),
                     Ok(Ok(None)) => Ok(None),
+                    Ok(Ok(Some((_, payload)))) if payload.len() > max_len => Err(too_long(payload.len())),
                     Ok(Ok(Some((_, payload)))) => Ok(Some(Bytes::from(payload))),
                 }
             }
@@ -364,20 +370,34 @@ impl Receiver {
                     };
                     match result {
                         Ok(out) => {
-                            let body = tokio::time::timeout_at(
-                                deadline + Duration::from_secs(30),
-                                out.body.collect(),
-                            )
-                            .await
-                            .map_err(|_| format!("S3 get {name}: the body did not arrive in time"))?
-                            .map_err(|e| format!("S3 get {name}: {e}"))?;
+                            let announced =
+                                usize::try_from(out.content_length().unwrap_or(0)).unwrap_or(usize::MAX);
+                            if announced > max_len {
+                                return Err(format!("S3 get {name}: {}", too_long(announced)));
+                            }
+                            // Read in chunks, so that a length that lies is caught too.
+                            let read = async {
+                                let mut body = out.body;
+                                let mut buf = Vec::with_capacity(announced);
+                                while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
+                                    if buf.len() + chunk.len() > max_len {
+                                        return Err(too_long(buf.len() + chunk.len()));
+                                    }
+                                    buf.extend_from_slice(&chunk);
+                                }
+                                Ok(Bytes::from(buf))
+                            };
+                            let body = tokio::time::timeout_at(deadline + Duration::from_secs(30), read)
+                                .await
+                                .map_err(|_| format!("S3 get {name}: the body did not arrive in time"))?
+                                .map_err(|e| format!("S3 get {name}: {e}"))?;
                             let delete = client.delete_object().bucket(&*bucket).key(&name).send();
                             tokio::time::timeout(Duration::from_secs(30), delete)
                                 .await
                                 .map_err(|_| format!("S3 delete {name}: no answer in time"))?
                                 .map_err(|e| format!("S3 delete {name}: {}", describe(e)))?;
                             *seq += 1;
-                            return Ok(Some(body.into_bytes()));
+                            return Ok(Some(body));
                         }
                         Err(e) if is_missing(&e) => {
                             if Instant::now() + pause >= deadline {
@@ -426,10 +446,11 @@ mod tests {
         use crate::rendezvous::PeerAddr;
         let addr = |port: u16| std::net::SocketAddr::from(([10, 0, 0, 1], port));
         let peer = |rank, port| PeerAddr { rank, public: addr(port), private: addr(port) };
-        let zero = run_key(7, 0, addr(100), addr(100), &[peer(1, 200)]);
-        let one = run_key(7, 1, addr(200), addr(200), &[peer(0, 100)]);
+        let zero = run_key(7, 5, 0, addr(100), addr(100), &[peer(1, 200)]);
+        let one = run_key(7, 5, 1, addr(200), addr(200), &[peer(0, 100)]);
         assert_eq!(zero, one, "both ranks name the run alike");
-        assert_ne!(zero, run_key(7, 0, addr(101), addr(101), &[peer(1, 200)]), "another run");
+        assert_ne!(zero, run_key(7, 5, 0, addr(101), addr(101), &[peer(1, 200)]), "another table");
+        assert_ne!(zero, run_key(7, 6, 0, addr(100), addr(100), &[peer(1, 200)]), "another run, same table");
         assert!(zero.starts_with("0000000000000007-"));
     }
 

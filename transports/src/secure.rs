@@ -149,10 +149,10 @@ impl Session {
     }
 }
 
-/// Directory named by `UPDRAFT_CAPTURE_FRAMES`, if set: every frame written (at most
-/// [`CAPTURE_MAX`] per process) is also saved there in the clear, one file each, as
-/// [`write_frame`] would put it on an unsealed link. Real traffic for the fuzz corpora (see
-/// `fuzz/README.md`); never set it where the data is confidential.
+/// Directory named by `UPDRAFT_CAPTURE_FRAMES`, if set, in debug builds only: every frame
+/// written (at most [`CAPTURE_MAX`] per process) is also saved there in the clear, one file
+/// each, as [`write_frame`] would put it on an unsealed link. Real traffic for the fuzz
+/// corpora (see `fuzz/README.md`); release builds ignore it, so it cannot leak data.
 pub const CAPTURE_ENV: &str = "UPDRAFT_CAPTURE_FRAMES";
 
 /// Most frames captured per process.
@@ -163,6 +163,9 @@ fn capture(job: u64, frame: &OutFrame) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
+    if !cfg!(debug_assertions) {
+        return;
+    }
     let Some(dir) = DIR.get_or_init(|| std::env::var_os(CAPTURE_ENV).map(Into::into)) else { return };
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     if n >= CAPTURE_MAX {

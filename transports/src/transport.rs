@@ -72,6 +72,9 @@ enum PendingReader {
     Relay(relay::Receiver, &'static str, Opener),
 }
 
+/// What a queued frame costs besides its body (so that empty frames are not free).
+const FRAME_OVERHEAD: u64 = 64;
+
 /// Frames waiting for room in a link's queue, and their bytes.
 #[derive(Default)]
 struct Backlog {
@@ -81,18 +84,18 @@ struct Backlog {
 
 impl Backlog {
     fn push_back(&mut self, frame: OutFrame) {
-        self.bytes += frame.body.len() as u64;
+        self.bytes += frame.body.len() as u64 + FRAME_OVERHEAD;
         self.frames.push_back(frame);
     }
 
     fn push_front(&mut self, frame: OutFrame) {
-        self.bytes += frame.body.len() as u64;
+        self.bytes += frame.body.len() as u64 + FRAME_OVERHEAD;
         self.frames.push_front(frame);
     }
 
     fn pop_front(&mut self) -> Option<OutFrame> {
         let frame = self.frames.pop_front()?;
-        self.bytes -= frame.body.len() as u64;
+        self.bytes -= frame.body.len() as u64 + FRAME_OVERHEAD;
         Some(frame)
     }
 
@@ -223,19 +226,18 @@ impl TransportActor {
 
     fn route(&mut self, peer: u32, frame: updraft_runtime::wire::InFrame) {
         if frame.channel == COLLECTIVE_CHANNEL && frame.kind == FrameKind::Data {
-            match &self.collectives {
-                Some(inbox) => {
-                    if let Err(detail) =
-                        inbox.deliver(CollectiveFrame { from: peer, seq: frame.seq, body: frame.body })
-                    {
-                        self.fail_link(peer, detail);
-                    }
+            let delivered = match &self.collectives {
+                // The notice number is the transport's own: a peer may not send it.
+                Some(_) if frame.seq == PEER_GONE => {
+                    Err(format!("rank {peer} sent a collective message with the reserved number {PEER_GONE}"))
                 }
-                None => self.event(JobEvent::Protocol {
-                    edge: EdgeId(frame.channel),
-                    peer,
-                    detail: "a collective message, but no communicator here".into(),
-                }),
+                Some(inbox) => {
+                    inbox.deliver(CollectiveFrame { from: peer, seq: frame.seq, body: frame.body })
+                }
+                None => Err(format!("rank {peer} sent a collective message, but no communicator is here")),
+            };
+            if let Err(detail) = delivered {
+                self.fail_link(peer, detail);
             }
             return;
         }
@@ -253,17 +255,14 @@ impl TransportActor {
                     _ => {}
                 }
             }
-            self.early_bytes += frame.body.len() as u64;
+            self.early_bytes += frame.body.len() as u64 + FRAME_OVERHEAD;
             if self.early_bytes > self.early_cap {
-                self.event(JobEvent::Protocol {
-                    edge: EdgeId(frame.channel),
-                    peer,
-                    detail: format!(
-                        "more than {} bytes of operator frames before this worker's operators started",
-                        self.early_cap
-                    ),
-                });
-                return;
+                let detail = format!(
+                    "rank {peer} sent more than {} bytes of operator frames before this worker's operators \
+                     started",
+                    self.early_cap
+                );
+                return self.fail_link(peer, detail);
             }
             self.early.push_back(Early::Frame(peer, frame));
             return;
@@ -598,6 +597,12 @@ pub enum InjectLinkFault {
         /// The peer.
         peer: u32,
     },
+    /// Stop sending to the peer (the connection stays open): the peer's silence deadline
+    /// ends the link.
+    Stall {
+        /// The peer.
+        peer: u32,
+    },
 }
 
 impl Handler<InjectLinkFault> for TransportActor {
@@ -605,12 +610,19 @@ impl Handler<InjectLinkFault> for TransportActor {
 
     fn handle(&mut self, msg: InjectLinkFault, _ctx: &mut Self::Context) -> Self::Result {
         let peer = match msg {
-            InjectLinkFault::Drop { peer } | InjectLinkFault::Corrupt { peer } => peer,
+            InjectLinkFault::Drop { peer }
+            | InjectLinkFault::Corrupt { peer }
+            | InjectLinkFault::Stall { peer } => peer,
         };
         let Some(link) = self.links.get_mut(&peer) else { return Err(format!("no link to rank {peer}")) };
         match msg {
             InjectLinkFault::Drop { .. } => self.fail_link(peer, "the link was cut (injected fault)".into()),
-            InjectLinkFault::Corrupt { .. } => link.tamper.store(true, std::sync::atomic::Ordering::Relaxed),
+            InjectLinkFault::Corrupt { .. } => {
+                link.tamper.corrupt.store(true, std::sync::atomic::Ordering::Relaxed)
+            }
+            InjectLinkFault::Stall { .. } => {
+                link.tamper.stall.store(true, std::sync::atomic::Ordering::Relaxed)
+            }
         }
         Ok(())
     }

@@ -43,6 +43,8 @@ enum Mangle {
     Splice(usize, Vec<u8>),
     /// Relays the hellos but answers the key exchange itself, with a key it guessed.
     Impersonate,
+    /// Flips a bit of rank 0's hello nonce.
+    AlterHello,
 }
 
 fn identity(me: u32, secret: &[u8], encryption: Encryption) -> Identity {
@@ -116,6 +118,12 @@ async fn middle(front: TcpListener, back: std::net::SocketAddr, mangle: Mangle) 
             let mut out = vec![u.clone()];
             if index == 1 {
                 rank0_hello = Some(u.clone());
+                if matches!(mangle, Mangle::AlterHello) {
+                    // The nonce is the hello body's last 16 bytes, give or take rkyv padding:
+                    // any bit of the body changes what the two sides bind.
+                    let last = out[0].len() - 1;
+                    out[0][last - 4] ^= 0x01;
+                }
             }
             if matches!(mangle, Mangle::Impersonate) && index == 2 {
                 // Rank 0's key-exchange message is replaced by one made with a guessed key,
@@ -308,6 +316,34 @@ fn an_impersonator_relaying_hellos_is_refused_by_both_ranks() {
         assert!(b.contains("rank 0 failed authentication"), "{b}");
         let a = a.expect_err("rank 0 gets no link");
         assert!(a.contains("rank 1"), "{a}");
+    });
+}
+
+#[test]
+fn an_altered_hello_fails_the_key_exchange_on_both_sides() {
+    in_actix(async {
+        let (a, b, _) = linked_through(Mangle::AlterHello, Encryption::Aes256Gcm).await;
+        assert!(a.is_err() && b.is_err(), "{a:?} / {b:?}");
+    });
+}
+
+#[test]
+fn peers_with_different_encryption_settings_do_not_link() {
+    in_actix(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let t = Duration::from_secs(3);
+        let low = async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            handshake(stream, &identity(0, b"job secret", Encryption::Aes256Gcm), How::Connect, t).await
+        };
+        let high = async {
+            let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            handshake(stream, &identity(1, b"job secret", Encryption::None), How::Accept, t).await
+        };
+        let (a, b) = tokio::join!(low, high);
+        assert!(a.is_err(), "rank 0 linked with a peer that sends frames in the clear");
+        assert!(b.expect_err("refused").contains("rank 0 failed authentication"));
     });
 }
 
@@ -511,11 +547,12 @@ fn a_peer_flooding_collective_messages_is_cut_at_the_inbox_bound() {
         let cap = 16 * 1024;
         let (tx, mut rx) = updraft_runtime::collective::inbox(cap);
         port.attach.send(AttachCollectives { inbox: tx }).await.expect("attach");
-        // Far more than the cap, while nothing on rank 1 receives.
+        // Far more than the cap, while nothing on rank 1 receives (until they all went out).
         for i in 0..40 {
             a.session.sealer.write(&mut a.stream, JOB, &frame(i), false).await.expect("write");
         }
         a.stream.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut bytes = 0;
         let lost = loop {
             let f = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -528,6 +565,7 @@ fn a_peer_flooding_collective_messages_is_cut_at_the_inbox_bound() {
             bytes += f.body.len() as u64;
         };
         assert!(bytes <= cap, "{bytes} bytes held beyond the cap");
+        assert!(bytes > 0, "frames within the cap were delivered");
         assert!(lost.contains("lost rank 0") && lost.contains("beyond its 16384-byte inbox"), "{lost}");
     });
 }

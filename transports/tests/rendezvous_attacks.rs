@@ -282,6 +282,33 @@ async fn front(
 }
 
 #[test]
+fn a_refusal_forged_on_the_path_is_reported_as_unauthenticated() {
+    rt().block_on(async {
+        let srv = server(ServerConfig::new(SECRET.to_vec())).await;
+        let refuse = |msg| match msg {
+            RendezvousMsg::Peers { .. } => RendezvousMsg::Refused {
+                class: updraft_runtime::FailureClass::Config,
+                reason: "your pipeline is wrong; give up".into(),
+                mac: [7; 32],
+            },
+            other => other,
+        };
+        let (forged, _) = front(srv.local_addr(), refuse).await;
+        let t = Duration::from_secs(5);
+        let (zero, one) =
+            (registration(forged, "refused", 0, 2), registration(srv.local_addr(), "refused", 1, 2));
+        let (a, _) = tokio::join!(register(&zero, t), register(&one, t));
+        match a.expect_err("refused") {
+            RendezvousError::Refused { reason, class } => {
+                assert!(reason.contains("not authenticated by the job key"), "{reason}");
+                assert_eq!(class, updraft_runtime::FailureClass::Rendezvous, "not the forged class");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    });
+}
+
+#[test]
 fn a_forged_peer_table_is_refused() {
     rt().block_on(async {
         let srv = server(ServerConfig::new(SECRET.to_vec())).await;
@@ -334,8 +361,10 @@ fn a_replayed_registration_is_refused_and_evicts_no_one() {
         s.write_all(&captured).await.expect("replay");
         let reply = read_frame(&mut s, limits).await.expect("read").expect("reply");
         match RendezvousMsg::from_frame(&reply).expect("message") {
-            RendezvousMsg::Refused { reason, .. } => {
+            RendezvousMsg::Refused { reason, mac, .. } => {
                 assert!(reason.contains("replayed from another connection"), "{reason}");
+                // Nothing unauthenticated gets a reply signed with the job key.
+                assert_eq!(mac, [0; 32], "the refusal of an unauthenticated registration is not signed");
             }
             other => panic!("a replayed registration must be refused, got {other:?}"),
         }

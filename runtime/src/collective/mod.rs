@@ -83,6 +83,12 @@ pub fn inbox(cap: u64) -> (Inbox, Outlet) {
     (Inbox { tx, held: Arc::clone(&held), cap }, Outlet { rx, held })
 }
 
+/// What a message costs against an inbox's cap: its bytes and a fixed 64 for its keeping, so
+/// that a flood of empty messages is bounded too.
+fn cost(body: &Buffer) -> u64 {
+    body.len() as u64 + 64
+}
+
 /// The transport's end of an inbox.
 #[derive(Debug, Clone)]
 pub struct Inbox {
@@ -104,7 +110,7 @@ impl Outlet {
     pub async fn recv(&mut self) -> Option<CollectiveFrame> {
         let frame = self.rx.recv().await?;
         if frame.seq != PEER_GONE {
-            self.held.fetch_sub(frame.body.len() as u64, Ordering::AcqRel);
+            self.held.fetch_sub(cost(&frame.body), Ordering::AcqRel);
         }
         Some(frame)
     }
@@ -117,7 +123,7 @@ impl Inbox {
     /// A message naming the sender when the inbox would go over its cap (the frame is not
     /// delivered: the caller must fail the job), or when the communicator is gone.
     pub fn deliver(&self, frame: CollectiveFrame) -> std::result::Result<(), String> {
-        let bytes = frame.body.len() as u64;
+        let bytes = cost(&frame.body);
         if frame.seq != PEER_GONE {
             let before = self.held.fetch_add(bytes, Ordering::AcqRel);
             if before.saturating_add(bytes) > self.cap {
@@ -260,7 +266,7 @@ impl Communicator {
     /// The message of step `seq` (from `from`, or anyone), released from the inbox's count.
     async fn take(&mut self, op: &'static str, seq: u64, from: Option<u32>) -> Result<(u32, Buffer)> {
         let (sender, body) = self.take_held_or_wait(op, seq, from).await?;
-        self.inbox.held.fetch_sub(body.len() as u64, Ordering::AcqRel);
+        self.inbox.held.fetch_sub(cost(&body), Ordering::AcqRel);
         Ok((sender, body))
     }
 

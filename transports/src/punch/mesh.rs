@@ -19,10 +19,11 @@ use crate::secure::Session;
 use crate::sock::{orderly_close, punch_socket};
 
 /// Bounds on connections to a punch port that have not finished their handshake: 64 per
-/// source address, 512 in all (a handshake's frames are at most 4 KiB each, read one at a
-/// time). Peers finish theirs within a round trip; strangers are cut at the handshake deadline.
+/// source (every peer of a local job connects from one address), 512 in all, the oldest evicted beyond that. Peers finish theirs within a round
+/// trip; strangers are cut at the handshake deadline. Bytes are bounded by the handshake's
+/// frames instead (4 KiB each, read one at a time), so the byte bounds are not used here.
 pub const PUNCH_ADMISSION: Limits =
-    Limits { per_source: 64, total: 512, bytes_per_source: 64 * 8192, bytes_total: 512 * 8192 };
+    Limits { per_source: 64, total: 512, bytes_per_source: u64::MAX, bytes_total: u64::MAX };
 
 /// Punching settings.
 #[derive(Debug, Clone)]
@@ -302,7 +303,16 @@ fn spawn_handshake(
     let tx = tx.clone();
     let id = id.clone();
     tasks.spawn(async move {
-        let r = handshake(stream, &id, how, timeout).await;
+        let r = match &slot {
+            Some(s) => {
+                let evicted = s.evicted();
+                tokio::select! {
+                    r = handshake(stream, &id, how, timeout) => r,
+                    () = evicted => Err("evicted to make room for newer connections".to_string()),
+                }
+            }
+            None => handshake(stream, &id, how, timeout).await,
+        };
         drop(slot);
         let _ = tx.send(Event::Shaken(r)).await;
     });

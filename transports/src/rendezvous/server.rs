@@ -31,7 +31,7 @@ use crate::rendezvous::protocol::{
 use crate::rendezvous::state::{ConnId, Registration, RendezvousState};
 
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Shared secret that job keys derive from.
     pub secret: Vec<u8>,
@@ -45,11 +45,23 @@ pub struct ServerConfig {
     pub admission: Limits,
 }
 
-/// Default bounds on unauthenticated rendezvous connections: 128 per source address (a job's
-/// workers behind one NAT register within milliseconds; a refused one retries), 1024 in all,
-/// 16 MiB of first messages per source, 64 MiB in all.
+/// Default bounds on unauthenticated rendezvous connections: 64 per source (a job's workers
+/// behind one NAT register within milliseconds; one refused retries), 1024 in all with the
+/// oldest evicted beyond, 16 MiB of first messages per source, 64 MiB in all.
 pub const ADMISSION: Limits =
-    Limits { per_source: 128, total: 1024, bytes_per_source: 16 << 20, bytes_total: 64 << 20 };
+    Limits { per_source: 64, total: 1024, bytes_per_source: 16 << 20, bytes_total: 64 << 20 };
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("secret", &"..")
+            .field("job_ttl", &self.job_ttl)
+            .field("register_timeout", &self.register_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("admission", &self.admission)
+            .finish()
+    }
+}
 
 impl ServerConfig {
     /// Defaults with `secret`.
@@ -309,9 +321,13 @@ async fn connection(
     let challenge: [u8; 16] = rand::random();
     let unauthenticated =
         |reason: String| RendezvousMsg::refused(reason, updraft_runtime::FailureClass::Rendezvous);
+    let evicted = slot.evicted();
     let first = async {
         send(&mut stream, &RendezvousMsg::Challenge { nonce: challenge }).await?;
-        read_first(&mut stream, &mut slot).await
+        tokio::select! {
+            read = read_first(&mut stream, &mut slot) => read,
+            () = evicted => Err("evicted to make room for newer connections".to_string()),
+        }
     };
     let msg = match tokio::time::timeout(register_timeout, first).await {
         Ok(Ok(Some(msg))) => msg,
@@ -352,10 +368,15 @@ async fn connection(
         plan: &digest,
         wait,
     };
-    if key.verify_register(&fields, mac) {
-        // Authenticated: it no longer counts against strangers' bounds.
-        slot.release();
+    if !key.verify_register(&fields, mac) {
+        // Nothing unauthenticated reaches the state or gets a reply signed with the job key:
+        // the refusal goes out unsigned, and the worker reports it as such.
+        metrics::counter!(updraft_runtime::metrics::RENDEZVOUS_REFUSED).increment(1);
+        let refusal = unauthenticated(crate::rendezvous::state::authentication_failed(job, *rank));
+        return send(&mut stream, &refusal).await.unwrap_or(());
     }
+    // Authenticated: it no longer counts against strangers' bounds.
+    slot.release();
     let (job, rank, nonce) = (job.clone(), *rank, *nonce);
     let binding = ReplyBinding { challenge: &challenge, nonce: &nonce, job: &job, rank };
     let (reply_tx, reply_rx) = oneshot::channel();

@@ -26,6 +26,14 @@ pub const MAX_WORLD: u32 = 4096;
 /// `Unavailable` until some complete or expire. Only holders of a job key can open one.
 pub const MAX_PENDING_JOBS: usize = 4096;
 
+/// Why a registration whose MAC does not hold is refused.
+pub fn authentication_failed(job: &str, rank: u32) -> String {
+    format!(
+        "authentication failed for job `{job}` rank {rank}: another secret, or a registration replayed from \
+         another connection"
+    )
+}
+
 /// A reply for a connection; the connection ends after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -116,6 +124,12 @@ impl RendezvousState {
         reg: Registration<'_>,
     ) -> Vec<Reply> {
         let Registration { job, rank, world, private, plan, wait, challenge, nonce, mac } = reg;
+        let key = JobKey::derive(&self.secret, job);
+        let digest = plan_digest(plan);
+        let fields = RegisterFields { challenge, nonce, job, rank, world, private, plan: &digest, wait };
+        if !key.verify_register(&fields, mac) {
+            return Self::refuse(conn, authentication_failed(job, rank));
+        }
         if world == 0 || world > MAX_WORLD {
             return Self::refuse(conn, format!("world size {world} is outside 1..={MAX_WORLD}"));
         }
@@ -124,18 +138,6 @@ impl RendezvousState {
         }
         if private.parse::<SocketAddr>().is_err() {
             return Self::refuse(conn, format!("private address `{private}` is not ip:port"));
-        }
-        let key = JobKey::derive(&self.secret, job);
-        let digest = plan_digest(plan);
-        let fields = RegisterFields { challenge, nonce, job, rank, world, private, plan: &digest, wait };
-        if !key.verify_register(&fields, mac) {
-            return Self::refuse(
-                conn,
-                format!(
-                    "authentication failed for job `{job}` rank {rank}: another secret, or a registration \
-                     replayed from another connection"
-                ),
-            );
         }
         if !self.jobs.contains_key(job) && self.jobs.len() >= MAX_PENDING_JOBS {
             return Self::refuse_as(

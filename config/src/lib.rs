@@ -29,8 +29,9 @@ pub use operator_spec::{
     OperatorSpec, SetOpKind, SortKeySpec,
 };
 pub use pipeline::{
-    CsvOptions, FileFormat, MissingColumns, PipelineSpec, SinkKind, SinkSpec, SourceFiles, SourceKind,
-    SourceSpec, WriteMode, canonical_lines, errors_at, is_glob, parse_pipeline, parse_pipeline_with,
+    CsvOptions, FileFormat, MissingColumns, ParquetCompression, PipelineSpec, SinkKind, SinkSpec,
+    SourceFiles, SourceKind, SourceSpec, WriteMode, canonical_lines, errors_at, is_glob, parse_pipeline,
+    parse_pipeline_with,
 };
 pub use settings::{ChannelPolicy, Encryption, RuntimeSettings};
 pub use units::{parse_bytes, parse_duration};

@@ -230,7 +230,9 @@ fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
     }
 }
 
-/// One sort key: `"column [asc|desc] [nulls first|last]"` (default: ascending, nulls last).
+/// One sort key: `"column [asc|desc] [nulls first|last]"` (default: ascending, nulls last); a
+/// column whose name has spaces is quoted with backticks, as in expressions:
+/// `` "`Item Type` desc" ``.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortKeySpec {
     /// Column.
@@ -242,9 +244,22 @@ pub struct SortKeySpec {
 }
 
 fn parse_sort_key(text: &str) -> Result<SortKeySpec, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let Some((column, rest)) = words.split_first() else { return Err("empty sort key".into()) };
-    let mut key = SortKeySpec { column: column.to_string(), descending: false, nulls_first: false };
+    let trimmed = text.trim_start();
+    let (column, rest): (String, Vec<&str>) = if let Some(quoted) = trimmed.strip_prefix('`') {
+        let Some(end) = quoted.find('`') else {
+            return Err(format!("sort key `{text}` opens a backtick it does not close"));
+        };
+        let name = &quoted[..end];
+        if name.is_empty() {
+            return Err(format!("sort key `{text}` quotes an empty column name"));
+        }
+        (name.to_string(), quoted[end + 1..].split_whitespace().collect())
+    } else {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let Some((column, rest)) = words.split_first() else { return Err("empty sort key".into()) };
+        (column.to_string(), rest.to_vec())
+    };
+    let mut key = SortKeySpec { column, descending: false, nulls_first: false };
     let mut i = 0;
     while i < rest.len() {
         match (rest[i].to_ascii_lowercase().as_str(), rest.get(i + 1).map(|w| w.to_ascii_lowercase())) {
@@ -603,5 +618,23 @@ impl OperatorKind {
             OperatorKind::Custom(c) if c.inputs.len() == 1 => vec!["input".into()],
             OperatorKind::Custom(c) => (0..c.inputs.len()).map(|i| format!("inputs[{i}]")).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keys_take_directions_and_backtick_quoted_names() {
+        let k = parse_sort_key("amount desc nulls first").expect("key");
+        assert_eq!((k.column.as_str(), k.descending, k.nulls_first), ("amount", true, true));
+        let k = parse_sort_key("`Item Type` desc").expect("key");
+        assert_eq!((k.column.as_str(), k.descending, k.nulls_first), ("Item Type", true, false));
+        let k = parse_sort_key("`Country`").expect("key");
+        assert_eq!((k.column.as_str(), k.descending), ("Country", false));
+        assert!(parse_sort_key("`Item Type desc").expect_err("unclosed").contains("does not close"));
+        assert!(parse_sort_key("``").expect_err("empty").contains("empty column name"));
+        assert!(parse_sort_key("Item Type").expect_err("unquoted space").contains("unexpected `type`"));
     }
 }

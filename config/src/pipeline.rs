@@ -204,9 +204,61 @@ pub enum SinkKind {
         path: String,
         /// What happens to files an earlier job left at the path.
         mode: WriteMode,
+        /// Page compression of Parquet files (`compression`, `compression_level`); other
+        /// formats are written uncompressed.
+        compression: ParquetCompression,
     },
     /// Row count and order-independent checksums, combined across ranks in the job report.
     Summary,
+}
+
+/// Page compression of a Parquet sink's files: `compression = "zstd"` with an optional
+/// `compression_level` where the codec has levels. Every codec here is also read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    /// Uncompressed pages (`"none"`).
+    None,
+    /// Snappy, the default: fast, and what Spark and pandas write by default.
+    #[default]
+    Snappy,
+    /// Gzip at a level of 0 to 9 (default 6).
+    Gzip(u32),
+    /// Brotli at a level of 0 to 11 (default 1).
+    Brotli(u32),
+    /// LZ4 in Parquet's `LZ4_RAW` codec (`"lz4"`; the older Hadoop-framed `LZ4` is read too).
+    Lz4Raw,
+    /// Zstandard at a level of 1 to 22 (default 3).
+    Zstd(i32),
+}
+
+impl ParquetCompression {
+    /// The codec named `name` at `level` (the codec's default level when `None`).
+    ///
+    /// # Errors
+    /// An unknown name, a level on a codec without levels, or a level out of the codec's range;
+    /// the message says which names and levels are accepted.
+    pub fn parse(name: &str, level: Option<u64>) -> Result<ParquetCompression, String> {
+        let ranged = |lo: u64, hi: u64, default: u64| match level {
+            None => Ok(default),
+            Some(l) if (lo..=hi).contains(&l) => Ok(l),
+            Some(l) => Err(format!("level {l} is out of range for {name}: {lo} to {hi}")),
+        };
+        let none = |c: ParquetCompression| match level {
+            None => Ok(c),
+            Some(_) => Err(format!("{name} has no compression level")),
+        };
+        match name {
+            "none" => none(ParquetCompression::None),
+            "snappy" => none(ParquetCompression::Snappy),
+            "lz4" => none(ParquetCompression::Lz4Raw),
+            "gzip" => Ok(ParquetCompression::Gzip(ranged(0, 9, 6)? as u32)),
+            "brotli" => Ok(ParquetCompression::Brotli(ranged(0, 11, 1)? as u32)),
+            "zstd" => Ok(ParquetCompression::Zstd(ranged(1, 22, 3)? as i32)),
+            other => Err(format!(
+                "unknown compression `{other}`; expected one of: none, snappy, gzip, brotli, lz4, zstd"
+            )),
+        }
+    }
 }
 
 /// What a file sink does with the files an earlier job wrote to its path.
@@ -579,13 +631,33 @@ fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
                     WriteMode::Overwrite
                 }
             };
-            t.finish(&["kind", "input", "path", "mode"]);
+            let name = t.opt_str("compression");
+            let level = t.opt_u64("compression_level");
+            let compression = if kind != "parquet" && (name.is_some() || level.is_some()) {
+                let key = if name.is_some() { "compression" } else { "compression_level" };
+                t.error(key, format!("only parquet sinks are compressed; a {kind} sink is written as it is"));
+                ParquetCompression::default()
+            } else {
+                match ParquetCompression::parse(name.as_deref().unwrap_or("snappy"), level) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let key = if name.is_some() && !e.contains("level") {
+                            "compression"
+                        } else {
+                            "compression_level"
+                        };
+                        t.error(key, e);
+                        ParquetCompression::default()
+                    }
+                }
+            };
+            t.finish(&["kind", "input", "path", "mode", "compression", "compression_level"]);
             let format = match kind.as_str() {
                 "parquet" => FileFormat::Parquet,
                 "ipc" => FileFormat::Ipc,
                 _ => FileFormat::Csv(CsvOptions::default()),
             };
-            SinkKind::File { format, path: path?, mode }
+            SinkKind::File { format, path: path?, mode, compression }
         }
         "summary" => {
             t.finish(&["kind", "input"]);

@@ -1,9 +1,13 @@
 //! The order-independent checksum of a table, used by the summary sink and reproduced
 //! independently by the tests. Specification:
 //!
-//! - value hash `v(x)`: integers (any width, dates) `mix64(x as i64 as u64)`; floats
-//!   `mix64(bits)` after making -0.0 into 0.0 and every NaN the canonical NaN; booleans
-//!   `mix64(0 or 1)`; strings and binaries `mix64(fnv1a64(bytes))`; null [`NULL_VALUE`].
+//! - value hash `v(x)`: integers of any width and the types stored as integers (dates, times,
+//!   timestamps of any unit and zone, durations) `mix64(x as i64 as u64)` of the stored
+//!   integer; floats (16, 32, 64 bits) `mix64(bits of the value as f64)` after making -0.0 into
+//!   0.0 and every NaN the canonical NaN; booleans `mix64(0 or 1)`; strings and binaries of
+//!   every kind `mix64(fnv1a64(bytes))`; decimals of any width `mix64(fnv1a64(32
+//!   little-endian bytes of the unscaled value as a 256-bit integer))`; a dictionary-encoded
+//!   value as its value; null [`NULL_VALUE`]. Intervals and nested types are not covered.
 //! - column checksum: wrapping sum of `v` over the column's rows.
 //! - row checksum: wrapping sum over rows of `r`, where `r = 0` then, for each column in
 //!   order, `r = mix64(r ^ v(value))`.
@@ -13,7 +17,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 use updraft_runtime::OperatorError;
 use updraft_runtime::report::{ColumnChecksum, TableSummary};
 
@@ -58,6 +62,51 @@ pub fn value_hashes(col: &ArrayRef) -> Result<Vec<u64>, OperatorError> {
         DataType::UInt64 => ints!(UInt64Type),
         DataType::Date32 => ints!(Date32Type),
         DataType::Date64 => ints!(Date64Type),
+        DataType::Time32(TimeUnit::Second) => ints!(Time32SecondType),
+        DataType::Time32(TimeUnit::Millisecond) => ints!(Time32MillisecondType),
+        DataType::Time64(TimeUnit::Microsecond) => ints!(Time64MicrosecondType),
+        DataType::Time64(TimeUnit::Nanosecond) => ints!(Time64NanosecondType),
+        DataType::Timestamp(TimeUnit::Second, _) => ints!(TimestampSecondType),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => ints!(TimestampMillisecondType),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => ints!(TimestampMicrosecondType),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => ints!(TimestampNanosecondType),
+        DataType::Duration(TimeUnit::Second) => ints!(DurationSecondType),
+        DataType::Duration(TimeUnit::Millisecond) => ints!(DurationMillisecondType),
+        DataType::Duration(TimeUnit::Microsecond) => ints!(DurationMicrosecondType),
+        DataType::Duration(TimeUnit::Nanosecond) => ints!(DurationNanosecondType),
+        DataType::Float16 => col
+            .as_primitive::<Float16Type>()
+            .iter()
+            .map(|v| v.map_or(NULL_VALUE, |x| mix64(canonical_f64(f64::from(x)))))
+            .collect(),
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => {
+            let wide = arrow_cast::cast(col, &DataType::Decimal256((*p).max(1), *s))?;
+            wide.as_primitive::<Decimal256Type>()
+                .iter()
+                .map(|v| v.map_or(NULL_VALUE, |x| mix64(fnv1a64(&x.to_le_bytes()))))
+                .collect()
+        }
+        DataType::Dictionary(_, _) => {
+            let Some(dict) = col.as_any_dictionary_opt() else {
+                return Err(OperatorError::Invalid(format!(
+                    "cannot read column of type {}",
+                    col.data_type()
+                )));
+            };
+            let per_value = value_hashes(dict.values())?;
+            dict.normalized_keys()
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    if col.is_null(i) { NULL_VALUE } else { per_value.get(k).copied().unwrap_or(NULL_VALUE) }
+                })
+                .collect()
+        }
+        DataType::FixedSizeBinary(_) => col.as_fixed_size_binary().iter().map(bytes).collect(),
+        DataType::BinaryView => col.as_binary_view().iter().map(bytes).collect(),
         DataType::Float64 => col
             .as_primitive::<Float64Type>()
             .iter()
@@ -141,6 +190,31 @@ mod tests {
         add_batch(&mut c, &batch(vec![1, 2, 3], vec![Some("z"), None, Some("x")])).expect("sum");
         assert_eq!(a.columns, c.columns, "same values per column");
         assert_ne!(a.row_checksum, c.row_checksum, "but rows paired differently");
+    }
+
+    #[test]
+    fn encodings_and_widths_of_one_value_hash_alike() {
+        use arrow_array::{Decimal128Array, Decimal256Array, DictionaryArray, TimestampMicrosecondArray};
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None, Some("b"), Some("a")]));
+        let dict: DictionaryArray<Int32Type> =
+            vec![Some("a"), None, Some("b"), Some("a")].into_iter().collect();
+        assert_eq!(
+            value_hashes(&plain).expect("plain"),
+            value_hashes(&(Arc::new(dict) as ArrayRef)).expect("dict")
+        );
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![5, -7]).with_timezone("UTC"));
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![5, -7]));
+        assert_eq!(value_hashes(&ts).expect("ts"), value_hashes(&ints).expect("ints"));
+        let d128: ArrayRef =
+            Arc::new(Decimal128Array::from(vec![12345, -1]).with_precision_and_scale(18, 2).expect("p"));
+        let d256: ArrayRef = Arc::new(
+            Decimal256Array::from(vec![arrow_buffer::i256::from(12345), arrow_buffer::i256::from(-1)])
+                .with_precision_and_scale(40, 2)
+                .expect("p"),
+        );
+        let h = value_hashes(&d128).expect("d128");
+        assert_eq!(h, value_hashes(&d256).expect("d256"));
+        assert_eq!(h[0], mix64(fnv1a64(&arrow_buffer::i256::from(12345).to_le_bytes())));
     }
 
     #[test]

@@ -19,8 +19,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::types::{Decimal256Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, Decimal256Array, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use arrow_buffer::i256;
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashTable;
@@ -28,7 +29,7 @@ use updraft_config::AggFn;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 use crate::chunked::Chunked;
-use crate::keys::{canonical_column, canonical_f64};
+use crate::keys::{key_column, key_type};
 use crate::partition::column_indices;
 
 /// Which part of a split aggregation a stage does.
@@ -71,21 +72,97 @@ pub fn decomposable(aggs: &[Agg]) -> bool {
     aggs.iter().all(|a| !matches!(a.func, AggFn::NUnique | AggFn::First | AggFn::Last))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Scalar {
-    I(i64),
-    F(f64),
-    S(String),
-}
-
 enum Acc {
     Count(Vec<i64>),
-    SumI { s: Vec<i64>, n: Vec<i64> },
-    SumF { s: Vec<f64>, n: Vec<i64> },
-    Extreme { max: bool, ty: DataType, v: Vec<Option<Scalar>> },
-    Moments { n: Vec<f64>, mean: Vec<f64>, m2: Vec<f64> },
+    /// Sum of signed integers, exact in i64 (an overflow is an error).
+    SumI {
+        s: Vec<i64>,
+        n: Vec<i64>,
+    },
+    /// Sum of unsigned integers, exact in u64 (an overflow is an error).
+    SumU {
+        s: Vec<u64>,
+        n: Vec<i64>,
+    },
+    /// Sum of decimals, exact: accumulated in 256 bits, output as [`decimal_sum_type`].
+    SumDecimal {
+        s: Vec<i256>,
+        n: Vec<i64>,
+        ty: DataType,
+    },
+    SumF {
+        s: Vec<f64>,
+        n: Vec<i64>,
+    },
+    /// Min or max of any orderable type: the best value's row encoding per group.
+    Extreme {
+        max: bool,
+        values: RowValues,
+    },
+    Moments {
+        n: Vec<f64>,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+    },
     Distinct(Vec<HashSet<Vec<u8>>>),
-    Pick { last: bool, ty: DataType, v: Vec<Option<Scalar>> },
+    /// First or last value of any type, kept as its row encoding.
+    Pick {
+        last: bool,
+        values: RowValues,
+    },
+}
+
+/// One value per group of one Arrow type, held in Arrow's row format (which orders every type
+/// by value), decoded back to that type at the end.
+struct RowValues {
+    ty: DataType,
+    conv: RowConverter,
+    v: Vec<Option<Box<[u8]>>>,
+}
+
+impl RowValues {
+    /// Values of columns of type `t` (a dictionary's values: they are compared and kept by value).
+    fn new(t: &DataType) -> Result<RowValues, OperatorError> {
+        let ty = key_type(t);
+        let conv = RowConverter::new(vec![SortField::new(ty.clone())])
+            .map_err(|e| invalid(format!("values of type {t} cannot be compared or kept: {e}")))?;
+        Ok(RowValues { ty, conv, v: Vec::new() })
+    }
+
+    /// Offers each valid value of `col` to its group; `take(current, offered)` decides.
+    fn offer(
+        &mut self,
+        gids: &[u32],
+        col: &ArrayRef,
+        take: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), OperatorError> {
+        let col = key_column(col)?;
+        let rows = self.conv.convert_columns(&[Arc::clone(&col)])?;
+        for (i, g) in gids.iter().enumerate() {
+            if col.is_null(i) {
+                continue;
+            }
+            let r = rows.row(i);
+            let slot = &mut self.v[*g as usize];
+            if slot.as_deref().is_none_or(|cur| take(cur, r.as_ref())) {
+                *slot = Some(r.as_ref().into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The values as one column of the type given to [`RowValues::new`] (null where a group had
+    /// no value).
+    fn column(&self) -> Result<ArrayRef, OperatorError> {
+        let null = self.conv.convert_columns(&[arrow_array::new_null_array(&self.ty, 1)])?;
+        let parser = self.conv.parser();
+        let rows = self.v.iter().map(|x| match x {
+            Some(bytes) => parser.parse(bytes),
+            None => null.row(0),
+        });
+        let mut cols = self.conv.convert_rows(rows)?;
+        cols.pop().ok_or_else(|| invalid("no column decoded".into()))
+    }
 }
 
 fn invalid(msg: String) -> OperatorError {
@@ -96,95 +173,91 @@ fn is_float(t: &DataType) -> bool {
     matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
 }
 
-fn is_integer(t: &DataType) -> bool {
-    t.is_integer() || matches!(t, DataType::Date32 | DataType::Date64)
+fn is_decimal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
 }
 
-fn scalars(col: &ArrayRef) -> Result<(DataType, Vec<Option<Scalar>>), OperatorError> {
-    let t = col.data_type();
-    if is_integer(t) {
-        let c = arrow_cast::cast(col, &DataType::Int64)?;
-        Ok((DataType::Int64, c.as_primitive::<Int64Type>().iter().map(|v| v.map(Scalar::I)).collect()))
-    } else if is_float(t) {
-        let c = arrow_cast::cast(col, &DataType::Float64)?;
-        Ok((DataType::Float64, c.as_primitive::<Float64Type>().iter().map(|v| v.map(Scalar::F)).collect()))
-    } else if matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-        let c = arrow_cast::cast(col, &DataType::Utf8)?;
-        Ok((
-            DataType::Utf8,
-            c.as_string::<i32>().iter().map(|v| v.map(|s| Scalar::S(s.to_string()))).collect(),
-        ))
-    } else {
-        Err(invalid(format!("values of type {t} cannot be aggregated this way")))
+/// The type of `sum` over decimals of type `t`: precision raised by 10 (as DuckDB and Spark
+/// do), capped at the widest decimal of that width (38 digits for 128 bits, 76 for 256), same
+/// scale; narrower decimals sum as Decimal128.
+pub fn decimal_sum_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => {
+            Some(DataType::Decimal128((p + 10).min(38), *s))
+        }
+        DataType::Decimal256(p, s) => Some(DataType::Decimal256((p + 10).min(76), *s)),
+        _ => None,
     }
 }
 
 fn floats(col: &ArrayRef) -> Result<Vec<Option<f64>>, OperatorError> {
-    if !(is_integer(col.data_type()) || is_float(col.data_type())) {
-        return Err(invalid(format!("needs a numeric column, found {}", col.data_type())));
+    let t = col.data_type();
+    if !(t.is_integer() || is_float(t) || is_decimal(t)) {
+        return Err(invalid(format!("needs a numeric column, found {t}")));
     }
     let c = arrow_cast::cast(col, &DataType::Float64)?;
     Ok(c.as_primitive::<Float64Type>().iter().collect())
 }
 
-fn better(a: &Scalar, b: &Scalar, max: bool) -> bool {
-    let ord = match (a, b) {
-        (Scalar::I(x), Scalar::I(y)) => x.cmp(y),
-        // The key order of `crate::keys`: -0.0 = 0.0, every NaN above every number.
-        (Scalar::F(x), Scalar::F(y)) => canonical_f64(*x).total_cmp(&canonical_f64(*y)),
-        (Scalar::S(x), Scalar::S(y)) => x.cmp(y),
-        _ => std::cmp::Ordering::Equal,
-    };
-    if max { ord.is_gt() } else { ord.is_lt() }
+/// Integer values of `col` exactly as i64 (an error, never a null, for one that does not fit).
+fn exact_i64s(col: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
+    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    let c = arrow_cast::cast_with_options(col, &DataType::Int64, &exact)?;
+    Ok(c.as_primitive::<Int64Type>().iter().collect())
 }
 
-fn scalar_array(ty: &DataType, v: &[Option<Scalar>]) -> ArrayRef {
-    match ty {
-        DataType::Int64 => Arc::new(Int64Array::from(
-            v.iter()
-                .map(|s| match s {
-                    Some(Scalar::I(x)) => Some(*x),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-        DataType::Float64 => Arc::new(Float64Array::from(
-            v.iter()
-                .map(|s| match s {
-                    Some(Scalar::F(x)) => Some(*x),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-        _ => Arc::new(StringArray::from(
-            v.iter()
-                .map(|s| match s {
-                    Some(Scalar::S(x)) => Some(x.clone()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-    }
+/// Unsigned integer values of `col` exactly as u64.
+fn exact_u64s(col: &ArrayRef) -> Result<Vec<Option<u64>>, OperatorError> {
+    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    let c = arrow_cast::cast_with_options(col, &DataType::UInt64, &exact)?;
+    Ok(c.as_primitive::<UInt64Type>().iter().collect())
+}
+
+/// Decimal values of `col` (any decimal width) as unscaled 256-bit integers.
+fn decimals(col: &ArrayRef) -> Result<Vec<Option<i256>>, OperatorError> {
+    let (p, s) = match col.data_type() {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (*p, *s),
+        t => return Err(invalid(format!("needs a decimal column, found {t}"))),
+    };
+    let wide = arrow_cast::cast(col, &DataType::Decimal256(p.max(1), s))?;
+    Ok(wide.as_primitive::<Decimal256Type>().iter().collect())
 }
 
 impl Acc {
     /// A fresh accumulator for raw input of type `ty` (None: `count()`).
-    fn for_input(func: AggFn, ty: Option<&DataType>) -> Acc {
-        match func {
+    fn for_input(func: AggFn, ty: Option<&DataType>) -> Result<Acc, OperatorError> {
+        let column_type = || ty.ok_or_else(|| invalid(format!("{} needs a column", func.name())));
+        Ok(match func {
             AggFn::Count => Acc::Count(Vec::new()),
-            AggFn::Sum if ty.is_some_and(is_integer) => Acc::SumI { s: Vec::new(), n: Vec::new() },
-            AggFn::Sum => Acc::SumF { s: Vec::new(), n: Vec::new() },
+            AggFn::Sum => match ty {
+                Some(t) if t.is_signed_integer() => Acc::SumI { s: Vec::new(), n: Vec::new() },
+                Some(t) if t.is_unsigned_integer() => Acc::SumU { s: Vec::new(), n: Vec::new() },
+                Some(t) if is_decimal(t) => {
+                    let ty = decimal_sum_type(t).ok_or_else(|| invalid(format!("cannot sum {t}")))?;
+                    Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty }
+                }
+                _ => Acc::SumF { s: Vec::new(), n: Vec::new() },
+            },
             AggFn::Min | AggFn::Max => {
-                Acc::Extreme { max: func == AggFn::Max, ty: DataType::Null, v: Vec::new() }
+                Acc::Extreme { max: func == AggFn::Max, values: RowValues::new(column_type()?)? }
             }
             AggFn::Mean | AggFn::Var | AggFn::Std => {
                 Acc::Moments { n: Vec::new(), mean: Vec::new(), m2: Vec::new() }
             }
             AggFn::NUnique => Acc::Distinct(Vec::new()),
             AggFn::First | AggFn::Last => {
-                Acc::Pick { last: func == AggFn::Last, ty: DataType::Null, v: Vec::new() }
+                Acc::Pick { last: func == AggFn::Last, values: RowValues::new(column_type()?)? }
             }
-        }
+        })
     }
 
     fn grow(&mut self, groups: usize) {
@@ -194,11 +267,19 @@ impl Acc {
                 s.resize(groups, 0);
                 n.resize(groups, 0);
             }
+            Acc::SumU { s, n } => {
+                s.resize(groups, 0);
+                n.resize(groups, 0);
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                s.resize(groups, i256::ZERO);
+                n.resize(groups, 0);
+            }
             Acc::SumF { s, n } => {
                 s.resize(groups, 0.0);
                 n.resize(groups, 0);
             }
-            Acc::Extreme { v, .. } | Acc::Pick { v, .. } => v.resize(groups, None),
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.v.resize(groups, None),
             Acc::Moments { n, mean, m2 } => {
                 n.resize(groups, 0.0);
                 mean.resize(groups, 0.0);
@@ -210,18 +291,19 @@ impl Acc {
 
     /// Adds raw values (`col` None: count rows).
     fn update(&mut self, gids: &[u32], col: Option<&ArrayRef>) -> Result<(), OperatorError> {
-        match self {
-            Acc::Count(n) => {
-                for (i, g) in gids.iter().enumerate() {
-                    if col.is_none_or(|c| c.is_valid(i)) {
-                        n[*g as usize] += 1;
-                    }
+        if let Acc::Count(n) = self {
+            for (i, g) in gids.iter().enumerate() {
+                if col.is_none_or(|c| c.is_valid(i)) {
+                    n[*g as usize] += 1;
                 }
             }
+            return Ok(());
+        }
+        let Some(c) = col else { return Err(invalid("needs a column".into())) };
+        match self {
+            Acc::Count(_) => {}
             Acc::SumI { s, n } => {
-                let Some(c) = col else { return Err(invalid("sum needs a column".into())) };
-                let c = arrow_cast::cast(c, &DataType::Int64)?;
-                for (v, g) in c.as_primitive::<Int64Type>().iter().zip(gids) {
+                for (v, g) in exact_i64s(c)?.into_iter().zip(gids) {
                     if let Some(v) = v {
                         let g = *g as usize;
                         s[g] = s[g]
@@ -231,8 +313,29 @@ impl Acc {
                     }
                 }
             }
+            Acc::SumU { s, n } => {
+                for (v, g) in exact_u64s(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        let g = *g as usize;
+                        s[g] = s[g]
+                            .checked_add(v)
+                            .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                        n[g] += 1;
+                    }
+                }
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                for (v, g) in decimals(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        let g = *g as usize;
+                        s[g] = s[g]
+                            .checked_add(v)
+                            .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
+                        n[g] += 1;
+                    }
+                }
+            }
             Acc::SumF { s, n } => {
-                let Some(c) = col else { return Err(invalid("sum needs a column".into())) };
                 for (v, g) in floats(c)?.into_iter().zip(gids) {
                     if let Some(v) = v {
                         s[*g as usize] += v;
@@ -240,36 +343,14 @@ impl Acc {
                     }
                 }
             }
-            Acc::Extreme { max, ty, v } => {
-                let Some(c) = col else { return Err(invalid("min and max need a column".into())) };
-                let (t, vals) = scalars(c)?;
-                if *ty == DataType::Null || !vals.is_empty() {
-                    *ty = t;
-                }
-                for (x, g) in vals.into_iter().zip(gids) {
-                    let Some(x) = x else { continue };
-                    let slot = &mut v[*g as usize];
-                    if slot.as_ref().is_none_or(|cur| better(&x, cur, *max)) {
-                        *slot = Some(x);
-                    }
-                }
-            }
-            Acc::Pick { last, ty, v } => {
-                let Some(c) = col else { return Err(invalid("first and last need a column".into())) };
-                let (t, vals) = scalars(c)?;
-                if *ty == DataType::Null || !vals.is_empty() {
-                    *ty = t;
-                }
-                for (x, g) in vals.into_iter().zip(gids) {
-                    let Some(x) = x else { continue };
-                    let slot = &mut v[*g as usize];
-                    if *last || slot.is_none() {
-                        *slot = Some(x);
-                    }
-                }
+            // Row order is the key order of `crate::keys` (-0.0 = 0.0, NaN above every number).
+            Acc::Extreme { max: true, values } => values.offer(gids, c, |cur, new| new > cur)?,
+            Acc::Extreme { max: false, values } => values.offer(gids, c, |cur, new| new < cur)?,
+            Acc::Pick { last, values } => {
+                let last = *last;
+                values.offer(gids, c, move |_, _| last)?;
             }
             Acc::Moments { n, mean, m2 } => {
-                let Some(c) = col else { return Err(invalid("needs a column".into())) };
                 for (x, g) in floats(c)?.into_iter().zip(gids) {
                     let Some(x) = x else { continue };
                     let g = *g as usize;
@@ -280,9 +361,8 @@ impl Acc {
                 }
             }
             Acc::Distinct(sets) => {
-                let Some(c) = col else { return Err(invalid("nunique needs a column".into())) };
-                let conv = RowConverter::new(vec![SortField::new(c.data_type().clone())])?;
-                let rows = conv.convert_columns(&[canonical_column(c)])?;
+                let conv = RowConverter::new(vec![SortField::new(key_type(c.data_type()))])?;
+                let rows = conv.convert_columns(&[key_column(c)?])?;
                 for (i, g) in gids.iter().enumerate() {
                     if c.is_valid(i) {
                         sets[*g as usize].insert(rows.row(i).as_ref().to_vec());
@@ -296,10 +376,12 @@ impl Acc {
 
 impl Acc {
     /// A fresh accumulator for partial states whose first column has type `ty`.
-    fn for_states(func: AggFn, ty: &DataType) -> Acc {
-        match func {
-            AggFn::Sum if ty == &DataType::Int64 => Acc::SumI { s: Vec::new(), n: Vec::new() },
-            other => Acc::for_input(other, Some(ty)),
+    fn for_states(func: AggFn, ty: &DataType) -> Result<Acc, OperatorError> {
+        match (func, ty) {
+            (AggFn::Sum, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+                Ok(Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty: ty.clone() })
+            }
+            (other, _) => Acc::for_input(other, Some(ty)),
         }
     }
 
@@ -314,17 +396,15 @@ impl Acc {
 
     /// Merges partial states (`cols`, as made by [`Acc::states`]).
     fn merge(&mut self, gids: &[u32], cols: &[ArrayRef]) -> Result<(), OperatorError> {
-        let ints = |c: &ArrayRef| -> Result<Vec<Option<i64>>, OperatorError> {
-            Ok(arrow_cast::cast(c, &DataType::Int64)?.as_primitive::<Int64Type>().iter().collect())
-        };
+        let counts = |c: &ArrayRef| exact_i64s(c);
         match self {
             Acc::Count(n) => {
-                for (v, g) in ints(&cols[0])?.into_iter().zip(gids) {
+                for (v, g) in counts(&cols[0])?.into_iter().zip(gids) {
                     n[*g as usize] += v.unwrap_or(0);
                 }
             }
             Acc::SumI { s, n } => {
-                for ((v, k), g) in ints(&cols[0])?.into_iter().zip(ints(&cols[1])?).zip(gids) {
+                for ((v, k), g) in exact_i64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
                     let g = *g as usize;
                     s[g] = s[g]
                         .checked_add(v.unwrap_or(0))
@@ -332,8 +412,26 @@ impl Acc {
                     n[g] += k.unwrap_or(0);
                 }
             }
+            Acc::SumU { s, n } => {
+                for ((v, k), g) in exact_u64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    let g = *g as usize;
+                    s[g] = s[g]
+                        .checked_add(v.unwrap_or(0))
+                        .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                    n[g] += k.unwrap_or(0);
+                }
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                for ((v, k), g) in decimals(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    let g = *g as usize;
+                    s[g] = s[g]
+                        .checked_add(v.unwrap_or(i256::ZERO))
+                        .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
+                    n[g] += k.unwrap_or(0);
+                }
+            }
             Acc::SumF { s, n } => {
-                for ((v, k), g) in floats(&cols[0])?.into_iter().zip(ints(&cols[1])?).zip(gids) {
+                for ((v, k), g) in floats(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
                     s[*g as usize] += v.unwrap_or(0.0);
                     n[*g as usize] += k.unwrap_or(0);
                 }
@@ -362,60 +460,76 @@ impl Acc {
         Ok(())
     }
 
-    /// Partial-state columns, named after `name`.
-    fn states(&self, name: &str) -> Vec<(Field, ArrayRef)> {
-        let f = |suffix: &str, t: DataType| Field::new(format!("{name}{suffix}"), t, true);
-        match self {
-            Acc::Count(n) => {
-                vec![(f("", DataType::Int64), Arc::new(Int64Array::from(n.clone())) as ArrayRef)]
+    /// The sum column: null for a group without values.
+    fn sum_column(&self) -> Result<ArrayRef, OperatorError> {
+        let seen = |n: &[i64], i: usize| n.get(i).is_some_and(|k| *k > 0);
+        Ok(match self {
+            Acc::SumI { s, n } => {
+                Arc::new(Int64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
             }
-            Acc::SumI { s, n } => vec![
-                (f(".sum", DataType::Int64), Arc::new(Int64Array::from(s.clone()))),
-                (f(".n", DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
-            ],
-            Acc::SumF { s, n } => vec![
-                (f(".sum", DataType::Float64), Arc::new(Float64Array::from(s.clone()))),
-                (f(".n", DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
-            ],
-            Acc::Extreme { ty, v, .. } | Acc::Pick { ty, v, .. } => {
-                let ty = if ty == &DataType::Null { DataType::Int64 } else { ty.clone() };
-                vec![(f("", ty.clone()), scalar_array(&ty, v))]
+            Acc::SumU { s, n } => {
+                Arc::new(UInt64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
+            }
+            Acc::SumF { s, n } => {
+                Arc::new(Float64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
+            }
+            Acc::SumDecimal { s, n, ty } => {
+                let wide =
+                    Decimal256Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v)));
+                let (p, sc) = match ty {
+                    DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => (*p, *s),
+                    t => return Err(invalid(format!("not a decimal sum type: {t}"))),
+                };
+                let wide: ArrayRef = Arc::new(wide.with_precision_and_scale(76, sc)?);
+                // Exact or an error: a sum beyond the output precision is reported, not nulled.
+                let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+                arrow_cast::cast_with_options(&wide, ty, &exact)
+                    .map_err(|e| invalid(format!("decimal sum does not fit {p} digits: {e}")))?
+            }
+            _ => return Err(invalid("not a sum".into())),
+        })
+    }
+
+    /// Partial-state columns, named after `name`.
+    fn states(&self, name: &str) -> Result<Vec<(Field, ArrayRef)>, OperatorError> {
+        let f = |suffix: &str, t: &DataType| Field::new(format!("{name}{suffix}"), t.clone(), true);
+        Ok(match self {
+            Acc::Count(n) => {
+                vec![(f("", &DataType::Int64), Arc::new(Int64Array::from(n.clone())) as ArrayRef)]
+            }
+            Acc::SumI { n, .. } | Acc::SumU { n, .. } | Acc::SumF { n, .. } | Acc::SumDecimal { n, .. } => {
+                let sum = self.sum_column()?;
+                vec![
+                    (f(".sum", sum.data_type()), sum),
+                    (f(".n", &DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
+                ]
+            }
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
+                vec![(f("", &values.ty), values.column()?)]
             }
             Acc::Moments { n, mean, m2 } => vec![
-                (f(".n", DataType::Float64), Arc::new(Float64Array::from(n.clone()))),
-                (f(".mean", DataType::Float64), Arc::new(Float64Array::from(mean.clone()))),
-                (f(".m2", DataType::Float64), Arc::new(Float64Array::from(m2.clone()))),
+                (f(".n", &DataType::Float64), Arc::new(Float64Array::from(n.clone()))),
+                (f(".mean", &DataType::Float64), Arc::new(Float64Array::from(mean.clone()))),
+                (f(".m2", &DataType::Float64), Arc::new(Float64Array::from(m2.clone()))),
             ],
             Acc::Distinct(sets) => {
                 vec![(
-                    f("", DataType::Int64),
+                    f("", &DataType::Int64),
                     Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>())),
                 )]
             }
-        }
+        })
     }
 
     /// The final value column.
-    fn finish(&self, func: AggFn, name: &str) -> (Field, ArrayRef) {
-        let field = |t: DataType| Field::new(name, t, true);
-        match self {
-            Acc::Count(n) => (field(DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
-            Acc::SumI { s, n } => (
-                field(DataType::Int64),
-                Arc::new(Int64Array::from(
-                    s.iter().zip(n).map(|(s, n)| (*n > 0).then_some(*s)).collect::<Vec<_>>(),
-                )),
-            ),
-            Acc::SumF { s, n } => (
-                field(DataType::Float64),
-                Arc::new(Float64Array::from(
-                    s.iter().zip(n).map(|(s, n)| (*n > 0).then_some(*s)).collect::<Vec<_>>(),
-                )),
-            ),
-            Acc::Extreme { ty, v, .. } | Acc::Pick { ty, v, .. } => {
-                let ty = if ty == &DataType::Null { DataType::Int64 } else { ty.clone() };
-                (field(ty.clone()), scalar_array(&ty, v))
+    fn finish(&self, func: AggFn, name: &str) -> Result<(Field, ArrayRef), OperatorError> {
+        let field = |t: &DataType| Field::new(name, t.clone(), true);
+        let col: ArrayRef = match self {
+            Acc::Count(n) => Arc::new(Int64Array::from(n.clone())),
+            Acc::SumI { .. } | Acc::SumU { .. } | Acc::SumF { .. } | Acc::SumDecimal { .. } => {
+                self.sum_column()?
             }
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column()?,
             Acc::Moments { n, mean, m2 } => {
                 let values: Vec<Option<f64>> = (0..n.len())
                     .map(|g| match func {
@@ -424,13 +538,13 @@ impl Acc {
                         _ => (n[g] > 1.0).then(|| (m2[g] / (n[g] - 1.0)).sqrt()),
                     })
                     .collect();
-                (field(DataType::Float64), Arc::new(Float64Array::from(values)))
+                Arc::new(Float64Array::from(values))
             }
-            Acc::Distinct(sets) => (
-                field(DataType::Int64),
-                Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>())),
-            ),
-        }
+            Acc::Distinct(sets) => {
+                Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>()))
+            }
+        };
+        Ok((field(col.data_type()), col))
     }
 }
 
@@ -462,8 +576,14 @@ impl GroupBy {
     fn init(&self, schema: &Schema) -> Result<State, OperatorError> {
         let name = &self.p.name;
         let key_idx = column_indices(schema, &self.p.keys, &format!("`{name}`: key"))?;
-        let key_fields: Vec<Field> =
-            key_idx.iter().map(|&i| schema.field(i).clone().with_nullable(true)).collect();
+        // Keys compare, and come out, as their values (a dictionary-encoded key is decoded).
+        let key_fields: Vec<Field> = key_idx
+            .iter()
+            .map(|&i| {
+                let f = schema.field(i);
+                f.clone().with_data_type(key_type(f.data_type())).with_nullable(true)
+            })
+            .collect();
         let conv =
             RowConverter::new(key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         let mut inputs = Vec::new();
@@ -483,7 +603,7 @@ impl GroupBy {
                     &format!("`{name}`: partial state"),
                 )?[0];
                 inputs.push(Some(i));
-                accs.push(Acc::for_states(a.func, schema.field(i).data_type()));
+                accs.push(Acc::for_states(a.func, schema.field(i).data_type())?);
             } else {
                 let i = match &a.column {
                     Some(c) => Some(
@@ -503,7 +623,14 @@ impl GroupBy {
                         a.column.as_deref().unwrap_or("")
                     )));
                 }
-                accs.push(Acc::for_input(a.func, ty));
+                accs.push(Acc::for_input(a.func, ty).map_err(|e| {
+                    invalid(format!(
+                        "`{name}`: {} = {}({}): {e}",
+                        a.output,
+                        a.func.name(),
+                        a.column.as_deref().unwrap_or("")
+                    ))
+                })?);
                 inputs.push(i);
             }
         }
@@ -518,12 +645,12 @@ impl GroupBy {
         let mut cols: Vec<ArrayRef> = key_cols;
         for (a, acc) in self.p.aggs.iter().zip(&st.accs) {
             if self.mode == Mode::Partial {
-                for (f, c) in acc.states(&a.output) {
+                for (f, c) in acc.states(&a.output)? {
                     fields.push(f);
                     cols.push(c);
                 }
             } else {
-                let (f, c) = acc.finish(a.func, &a.output);
+                let (f, c) = acc.finish(a.func, &a.output)?;
                 fields.push(f);
                 cols.push(c);
             }
@@ -539,7 +666,8 @@ impl Operator for GroupBy {
             self.st = Some(self.init(&batch.schema())?);
         }
         let Some(st) = self.st.as_mut() else { return Ok(()) };
-        let key_cols: Vec<ArrayRef> = st.key_idx.iter().map(|&i| canonical_column(batch.column(i))).collect();
+        let key_cols: Vec<ArrayRef> =
+            st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
         let rows = st.conv.convert_columns(&key_cols)?;
         let mut gids = Vec::with_capacity(rows.num_rows());
         for r in rows.iter() {

@@ -3,17 +3,18 @@
 //! per-key allocation; a probe walks one short chain comparing keys.
 //!
 //! Keys are either one integer column (any width, compared as i64, hashed by a multiply) or
-//! any other key set, compared in Arrow's row format and hashed with XXH3.
+//! any other key set, compared in Arrow's row format and hashed with XXH3. Key columns are
+//! first made comparable as [`crate::keys`] says (dictionaries decoded, floats canonical).
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
+use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::DataType;
 use updraft_runtime::OperatorError;
 
-use crate::keys::canonical_keys;
+use crate::keys::key_columns;
 
 /// End of a chain.
 pub const END: u32 = u32::MAX;
@@ -53,33 +54,74 @@ pub fn is_int(t: &DataType) -> bool {
     )
 }
 
-/// Key representations for both sides. Both sides must have the same key types, except that
-/// integers of any width join with each other.
+/// Key representations for both sides; `left_on` and `right_on` name the key columns (for
+/// messages). Key columns compare as [`crate::keys`] says. The two columns of a key must have
+/// one type once dictionaries are decoded, except that integers of any width and signedness
+/// join by value (a value only one side's type can hold, such as a `UInt64` ≥ 2^63 against an
+/// `Int64`, matches nothing), and strings (binaries) of any offset width join with each other.
 ///
 /// # Errors
-/// Key types that differ between the sides (named with `join` for the message).
+/// Key types that cannot be compared, naming the join, both columns and their types.
 pub fn join_keys(
     left: &[ArrayRef],
     right: &[ArrayRef],
     join: &str,
+    (left_on, right_on): (&[String], &[String]),
 ) -> Result<(JoinKeys, JoinKeys), OperatorError> {
-    // One key equality for every operator: -0.0 = 0.0, NaN = NaN (integers are exact already).
-    let (left, right) = (&canonical_keys(left)[..], &canonical_keys(right)[..]);
-    if left.len() == 1 && is_int(left[0].data_type()) && is_int(right[0].data_type()) {
+    let (mut left, mut right) = (key_columns(left)?, key_columns(right)?);
+    for (i, (l, r)) in left.iter_mut().zip(right.iter_mut()).enumerate() {
+        let (lt, rt) = (l.data_type().clone(), r.data_type().clone());
+        if lt == rt {
+            continue;
+        }
+        let common = if lt.is_integer() && rt.is_integer() {
+            *l = exact_i64(l)?;
+            *r = exact_i64(r)?;
+            continue;
+        } else if is_string(&lt) && is_string(&rt) {
+            DataType::LargeUtf8
+        } else if is_binary(&lt) && is_binary(&rt) {
+            DataType::LargeBinary
+        } else {
+            let name =
+                |names: &[String]| names.get(i).map_or_else(|| format!("{}", i + 1), |n| format!("`{n}`"));
+            return Err(OperatorError::Invalid(format!(
+                "`{join}`: key {} ({} on the left, {} on the right) is {lt} on the left but {rt} on the right; \
+                 give both one type (integers of any width and strings of any kind join with each other)",
+                i + 1,
+                name(left_on),
+                name(right_on),
+            )));
+        };
+        *l = arrow_cast::cast(l, &common)?;
+        *r = arrow_cast::cast(r, &common)?;
+    }
+    // Each key's two columns now have one type.
+    if left.len() == 1 && is_int(left[0].data_type()) {
         return Ok((int_keys(&left[0])?, int_keys(&right[0])?));
     }
-    for (i, (l, r)) in left.iter().zip(right).enumerate() {
-        if l.data_type() != r.data_type() {
-            return Err(OperatorError::Invalid(format!(
-                "`{join}`: key {} is {} on the left but {} on the right",
-                i + 1,
-                l.data_type(),
-                r.data_type()
-            )));
-        }
-    }
     let conv = RowConverter::new(left.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
-    Ok((row_keys(&conv, left)?, row_keys(&conv, right)?))
+    Ok((row_keys(&conv, &left)?, row_keys(&conv, &right)?))
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_binary(t: &DataType) -> bool {
+    matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView)
+}
+
+/// An integer column as `Int64` by value; a `UInt64` value above `i64::MAX` (which no other
+/// integer type's value can equal) becomes null, so that it matches nothing.
+fn exact_i64(col: &ArrayRef) -> Result<ArrayRef, OperatorError> {
+    match col.data_type() {
+        DataType::UInt64 => {
+            let a = col.as_primitive::<UInt64Type>();
+            Ok(std::sync::Arc::new(a.unary_opt::<_, Int64Type>(|v| i64::try_from(v).ok())))
+        }
+        _ => Ok(arrow_cast::cast(col, &DataType::Int64)?),
+    }
 }
 
 fn int_keys(col: &ArrayRef) -> Result<JoinKeys, OperatorError> {
@@ -250,7 +292,7 @@ mod tests {
     fn int_keys_of_different_widths_match_and_nulls_never_do() {
         let build: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(1), None]));
         let probe: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(3)]));
-        let (b, p) = join_keys(&[build], &[probe], "j").expect("keys");
+        let (b, p) = join_keys(&[build], &[probe], "j", (&[], &[])).expect("keys");
         let t = ChainTable::build(b).expect("table");
         assert_eq!(matches(&t, &p, 0), vec![0, 2]);
         assert!(matches(&t, &p, 1).is_empty());
@@ -261,7 +303,7 @@ mod tests {
     fn row_keys_compare_whole_keys_not_just_hashes() {
         let names: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("b"), None, Some("a")]));
         let probe: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("c"), None]));
-        let (b, p) = join_keys(&[names], &[probe], "j").expect("keys");
+        let (b, p) = join_keys(&[names], &[probe], "j", (&[], &[])).expect("keys");
         let t = ChainTable::build(b).expect("table");
         assert_eq!(matches(&t, &p, 0), vec![0, 3]);
         assert!(matches(&t, &p, 1).is_empty());
@@ -272,7 +314,7 @@ mod tests {
     fn an_empty_side_builds_an_empty_table() {
         let empty: ArrayRef = Arc::new(Int64Array::from(Vec::<i64>::new()));
         let probe: ArrayRef = Arc::new(Int64Array::from(vec![1]));
-        let (b, p) = join_keys(&[empty], &[probe], "j").expect("keys");
+        let (b, p) = join_keys(&[empty], &[probe], "j", (&[], &[])).expect("keys");
         let t = ChainTable::build(b).expect("table");
         assert!(matches(&t, &p, 0).is_empty());
     }

@@ -178,7 +178,7 @@ impl Join {
         self.sides = [Vec::new(), Vec::new()];
         let lk = column_indices(&left.schema(), &self.p.left_on, &format!("`{}`: left key", self.p.name))?;
         let rk = column_indices(&right.schema(), &self.p.right_on, &format!("`{}`: right key", self.p.name))?;
-        let (schema, right_keep) = output_schema(
+        let (schema, right_keep, coalesce) = output_schema(
             &left.schema(),
             &right.schema(),
             &lk,
@@ -188,7 +188,8 @@ impl Join {
         );
         let lcols: Vec<ArrayRef> = lk.iter().map(|&i| left.column(i).clone()).collect();
         let rcols: Vec<ArrayRef> = rk.iter().map(|&i| right.column(i).clone()).collect();
-        let (left_keys, right_keys) = join_keys(&lcols, &rcols, &self.p.name)?;
+        let (left_keys, right_keys) =
+            join_keys(&lcols, &rcols, &self.p.name, (&self.p.left_on, &self.p.right_on))?;
         let (keep_left, keep_right) = self.p.how.preserves();
         let matcher = match self.p.algorithm {
             JoinAlgorithm::Hash => {
@@ -216,20 +217,17 @@ impl Join {
                 Matcher::Merge(Merge::new(left_keys, right_keys, keep_left, keep_right))
             }
         };
-        let coalesce = if keep_right {
-            lk.iter()
-                .zip(&rk)
-                .filter(|(l, r)| left.schema().field(**l).name() == right.schema().field(**r).name())
-                .map(|(l, r)| (*l, *r))
-                .collect()
-        } else {
-            Vec::new()
-        };
         Ok(Some(Matching { left, right, right_keep, schema, coalesce, matcher, started: false }))
     }
 }
 
-/// Output schema and the right columns kept.
+/// Output schema, the right columns kept, and the key columns shared by name that hold the
+/// right side's key for unmatched right rows (left column, right column).
+///
+/// A key whose two columns have one name is one output column. When the right side is
+/// preserved, that column takes a type both sides' values fit ([`crate::unify::widen`]:
+/// integers widen, dictionaries decode); when there is none (a `UInt64` against an `Int64`)
+/// the right key is kept as its own column instead, so no value is lost.
 fn output_schema(
     left: &Schema,
     right: &Schema,
@@ -237,25 +235,23 @@ fn output_schema(
     rk: &[usize],
     suffixes: &(String, String),
     (keep_left, keep_right): (bool, bool),
-) -> (SchemaRef, Vec<usize>) {
-    let dropped: HashSet<usize> = lk
-        .iter()
-        .zip(rk)
-        .filter(|(l, r)| left.field(**l).name() == right.field(**r).name())
-        .map(|(_, r)| *r)
-        .collect();
+) -> (SchemaRef, Vec<usize>, Vec<(usize, usize)>) {
+    let mut dropped: HashSet<usize> = HashSet::new();
+    let mut shared: Vec<(usize, DataType)> = Vec::new();
+    let mut coalesce = Vec::new();
+    for (l, r) in lk.iter().zip(rk) {
+        if left.field(*l).name() != right.field(*r).name() {
+            continue;
+        }
+        if !keep_right {
+            dropped.insert(*r);
+        } else if let Some(t) = crate::unify::widen(left.field(*l).data_type(), right.field(*r).data_type()) {
+            dropped.insert(*r);
+            shared.push((*l, t));
+            coalesce.push((*l, *r));
+        }
+    }
     let right_keep: Vec<usize> = (0..right.fields().len()).filter(|i| !dropped.contains(i)).collect();
-    // A key shared by name holds the right side's key for unmatched right rows: its type is
-    // one both sides' keys fit (integers of different widths widen).
-    let shared: Vec<(usize, DataType)> = lk
-        .iter()
-        .zip(rk)
-        .filter(|(l, r)| keep_right && left.field(**l).name() == right.field(**r).name())
-        .map(|(l, r)| {
-            let (lt, rt) = (left.field(*l).data_type(), right.field(*r).data_type());
-            (*l, crate::unify::widen(lt, rt).unwrap_or_else(|| lt.clone()))
-        })
-        .collect();
     let left_names: HashSet<&str> = left.fields().iter().map(|f| f.name().as_str()).collect();
     let right_names: HashSet<&str> = right_keep.iter().map(|i| right.field(*i).name().as_str()).collect();
     let mut fields: Vec<Field> = left
@@ -286,7 +282,7 @@ fn output_schema(
         // A preserved left side leaves right columns empty for unmatched left rows.
         fields.push(f.clone().with_name(name).with_nullable(f.is_nullable() || keep_left));
     }
-    (Arc::new(Schema::new(fields)), right_keep)
+    (Arc::new(Schema::new(fields)), right_keep, coalesce)
 }
 
 impl Probe {
@@ -482,8 +478,12 @@ impl Matching {
         }
         for &(out, r) in &self.coalesce {
             let ty = self.schema.field(out).data_type();
-            let from_left = arrow_cast::cast(&cols[out], ty)?;
-            let from_right = arrow_cast::cast(&take(self.right.column(r).as_ref(), &ri, None)?, ty)?;
+            // `ty` holds both sides' values (`output_schema`): a failing cast is a bug to report,
+            // never a value silently turned null.
+            let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+            let from_left = arrow_cast::cast_with_options(&cols[out], ty, &exact)?;
+            let from_right =
+                arrow_cast::cast_with_options(&take(self.right.column(r).as_ref(), &ri, None)?, ty, &exact)?;
             cols[out] = zip(&has_left, &from_left, &from_right)?;
         }
         for &i in &self.right_keep {

@@ -7,11 +7,17 @@
 //! | integers | same value, whatever the width | by value |
 //! | null | joins: never matches; group-by, distinct, set operations: one group | placed by `nulls first`/`nulls last` |
 //!
+//! | dictionary-encoded | by value: a `Dictionary(Int32, Utf8)` key equals the same string in a `Utf8` key | as its values |
+//! | integers of different signedness (joins) | same value; a value only one side's type can hold (a `UInt64` ≥ 2^63, a negative `Int64` against unsigned) matches nothing | by value |
+//!
 //! This is what DuckDB and Polars do. Operators compare keys in Arrow's row format (or hash
 //! them), which orders floats by their bits (IEEE 754 total order: -0.0 before 0.0, NaNs by
-//! sign and payload); [`canonical_keys`] rewrites float key columns first (-0.0 becomes 0.0,
-//! every NaN the one positive quiet NaN), so that the row format's equality and order are the
-//! ones above. Columns of other types pass through untouched (an `Arc` clone).
+//! sign and payload); [`key_columns`] rewrites key columns first (dictionaries decoded to their
+//! values, -0.0 made 0.0 and every NaN the one positive quiet NaN), so that the row format's
+//! equality and order are the ones above; [`key_type`] is the type that gives. Columns of other
+//! types pass through untouched (an `Arc` clone). Every type Arrow's row format encodes can be
+//! a key: integers, floats, decimals, strings, binaries, booleans, dates, times, timestamps
+//! (with or without a time zone), durations, intervals, and lists and structs of these.
 
 use std::sync::Arc;
 
@@ -19,6 +25,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type};
 use arrow_array::{Array, ArrayRef, PrimitiveArray};
 use arrow_schema::DataType;
+use updraft_runtime::OperatorError;
 
 /// `v` with -0.0 made 0.0 and every NaN the canonical (positive, quiet) NaN.
 #[inline]
@@ -95,9 +102,36 @@ pub fn canonical_column(col: &ArrayRef) -> ArrayRef {
     }
 }
 
-/// Key columns ready to be compared, hashed or ordered: see the module documentation.
-pub fn canonical_keys(cols: &[ArrayRef]) -> Vec<ArrayRef> {
-    cols.iter().map(canonical_column).collect()
+/// The type a key column of type `t` is compared as, and what [`key_column`] returns: a
+/// dictionary's value type (keys compare by value), any other type itself.
+pub fn key_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, v) => key_type(v),
+        other => other.clone(),
+    }
+}
+
+/// `col` ready to be compared, hashed or ordered as a key: a dictionary decoded to its values,
+/// float values made canonical; of type [`key_type`]`(col.data_type())`.
+///
+/// # Errors
+/// A dictionary whose values cannot be decoded (an Arrow cast error).
+pub fn key_column(col: &ArrayRef) -> Result<ArrayRef, OperatorError> {
+    match col.data_type() {
+        DataType::Dictionary(_, _) => {
+            let plain = arrow_cast::cast(col, &key_type(col.data_type()))?;
+            Ok(canonical_column(&plain))
+        }
+        _ => Ok(canonical_column(col)),
+    }
+}
+
+/// [`key_column`] of each column.
+///
+/// # Errors
+/// As [`key_column`].
+pub fn key_columns(cols: &[ArrayRef]) -> Result<Vec<ArrayRef>, OperatorError> {
+    cols.iter().map(key_column).collect()
 }
 
 #[cfg(test)]
@@ -118,7 +152,7 @@ mod tests {
             Some(-1.5),
         ]));
         let conv = RowConverter::new(vec![SortField::new(DataType::Float64)]).expect("converter");
-        let rows = conv.convert_columns(&canonical_keys(&[col])).expect("rows");
+        let rows = conv.convert_columns(&key_columns(&[col]).expect("keys")).expect("rows");
         assert_eq!(rows.row(0), rows.row(1), "0.0 and -0.0");
         assert_eq!(rows.row(2), rows.row(3), "NaN and -NaN");
         assert!(rows.row(4) < rows.row(2), "NaN after infinity");

@@ -1,10 +1,13 @@
 //! Row hashing and hash partitioning. The hash is fixed (no per-process seed), so every worker
 //! sends a key to the same rank, and both sides of a join agree.
 //!
-//! Integers of every width hash by their value (so an int32 5 and an int64 5 land together),
-//! floats by their bits (with -0.0 and NaN made canonical: see [`crate::keys`]), strings and
-//! binaries by XXH3.
-//! A null hashes to a constant. Several key columns are combined in order.
+//! Integers of every width and signedness hash by their value (so an int32 5, an int64 5 and a
+//! uint64 5 land together), floats by their bits (with -0.0 and NaN made canonical: see
+//! [`crate::keys`]), strings and binaries of every offset width by XXH3 of their bytes, a
+//! dictionary-encoded column as its values (hashed once per dictionary entry), and every other
+//! type Arrow's row format encodes (decimals, times, timestamps, durations, intervals, nested
+//! types) by XXH3 of its row encoding. A null hashes to a constant. Several key columns are
+//! combined in order.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -13,7 +16,9 @@ use arrow_schema::{DataType, Schema};
 use arrow_select::take::take_record_batch;
 use updraft_runtime::OperatorError;
 
-use crate::keys::canonical_f64_bits;
+use arrow_row::{RowConverter, SortField};
+
+use crate::keys::{canonical_column, canonical_f64_bits};
 
 /// Hash of a null key value.
 pub const NULL_HASH: u64 = 0x5851_f42d_4c95_7f2d;
@@ -81,7 +86,40 @@ fn hash_column(col: &ArrayRef, out: &mut [u64], first: bool) -> Result<(), Opera
         }
         DataType::Binary => hash_bytes(col.as_binary::<i32>().iter(), out, first),
         DataType::LargeBinary => hash_bytes(col.as_binary::<i64>().iter(), out, first),
-        other => return Err(OperatorError::Invalid(format!("cannot hash key columns of type {other}"))),
+        DataType::BinaryView => hash_bytes(col.as_binary_view().iter(), out, first),
+        DataType::Dictionary(_, _) => {
+            let Some(dict) = col.as_any_dictionary_opt() else {
+                return Err(OperatorError::Invalid(format!(
+                    "cannot read key column of type {}",
+                    col.data_type()
+                )));
+            };
+            let mut per_value = vec![0u64; dict.values().len()];
+            hash_column(dict.values(), &mut per_value, true)?;
+            for ((i, h), k) in out.iter_mut().enumerate().zip(dict.normalized_keys()) {
+                let x =
+                    if col.is_null(i) { NULL_HASH } else { per_value.get(k).copied().unwrap_or(NULL_HASH) };
+                *h = if first { x } else { combine(*h, x) };
+            }
+        }
+        DataType::Null => {
+            return Err(OperatorError::Invalid(
+                "cannot hash key columns of type Null (every value null, no type): give the column a type"
+                    .into(),
+            ));
+        }
+        other => {
+            // Every other type by its row encoding: equal keys of one type encode alike.
+            let conv = RowConverter::new(vec![SortField::new(other.clone())]).map_err(|e| {
+                OperatorError::Invalid(format!("cannot hash key columns of type {other}: {e}"))
+            })?;
+            let rows = conv.convert_columns(&[canonical_column(col)])?;
+            for (i, h) in out.iter_mut().enumerate() {
+                let x =
+                    if col.is_null(i) { NULL_HASH } else { xxhash_rust::xxh3::xxh3_64(rows.row(i).as_ref()) };
+                *h = if first { x } else { combine(*h, x) };
+            }
+        }
     }
     Ok(())
 }
@@ -239,6 +277,35 @@ mod tests {
         let h = hash_rows(&[a], 4).expect("hash");
         assert_eq!(h[0], h[1]);
         assert_eq!(h[2], h[3]);
+    }
+
+    #[test]
+    fn dictionaries_hash_as_their_values_and_every_row_encodable_type_hashes() {
+        let plain: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None, Some("y"), Some("x")]));
+        let dict: arrow_array::DictionaryArray<Int32Type> =
+            vec![Some("x"), None, Some("y"), Some("x")].into_iter().collect();
+        assert_eq!(
+            hash_rows(&[plain], 4).expect("plain"),
+            hash_rows(&[Arc::new(dict) as ArrayRef], 4).expect("dict")
+        );
+        let ts: ArrayRef = Arc::new(
+            arrow_array::TimestampMicrosecondArray::from(vec![Some(1), Some(2), Some(1), None])
+                .with_timezone("UTC"),
+        );
+        let h = hash_rows(&[ts], 4).expect("timestamps hash");
+        assert_eq!(h[0], h[2]);
+        assert_ne!(h[0], h[1]);
+        assert_eq!(h[3], NULL_HASH);
+        let dec: ArrayRef = Arc::new(
+            arrow_array::Decimal128Array::from(vec![100, 100, 7])
+                .with_precision_and_scale(18, 2)
+                .expect("decimal"),
+        );
+        let h = hash_rows(&[dec], 3).expect("decimals hash");
+        assert_eq!(h[0], h[1]);
+        let big: ArrayRef = Arc::new(arrow_array::UInt64Array::from(vec![5, u64::MAX]));
+        let signed: ArrayRef = Arc::new(Int64Array::from(vec![5, -1]));
+        assert_eq!(hash_rows(&[big], 2).expect("u64")[0], hash_rows(&[signed], 2).expect("i64")[0]);
     }
 
     #[test]

@@ -337,8 +337,8 @@ pub fn build_plan_with(
         let from = b.lookup(&s.input)?;
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SinkKind::Summary => Box::new(SummarySink::default()),
-            SinkKind::File { format, .. } => {
-                Box::new(FileSink::new(&s.name, format.clone(), Arc::clone(ctx.outputs)))
+            SinkKind::File { format, compression, .. } => {
+                Box::new(FileSink::new(&s.name, format.clone(), *compression, Arc::clone(ctx.outputs)))
             }
         };
         b.push(s.name.clone(), Phase::Write, op, &[from]);

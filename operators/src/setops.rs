@@ -18,7 +18,7 @@ use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-use crate::keys::canonical_column;
+use crate::keys::{key_column, key_type};
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
 
 /// What a [`SetOp`] computes.
@@ -102,11 +102,12 @@ impl SetOp {
                 }
                 _ => (0..schema.fields().len()).collect(),
             };
-            let fields = idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
+            let fields = idx.iter().map(|&i| SortField::new(key_type(schema.field(i).data_type()))).collect();
             self.conv = Some((RowConverter::new(fields)?, idx));
         }
         let Some((conv, idx)) = &self.conv else { return Ok(Vec::new()) };
-        let cols: Vec<ArrayRef> = idx.iter().map(|&i| canonical_column(batch.column(i))).collect();
+        let cols: Vec<ArrayRef> =
+            idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
         let rows = conv.convert_columns(&cols)?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
     }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 use updraft_config::FileFormat;
+use updraft_config::ParquetCompression;
 use updraft_runtime::report::TableSummary;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
@@ -58,6 +61,22 @@ impl Write for ByteSink {
     }
 }
 
+/// The Parquet codec of a sink's `compression` setting.
+///
+/// # Errors
+/// A level the codec does not accept (the pipeline reader checks ranges first).
+pub fn parquet_codec(c: ParquetCompression) -> Result<Compression, OperatorError> {
+    let bad = |e: parquet::errors::ParquetError| OperatorError::Invalid(format!("compression level: {e}"));
+    Ok(match c {
+        ParquetCompression::None => Compression::UNCOMPRESSED,
+        ParquetCompression::Snappy => Compression::SNAPPY,
+        ParquetCompression::Gzip(l) => Compression::GZIP(GzipLevel::try_new(l).map_err(bad)?),
+        ParquetCompression::Brotli(l) => Compression::BROTLI(BrotliLevel::try_new(l).map_err(bad)?),
+        ParquetCompression::Lz4Raw => Compression::LZ4_RAW,
+        ParquetCompression::Zstd(l) => Compression::ZSTD(ZstdLevel::try_new(l).map_err(bad)?),
+    })
+}
+
 enum Writer {
     Parquet(ArrowWriter<ByteSink>),
     Csv(arrow_csv::Writer<ByteSink>),
@@ -71,6 +90,7 @@ enum Writer {
 pub struct FileSink {
     name: String,
     format: FileFormat,
+    compression: ParquetCompression,
     outputs: Arc<JobOutputs>,
     target: Option<PartTarget>,
     writer: Option<Writer>,
@@ -78,9 +98,15 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// A sink named `name` writing its part of the job's `outputs` in `format`.
-    pub fn new(name: &str, format: FileFormat, outputs: Arc<JobOutputs>) -> FileSink {
-        FileSink { name: name.to_string(), format, outputs, target: None, writer: None, rows: 0 }
+    /// A sink named `name` writing its part of the job's `outputs` in `format` (Parquet pages
+    /// compressed with `compression`).
+    pub fn new(
+        name: &str,
+        format: FileFormat,
+        compression: ParquetCompression,
+        outputs: Arc<JobOutputs>,
+    ) -> FileSink {
+        FileSink { name: name.to_string(), format, compression, outputs, target: None, writer: None, rows: 0 }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> OperatorError {
@@ -110,7 +136,11 @@ impl FileSink {
         self.target = Some(target);
         Ok(match self.format {
             FileFormat::Parquet => {
-                Writer::Parquet(ArrowWriter::try_new(sink, batch.schema(), None).map_err(|e| self.err(e))?)
+                let props =
+                    WriterProperties::builder().set_compression(parquet_codec(self.compression)?).build();
+                Writer::Parquet(
+                    ArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(|e| self.err(e))?,
+                )
             }
             FileFormat::Csv(_) => Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(sink)),
             FileFormat::Ipc => Writer::Ipc(

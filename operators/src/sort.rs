@@ -22,7 +22,7 @@ use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, Operator, OperatorError, Output, Rank};
 
 use crate::chunked::Chunked;
-use crate::keys::canonical_column;
+use crate::keys::{key_column, key_type};
 use crate::partition::column_indices;
 
 /// Most sampled key rows a rank sends.
@@ -52,7 +52,7 @@ fn converter(
         .zip(keys)
         .map(|(&i, k)| {
             SortField::new_with_options(
-                schema.field(i).data_type().clone(),
+                key_type(schema.field(i).data_type()),
                 SortOptions { descending: k.descending, nulls_first: k.nulls_first },
             )
         })
@@ -60,10 +60,10 @@ fn converter(
     Ok((RowConverter::new(fields)?, idx))
 }
 
-/// The key columns of `batch`, floats made canonical so that -0.0 and 0.0 sort together and
-/// NaN after every number (see [`crate::keys`]).
-fn key_columns(batch: &RecordBatch, idx: &[usize]) -> Vec<ArrayRef> {
-    idx.iter().map(|&i| canonical_column(batch.column(i))).collect()
+/// The key columns of `batch`, dictionaries decoded and floats made canonical so that -0.0 and
+/// 0.0 sort together and NaN after every number (see [`crate::keys`]).
+fn sort_keys(batch: &RecordBatch, idx: &[usize]) -> Result<Vec<ArrayRef>, OperatorError> {
+    idx.iter().map(|&i| key_column(batch.column(i))).collect()
 }
 
 /// Stage 1: forwards data to its own rank and sends a key sample to every rank.
@@ -88,12 +88,20 @@ impl Operator for Sampler {
     fn on_batch(&mut self, _: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
         if self.conv.is_none() {
             let (conv, idx) = converter(&batch.schema(), &self.keys, &format!("`{}`: sort key", self.name))?;
-            let fields: Vec<_> = idx.iter().map(|&i| batch.schema().field(i).clone()).collect();
+            // Samples carry key values (a dictionary-encoded key decoded), as `sort_keys` gives.
+            let fields: Vec<_> = idx
+                .iter()
+                .map(|&i| {
+                    let f = batch.schema().field(i).clone();
+                    let t = key_type(f.data_type());
+                    f.with_data_type(t)
+                })
+                .collect();
             let meta = HashMap::from([(SAMPLE_MARK.to_string(), "1".to_string())]);
             self.conv = Some((conv, idx, Arc::new(Schema::new(fields).with_metadata(meta))));
         }
         if let Some((conv, idx, _)) = &self.conv {
-            let rows = conv.convert_columns(&key_columns(&batch, idx))?;
+            let rows = conv.convert_columns(&sort_keys(&batch, idx)?)?;
             for r in rows.iter() {
                 if self.seen.is_multiple_of(self.every) {
                     self.sample.push(r.owned());
@@ -160,7 +168,7 @@ impl Operator for RangePartition {
         let mut sample: Vec<OwnedRow> = Vec::new();
         for s in &self.samples {
             let all: Vec<usize> = (0..s.num_columns()).collect();
-            sample.extend(conv.convert_columns(&key_columns(s, &all))?.iter().map(|r| r.owned()));
+            sample.extend(conv.convert_columns(&sort_keys(s, &all)?)?.iter().map(|r| r.owned()));
         }
         sample.sort();
         let w = self.world as usize;
@@ -174,7 +182,7 @@ impl Operator for RangePartition {
                 out.emit(batch);
                 continue;
             }
-            let rows = conv.convert_columns(&key_columns(&batch, &idx))?;
+            let rows = conv.convert_columns(&sort_keys(&batch, &idx)?)?;
             let mut parts: Vec<Vec<u32>> = vec![Vec::new(); w];
             for (i, r) in rows.iter().enumerate() {
                 let p = splitters.partition_point(|s| s.row() < r);
@@ -224,7 +232,7 @@ impl Operator for LocalSort {
         let all = concat_batches(&schema, &self.data)?;
         self.data.clear();
         let (conv, idx) = converter(&schema, &self.keys, &format!("`{}`: sort key", self.name))?;
-        let rows = conv.convert_columns(&key_columns(&all, &idx))?;
+        let rows = conv.convert_columns(&sort_keys(&all, &idx)?)?;
         let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
         order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
         self.result =

@@ -1,0 +1,164 @@
+//! Parquet compression codecs: files written here with every codec Parquet writers use are read
+//! as one source, and a sink writes each codec it offers; every output file is read back with
+//! the `parquet` crate, its codec checked in the footer and its rows compared with the input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use common::*;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+/// Every codec of the Parquet format a writer uses today (LZO aside), by a name for file names.
+fn codecs() -> Vec<(&'static str, Compression)> {
+    vec![
+        ("none", Compression::UNCOMPRESSED),
+        ("snappy", Compression::SNAPPY),
+        ("gzip", Compression::GZIP(GzipLevel::default())),
+        ("brotli", Compression::BROTLI(BrotliLevel::default())),
+        ("lz4-hadoop", Compression::LZ4),
+        ("lz4-raw", Compression::LZ4_RAW),
+        ("zstd", Compression::ZSTD(ZstdLevel::default())),
+    ]
+}
+
+fn rows(f: usize) -> RecordBatch {
+    let ids: Vec<i64> = (0..500).map(|i| (f * 500 + i) as i64).collect();
+    let text: Vec<String> = ids.iter().map(|i| format!("row {i} of file {f}")).collect();
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("text", Arc::new(StringArray::from(text)) as ArrayRef),
+    ])
+    .expect("batch")
+}
+
+/// The codecs of every column chunk of a Parquet file, as its footer records them.
+fn codecs_of(path: &std::path::Path) -> Vec<Compression> {
+    let reader = SerializedFileReader::new(File::open(path).expect("open")).expect("parquet");
+    let meta = reader.metadata();
+    meta.row_groups().iter().flat_map(|g| g.columns().iter().map(|c| c.compression())).collect()
+}
+
+#[test]
+fn every_parquet_codec_is_read_and_every_offered_one_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    let codecs = codecs();
+    for (f, (name, codec)) in codecs.iter().enumerate() {
+        let path = dir.path().join(format!("data/in-{name}.parquet"));
+        let props = WriterProperties::builder().set_compression(*codec).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            File::create(&path).expect("create"),
+            rows(f).schema(),
+            Some(props),
+        )
+        .expect("writer");
+        w.write(&rows(f)).expect("write");
+        w.close().expect("close");
+        assert_eq!(codecs_of(&path), vec![*codec; 2], "{name} input written as asked");
+    }
+    let want_ids: Vec<i64> = (0..codecs.len() as i64 * 500).collect();
+    for (setting, level, expect) in [
+        ("snappy", None, Compression::SNAPPY),
+        ("gzip", Some(9), Compression::GZIP(GzipLevel::try_new(9).expect("level"))),
+        ("brotli", Some(5), Compression::BROTLI(BrotliLevel::try_new(5).expect("level"))),
+        ("lz4", None, Compression::LZ4_RAW),
+        ("zstd", Some(19), Compression::ZSTD(ZstdLevel::try_new(19).expect("level"))),
+        ("none", None, Compression::UNCOMPRESSED),
+    ] {
+        let level = level.map_or_else(String::new, |l| format!("compression_level = {l}"));
+        let pipeline = format!(
+            r#"
+[source.all]
+kind = "parquet"
+path = "data/in-*.parquet"
+
+[sink.out]
+kind = "parquet"
+input = "all"
+path = "out/part-{{rank}}.parquet"
+compression = "{setting}"
+{level}
+"#
+        );
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (out, _) = run_cluster(dir.path(), &pipeline, 2);
+        assert!(out.status.success(), "{setting}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut ids = Vec::new();
+        for (file, batches) in read_parquet_files(&dir.path().join("out"), "part-") {
+            let codecs = codecs_of(&dir.path().join("out").join(&file));
+            // A footer names the codec, not the level it was written at.
+            let same = |c: &Compression| std::mem::discriminant(c) == std::mem::discriminant(&expect);
+            assert!(!codecs.is_empty() && codecs.iter().all(same), "{setting}: {file} has {codecs:?}");
+            for b in batches {
+                let (id, text) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_string::<i32>());
+                for i in 0..b.num_rows() {
+                    let f = id.value(i) / 500;
+                    assert_eq!(text.value(i), format!("row {} of file {f}", id.value(i)));
+                    ids.push(id.value(i));
+                }
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, want_ids, "{setting}: every row of every codec once");
+    }
+}
+
+#[test]
+fn compression_settings_are_checked_at_validate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (sink, want) in [
+        (
+            r#"kind = "parquet"
+compression = "lzo""#,
+            "unknown compression `lzo`; expected one of: none, snappy, gzip, brotli, lz4, zstd",
+        ),
+        (
+            r#"kind = "parquet"
+compression = "zstd"
+compression_level = 23"#,
+            "level 23 is out of range for zstd: 1 to 22",
+        ),
+        (
+            r#"kind = "parquet"
+compression = "snappy"
+compression_level = 3"#,
+            "snappy has no compression level",
+        ),
+        (
+            r#"kind = "csv"
+compression = "gzip""#,
+            "only parquet sinks are compressed",
+        ),
+    ] {
+        let pipeline = format!(
+            r#"
+[source.t]
+kind = "generate"
+rows = 10
+
+[sink.out]
+{sink}
+input = "t"
+path = "out/part-{{rank}}.out"
+"#
+        );
+        std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
+        let out = std::process::Command::new(bin())
+            .current_dir(dir.path())
+            .args(["validate", "p.toml"])
+            .output()
+            .expect("validate");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sink} was accepted");
+        assert!(text.contains(want) && text.contains("sink.out.compression"), "{sink}:\n{text}");
+    }
+}

@@ -10,7 +10,9 @@
 //! feeds the stages after it. Operators check their columns and types when they first see a
 //! schema, so the errors are the ones a run would give, only earlier and without data. A stage
 //! whose input schema is unknown (an unreadable file, say) is not checked, and neither is
-//! anything after it; sinks are never run.
+//! anything after it. Sinks are never run: each is asked to write one all-null row of its input
+//! schema to memory ([`crate::sinks::check_writable`]), so a column its format cannot hold is
+//! reported too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +96,13 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
                 None => None,
             }
         } else if stage.phase == Phase::Write {
+            // Sinks are not run; their writers are asked whether they can hold every column.
+            let input = stage.inputs.first().and_then(|i| schemas.get(i.from).cloned().flatten());
+            if let (Some(schema), Some(sink)) = (input, spec.sinks.iter().find(|s| s.name == stage.name))
+                && let Err(e) = crate::sinks::check_writable(&sink.name, &sink.kind, &schema)
+            {
+                problems.push(Problem { path: path_of(&stage.name), message: e.to_string() });
+            }
             None
         } else {
             let inputs: Option<Vec<SchemaRef>> =

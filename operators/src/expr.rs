@@ -45,7 +45,24 @@ fn numeric_kind(t: &DataType) -> Option<bool> {
     }
 }
 
-/// Casts both sides to one type for an operator.
+/// Casts that fail on a value the target cannot hold instead of making it null.
+fn exact() -> arrow_cast::CastOptions<'static> {
+    arrow_cast::CastOptions { safe: false, ..Default::default() }
+}
+
+/// The type both integer operands are computed in: `Int64` when both fit in it (as before),
+/// `UInt64` when both are `UInt64`, and `Decimal128(20, 0)` (which holds every `Int64` and
+/// every `UInt64` exactly) for a `UInt64` against a signed or narrower type.
+fn integer_target(a: &DataType, b: &DataType) -> DataType {
+    match (a == &DataType::UInt64, b == &DataType::UInt64) {
+        (false, false) => DataType::Int64,
+        (true, true) => DataType::UInt64,
+        _ => DataType::Decimal128(20, 0),
+    }
+}
+
+/// Casts both sides to one type for an operator. Casts are exact: a value the common type
+/// cannot hold is an error, never a silent null.
 fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorError> {
     let (lt_, rt_) = (l.data_type().clone(), r.data_type().clone());
     let target = match (numeric_kind(&lt_), numeric_kind(&rt_)) {
@@ -53,7 +70,7 @@ fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorErro
             if a || b {
                 DataType::Float64
             } else {
-                DataType::Int64
+                integer_target(&lt_, &rt_)
             }
         }
         _ if matches!(lt_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
@@ -64,7 +81,14 @@ fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorErro
         _ if lt_ == rt_ => return Ok((l, r)),
         _ => return Err(err(format!("cannot combine {lt_} with {rt_}"))),
     };
-    Ok((arrow_cast::cast(&l, &target)?, arrow_cast::cast(&r, &target)?))
+    let cast = |a: &ArrayRef| -> Result<ArrayRef, OperatorError> {
+        if a.data_type() == &target {
+            return Ok(Arc::clone(a));
+        }
+        arrow_cast::cast_with_options(a, &target, &exact())
+            .map_err(|e| err(format!("cannot compute {} as {target}: {e}", a.data_type())))
+    };
+    Ok((cast(&l)?, cast(&r)?))
 }
 
 fn boolean(a: &ArrayRef, what: &str) -> Result<BooleanArray, OperatorError> {
@@ -93,7 +117,8 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
             let v = eval(x, batch)?;
             let v = match numeric_kind(v.data_type()) {
                 Some(true) => arrow_cast::cast(&v, &DataType::Float64)?,
-                Some(false) => arrow_cast::cast(&v, &DataType::Int64)?,
+                Some(false) => arrow_cast::cast_with_options(&v, &DataType::Int64, &exact())
+                    .map_err(|e| err(format!("cannot negate {}: {e}", v.data_type())))?,
                 None => return Err(err(format!("cannot negate {}", v.data_type()))),
             };
             neg(&v)?
@@ -251,6 +276,31 @@ mod tests {
             "-3 % 2 is -1"
         );
         assert_eq!(bools("a == null"), vec![None, None, None, None]);
+    }
+
+    #[test]
+    fn unsigned_values_beyond_i64_are_compared_and_computed_exactly() {
+        let big: ArrayRef =
+            Arc::new(arrow_array::UInt64Array::from(vec![Some(u64::MAX), Some(1 << 63), Some(3), None]));
+        let small: ArrayRef =
+            Arc::new(arrow_array::Int32Array::from(vec![Some(-1), Some(7), Some(3), Some(0)]));
+        let b = RecordBatch::try_from_iter(vec![("big", big), ("small", small)]).expect("batch");
+        let eval_on = |t: &str| eval(&parse_expr(t).expect("parse"), &b);
+        let bools = |t: &str| -> Vec<Option<bool>> { eval_on(t).expect(t).as_boolean().iter().collect() };
+        assert_eq!(bools("big > 5"), vec![Some(true), Some(true), Some(false), None], "no value turned null");
+        assert_eq!(bools("big > small"), vec![Some(true), Some(true), Some(false), None]);
+        assert_eq!(bools("big == small"), vec![Some(false), Some(false), Some(true), None]);
+        let halves = eval_on("big - big").expect("u64 - u64");
+        assert_eq!(halves.data_type(), &DataType::UInt64);
+        // With a signed operand the sum is exact in Decimal128 (u64::MAX + 1 = 2^64) ...
+        let sum = eval_on("big + 1").expect("u64 + i64");
+        let sum = sum.as_primitive::<arrow_array::types::Decimal128Type>();
+        assert_eq!(sum.value(0), i128::from(u64::MAX) + 1);
+        // ... and in UInt64 between unsigned operands, where overflow is an error.
+        let e = eval_on("big + big").expect_err("u64::MAX * 2 overflows").to_string();
+        assert!(e.to_lowercase().contains("overflow"), "{e}");
+        let e = eval_on("-big").expect_err("no i64 holds -u64::MAX").to_string();
+        assert!(e.contains("cannot negate UInt64"), "{e}");
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use updraft_config::FileFormat;
-use updraft_config::ParquetCompression;
+use updraft_config::{FileFormat, ParquetCompression, SinkKind};
 use updraft_runtime::report::TableSummary;
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
@@ -134,19 +134,64 @@ impl FileSink {
         };
         self.outputs.opened(&target);
         self.target = Some(target);
-        Ok(match self.format {
-            FileFormat::Parquet => {
-                let props =
-                    WriterProperties::builder().set_compression(parquet_codec(self.compression)?).build();
-                Writer::Parquet(
-                    ArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(|e| self.err(e))?,
-                )
-            }
-            FileFormat::Csv(_) => Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(sink)),
-            FileFormat::Ipc => Writer::Ipc(
-                arrow_ipc::writer::FileWriter::try_new(sink, &batch.schema()).map_err(|e| self.err(e))?,
-            ),
-        })
+        make_writer(&self.format, self.compression, sink, &batch.schema()).map_err(|e| self.err(e))
+    }
+}
+
+/// The writer of a file sink in `format` over `sink`.
+fn make_writer(
+    format: &FileFormat,
+    compression: ParquetCompression,
+    sink: ByteSink,
+    schema: &SchemaRef,
+) -> Result<Writer, String> {
+    Ok(match format {
+        FileFormat::Parquet => {
+            let codec = parquet_codec(compression).map_err(|e| e.to_string())?;
+            let props = WriterProperties::builder().set_compression(codec).build();
+            Writer::Parquet(
+                ArrowWriter::try_new(sink, Arc::clone(schema), Some(props)).map_err(|e| e.to_string())?,
+            )
+        }
+        FileFormat::Csv(_) => Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(sink)),
+        FileFormat::Ipc => {
+            Writer::Ipc(arrow_ipc::writer::FileWriter::try_new(sink, schema).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+impl Writer {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            Writer::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+            Writer::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
+            Writer::Ipc(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Checks, before a run, that a sink of `kind` can write every column of `schema`: one all-null
+/// row is written to memory by the sink's own writer (or added to a summary's checksums), so
+/// that a type the format cannot hold is reported by `validate` with the error a run would give.
+///
+/// # Errors
+/// The writer's or the checksum's refusal, naming the sink.
+pub fn check_writable(name: &str, kind: &SinkKind, schema: &SchemaRef) -> Result<(), OperatorError> {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let cols = schema.fields().iter().map(|f| arrow_array::new_null_array(f.data_type(), 1)).collect();
+    let row = RecordBatch::try_new(Arc::clone(&schema), cols)?;
+    let refuse = |e: String| OperatorError::Invalid(format!("sink `{name}`: {e}"));
+    match kind {
+        SinkKind::Summary => add_batch(&mut TableSummary::default(), &row).map_err(|e| refuse(e.to_string())),
+        SinkKind::File { format, compression, .. } => {
+            let mut w =
+                make_writer(format, *compression, ByteSink::Memory(Vec::new()), &schema).map_err(|e| {
+                    refuse(format!("cannot write {} files with these columns: {e}", format.name()))
+                })?;
+            w.write(&row)
+                .map_err(|e| refuse(format!("cannot write {} files with these columns: {e}", format.name())))
+        }
     }
 }
 
@@ -157,9 +202,7 @@ impl Operator for FileSink {
         }
         self.rows += batch.num_rows() as u64;
         let result = match &mut self.writer {
-            Some(Writer::Parquet(w)) => w.write(&batch).map_err(|e| e.to_string()),
-            Some(Writer::Csv(w)) => w.write(&batch).map_err(|e| e.to_string()),
-            Some(Writer::Ipc(w)) => w.write(&batch).map_err(|e| e.to_string()),
+            Some(w) => w.write(&batch),
             None => Ok(()),
         };
         result.map_err(|e| self.err(e))

@@ -119,9 +119,12 @@ fn read_output(dir: &std::path::Path, with_distinct: bool) -> BTreeMap<Option<St
                 let c = col(name);
                 (!c.is_null(i)).then(|| c.as_primitive::<Float64Type>().value(i))
             };
-            let g = col("g");
+            // A whole-table aggregate has no key column: its one row is the group `None`.
+            let g = b.schema().index_of("g").ok().map(|i| b.column(i).clone());
             for i in 0..b.num_rows() {
-                let key = (!g.is_null(i)).then(|| g.as_string::<i32>().value(i).to_string());
+                let key = g
+                    .as_ref()
+                    .and_then(|g| (!g.is_null(i)).then(|| g.as_string::<i32>().value(i).to_string()));
                 let e = Expect {
                     n: int("n", i).expect("n"),
                     cnt: int("cnt", i).expect("cnt"),
@@ -196,6 +199,39 @@ input = "by_g"
 path = "out/g-{{rank}}.parquet"
 "#
     )
+}
+
+#[test]
+fn a_whole_table_aggregate_is_one_row_on_1_to_4_workers_even_over_no_rows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let inp = input(5_000, 9);
+    let files = write(dir.path(), &inp, 3);
+    // The naive group-by over the same rows with one group for all of them.
+    let all = Input { g: vec![None; inp.g.len()], k: inp.k.clone(), v: inp.v.clone(), f: inp.f.clone() };
+    let want = naive(&all);
+    let nothing: BTreeMap<Option<String>, Expect> = BTreeMap::from([(
+        None,
+        Expect { n: 0, cnt: 0, total: None, lo: None, hi: None, avg: None, var: None, sd: None, distinct: 0 },
+    )]);
+    for (extra, pre, distinct, what) in [
+        ("", "", false, "pre-aggregated"),
+        (", distinct = \"nunique(k)\"", "", true, "with nunique (raw rows gathered)"),
+    ] {
+        let whole = pipeline(&files, extra, pre).replace(r#"keys = ["g"]"#, "keys = []");
+        let empty = whole.replace(r#"input = "data""#, r#"input = "none""#).replace(
+            "[operator.by_g]",
+            "[operator.none]\nkind = \"filter\"\ninput = \"data\"\nwhere = \"v > 1000000\"\n\n[operator.by_g]",
+        );
+        for workers in 1..=4 {
+            for (text, want, input) in [(&whole, &want, "every row"), (&empty, &nothing, "no row")] {
+                let _ = std::fs::remove_dir_all(dir.path().join("out"));
+                let (out, _) = run_cluster(dir.path(), text, workers);
+                let what = format!("{what}, {input}, {workers} workers");
+                assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+                check(&read_output(&dir.path().join("out"), distinct), want, distinct, &what);
+            }
+        }
+    }
 }
 
 #[test]

@@ -18,11 +18,12 @@ pub struct OperatorSpec {
 pub enum OperatorKind {
     /// Distributed join of two inputs; both are hash-partitioned on their keys first.
     Join(JoinSpec),
-    /// Group rows by `keys` and aggregate the rest.
+    /// Group rows by `keys` and aggregate the rest; with `keys = []`, one row over the whole
+    /// table (on rank 0).
     GroupBy {
         /// Input stage.
         input: String,
-        /// Key columns.
+        /// Key columns (empty: a whole-table aggregate).
         keys: Vec<String>,
         /// Aggregates, in output order.
         aggregates: Vec<AggSpec>,
@@ -426,8 +427,11 @@ pub(crate) fn read_operator(
         "group_by" => {
             let input = t.req_str("input", "the input stage");
             let keys = t.opt_str_list("keys");
-            if keys.as_ref().is_none_or(|k| k.is_empty()) {
-                t.error("keys", "a group_by needs at least one key column in `keys`");
+            if keys.is_none() {
+                t.error(
+                    "keys",
+                    "a group_by needs `keys`: the key columns, or [] for one row over the whole table",
+                );
             }
             let mut aggregates = Vec::new();
             match t.opt_table("aggregate") {

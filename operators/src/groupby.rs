@@ -59,12 +59,16 @@ pub struct Agg {
 pub struct GroupParams {
     /// Stage name, for messages.
     pub name: String,
-    /// Key columns.
+    /// Key columns; none for a whole-table aggregate (one row, whatever the input, as SQL's
+    /// aggregate without `GROUP BY`: `count()` of an empty table is 0, its `sum` null).
     pub keys: Vec<String>,
     /// Aggregates.
     pub aggs: Vec<Agg>,
     /// Rows per output batch.
     pub batch_rows: usize,
+    /// Without keys: whether this rank emits the whole-table row in final or complete mode (the
+    /// rank the partial states are gathered on); the others emit an empty batch.
+    pub owns_whole_table: bool,
 }
 
 /// True when every aggregate can be pre-aggregated.
@@ -639,25 +643,67 @@ impl GroupBy {
     }
 
     fn finish(&mut self) -> Result<Option<RecordBatch>, OperatorError> {
-        let Some(st) = self.st.take() else { return Ok(None) };
-        let key_cols = st.conv.convert_rows(st.keys.iter())?;
+        let Some(mut st) = self.st.take() else { return Ok(None) };
+        let whole = st.key_idx.is_empty();
+        // A whole-table aggregate has its one group even when no row came.
+        let rows = if !whole {
+            st.keys.num_rows()
+        } else if self.mode == Mode::Partial || self.p.owns_whole_table {
+            1
+        } else {
+            0
+        };
+        if whole {
+            st.accs.iter_mut().for_each(|acc| acc.grow(1));
+        }
+        let key_cols = if whole { Vec::new() } else { st.conv.convert_rows(st.keys.iter())? };
         let mut fields: Vec<Field> = st.key_fields.clone();
         let mut cols: Vec<ArrayRef> = key_cols;
         for (a, acc) in self.p.aggs.iter().zip(&st.accs) {
             if self.mode == Mode::Partial {
                 for (f, c) in acc.states(&a.output)? {
                     fields.push(f);
-                    cols.push(c);
+                    cols.push(c.slice(0, rows));
                 }
             } else {
                 let (f, c) = acc.finish(a.func, &a.output)?;
                 fields.push(f);
-                cols.push(c);
+                cols.push(c.slice(0, rows));
             }
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        Ok(Some(RecordBatch::try_new(schema, cols)?))
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(Some(RecordBatch::try_new_with_options(schema, cols, &options)?))
     }
+}
+
+/// Adds `batch`, whose row `i` belongs to group `gids[i]`, to every aggregate (raw values, or
+/// partial states in final mode); `groups` is the number of groups so far.
+fn update_groups(
+    st: &mut State,
+    p: &GroupParams,
+    mode: Mode,
+    batch: &RecordBatch,
+    gids: &[u32],
+    groups: usize,
+) -> Result<(), OperatorError> {
+    let name = &p.name;
+    for ((acc, input), a) in st.accs.iter_mut().zip(&st.inputs).zip(&p.aggs) {
+        acc.grow(groups);
+        let context = |e: OperatorError| {
+            invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
+        };
+        match mode {
+            Mode::Final => {
+                let first = input.unwrap_or(0);
+                let width = Acc::state_width(a.func);
+                let cols: Vec<ArrayRef> = (first..first + width).map(|i| batch.column(i).clone()).collect();
+                acc.merge(gids, &cols).map_err(context)?;
+            }
+            _ => acc.update(gids, input.map(|i| batch.column(i))).map_err(context)?,
+        }
+    }
+    Ok(())
 }
 
 impl Operator for GroupBy {
@@ -666,6 +712,11 @@ impl Operator for GroupBy {
             self.st = Some(self.init(&batch.schema())?);
         }
         let Some(st) = self.st.as_mut() else { return Ok(()) };
+        if st.key_idx.is_empty() {
+            // A whole-table aggregate: every row in group 0.
+            let gids = vec![0u32; batch.num_rows()];
+            return update_groups(st, &self.p, self.mode, &batch, &gids, 1);
+        }
         let key_cols: Vec<ArrayRef> =
             st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
         let rows = st.conv.convert_columns(&key_cols)?;
@@ -685,24 +736,7 @@ impl Operator for GroupBy {
             gids.push(gid);
         }
         let groups = st.keys.num_rows();
-        let name = &self.p.name;
-        for ((acc, input), a) in st.accs.iter_mut().zip(&st.inputs).zip(&self.p.aggs) {
-            acc.grow(groups);
-            let context = |e: OperatorError| {
-                invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
-            };
-            match self.mode {
-                Mode::Final => {
-                    let first = input.unwrap_or(0);
-                    let width = Acc::state_width(a.func);
-                    let cols: Vec<ArrayRef> =
-                        (first..first + width).map(|i| batch.column(i).clone()).collect();
-                    acc.merge(&gids, &cols).map_err(context)?;
-                }
-                _ => acc.update(&gids, input.map(|i| batch.column(i))).map_err(context)?,
-            }
-        }
-        Ok(())
+        update_groups(st, &self.p, self.mode, &batch, &gids, groups)
     }
 
     fn on_end(&mut self, _port: usize, _out: &mut Output) -> Result<Flow, OperatorError> {
@@ -724,7 +758,7 @@ mod tests {
     }
 
     fn params(aggs: Vec<Agg>) -> GroupParams {
-        GroupParams { name: "g".into(), keys: vec!["k".into()], aggs, batch_rows: 2 }
+        GroupParams { name: "g".into(), keys: vec!["k".into()], aggs, batch_rows: 2, owns_whole_table: true }
     }
 
     fn input(k: Vec<Option<i64>>, v: Vec<Option<i64>>) -> RecordBatch {

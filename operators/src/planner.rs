@@ -135,6 +135,7 @@ pub fn build_plan_with(
                     keys: keys.clone(),
                     aggs: aggs.clone(),
                     batch_rows,
+                    owns_whole_table: ctx.rank == 0,
                 };
                 let mut from = b.lookup(input)?;
                 let split = *pre_aggregate && decomposable(&aggs);
@@ -151,7 +152,11 @@ pub fn build_plan_with(
                 let i = b.push(
                     shuffle.clone(),
                     Phase::Shuffle,
-                    Box::new(Shuffle::new(&shuffle, keys.clone(), ctx.world)),
+                    if keys.is_empty() {
+                        Box::new(Shuffle::to_rank(&shuffle, 0, ctx.world))
+                    } else {
+                        Box::new(Shuffle::new(&shuffle, keys.clone(), ctx.world))
+                    },
                     &[from],
                 );
                 b.shuffles[i] = true;

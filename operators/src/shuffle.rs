@@ -13,17 +13,39 @@ pub struct Shuffle {
     keys: Vec<String>,
     key_idx: Option<Vec<usize>>,
     world: u32,
+    /// Every row to this rank instead (a gather).
+    to: Option<u32>,
 }
 
 impl Shuffle {
     /// Shuffles on `keys` across `world` ranks; no keys means every column (whole rows).
     pub fn new(name: &str, keys: Vec<String>, world: u32) -> Shuffle {
-        Shuffle { name: name.to_string(), keys, key_idx: None, world }
+        Shuffle { name: name.to_string(), keys, key_idx: None, world, to: None }
+    }
+
+    /// A gather: every row goes to `rank` (whole-table aggregates collect their partial states
+    /// on rank 0).
+    pub fn to_rank(name: &str, rank: u32, world: u32) -> Shuffle {
+        Shuffle {
+            name: name.to_string(),
+            keys: Vec::new(),
+            key_idx: None,
+            world,
+            to: Some(rank.min(world.saturating_sub(1))),
+        }
     }
 }
 
 impl Operator for Shuffle {
     fn on_batch(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
+        if let Some(rank) = self.to {
+            if batch.num_rows() == 0 {
+                out.emit(batch);
+            } else {
+                out.emit_to(rank, batch);
+            }
+            return Ok(());
+        }
         let idx = match &self.key_idx {
             Some(i) => i.clone(),
             None => {

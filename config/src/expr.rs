@@ -1,5 +1,7 @@
 //! Expressions in pipeline files (`filter`'s `where`, `project`'s columns): column references,
-//! literals, arithmetic, comparisons, `and` / `or` / `not`, `is null` / `is not null`.
+//! literals, typed literals (`date '2024-07-01'`, `timestamp '2024-07-01 12:00:00'`), casts
+//! (`cast(x as int64)`, and `try_cast`, which gives null where `cast` fails), arithmetic,
+//! comparisons, `and` / `or` / `not`, `is null` / `is not null`.
 //!
 //! ```text
 //!  or      := and ("or" and)*
@@ -10,6 +12,9 @@
 //!  product := unary (("*" | "/" | "%") unary)*
 //!  unary   := "-" unary | primary
 //!  primary := number | 'string' | true | false | null | column | `quoted column` | "(" or ")"
+//!           | ("cast" | "try_cast") "(" or "as" type ")" | ("date" | "timestamp") 'string'
+//!  type    := int8 | int16 | int32 | int64 | uint8 | ... | uint64 | float32 | float64 | bool
+//!           | string | date | timestamp | decimal "(" precision "," scale ")"   (and SQL aliases)
 //! ```
 //!
 //! Chains of `and` and of `or` become one node with every operand ([`Expr::Chain`]), so a
@@ -66,6 +71,60 @@ pub enum BinOp {
     Rem,
 }
 
+/// The target type of a cast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CastType {
+    /// An integer of `bits` (8, 16, 32, 64) bits, signed or not.
+    Int {
+        /// Width.
+        bits: u8,
+        /// Signed.
+        signed: bool,
+    },
+    /// A float of 32 or 64 bits.
+    Float(u8),
+    /// Boolean.
+    Bool,
+    /// UTF-8 string.
+    String,
+    /// Calendar date (days since 1970-01-01).
+    Date,
+    /// Timestamp in microseconds, without a time zone.
+    Timestamp,
+    /// Decimal of `precision` digits (1 to 76), `scale` of them after the point.
+    Decimal {
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
+}
+
+impl CastType {
+    /// The type named `name` (case-insensitive; SQL aliases such as `bigint`, `double`, `varchar`
+    /// accepted), `decimal` aside.
+    fn named(name: &str) -> Option<CastType> {
+        let int = |bits, signed| Some(CastType::Int { bits, signed });
+        match name.to_ascii_lowercase().as_str() {
+            "int8" | "tinyint" => int(8, true),
+            "int16" | "smallint" => int(16, true),
+            "int32" | "int" | "integer" => int(32, true),
+            "int64" | "bigint" | "long" => int(64, true),
+            "uint8" => int(8, false),
+            "uint16" => int(16, false),
+            "uint32" => int(32, false),
+            "uint64" => int(64, false),
+            "float32" | "float" | "real" => Some(CastType::Float(32)),
+            "float64" | "double" => Some(CastType::Float(64)),
+            "bool" | "boolean" => Some(CastType::Bool),
+            "string" | "utf8" | "varchar" | "text" => Some(CastType::String),
+            "date" | "date32" => Some(CastType::Date),
+            "timestamp" => Some(CastType::Timestamp),
+            _ => None,
+        }
+    }
+}
+
 /// An expression tree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -89,6 +148,16 @@ pub enum Expr {
     /// `e1 and e2 and ...` or `e1 or e2 or ...` (`op` is [`BinOp::And`] or [`BinOp::Or`]):
     /// every operand, in order.
     Chain(BinOp, Vec<Expr>),
+    /// `cast(e as TYPE)`; with `lenient` (`try_cast`) a value that does not convert becomes
+    /// null instead of failing the stage. Typed literals are casts of a string.
+    Cast {
+        /// Operand.
+        expr: Box<Expr>,
+        /// Target type.
+        to: CastType,
+        /// `try_cast`.
+        lenient: bool,
+    },
 }
 
 impl Expr {
@@ -107,7 +176,9 @@ impl Expr {
                 }
             }
             Expr::Literal(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } => e.collect(out),
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => {
+                e.collect(out);
+            }
             Expr::Binary(l, _, r) => {
                 l.collect(out);
                 r.collect(out);
@@ -177,6 +248,7 @@ fn tokens(text: &str) -> Result<Vec<(usize, Tok)>, String> {
                     '%' => "%",
                     '(' => "(",
                     ')' => ")",
+                    ',' => ",",
                     _ => return Err(format!("unexpected `{c}` at position {}", i + 1)),
                 },
             };
@@ -379,6 +451,35 @@ impl Parser {
             Tok::Ident(w) if ["and", "or", "not", "is"].iter().any(|k| w.eq_ignore_ascii_case(k)) => {
                 Err(format!("unexpected `{w}` at position {pos}"))
             }
+            Tok::Ident(w)
+                if ["cast", "try_cast"].iter().any(|k| w.eq_ignore_ascii_case(k))
+                    && self.peek() == Some(&Tok::Op("(")) =>
+            {
+                self.at += 1;
+                let (e, d) = self.nested(Parser::or)?;
+                if !self.keyword("as") {
+                    return Err(format!("expected `as TYPE` in `{w}` at position {}", self.pos()));
+                }
+                let to = self.cast_type()?;
+                if self.op(&[")"]).is_none() {
+                    return Err(format!("expected `)` at position {}", self.pos()));
+                }
+                let lenient = w.eq_ignore_ascii_case("try_cast");
+                Ok((Expr::Cast { expr: Box::new(e), to, lenient }, self.deeper(d)?))
+            }
+            Tok::Ident(w) if matches!(self.peek(), Some(Tok::Str(_))) => {
+                let to = match w.to_ascii_lowercase().as_str() {
+                    "date" => CastType::Date,
+                    "timestamp" => CastType::Timestamp,
+                    _ => return Err(format!("unexpected string after `{w}` at position {}", self.pos())),
+                };
+                let Some(Tok::Str(s)) = self.peek().cloned() else {
+                    return Err(format!("expected a string at position {pos}"));
+                };
+                self.at += 1;
+                let e = Expr::Cast { expr: Box::new(Expr::Literal(Literal::Str(s))), to, lenient: false };
+                Ok((e, 2))
+            }
             Tok::Ident(w) => leaf(Expr::Column(w)),
             Tok::Op("(") => {
                 let e = self.nested(Parser::or)?;
@@ -389,6 +490,53 @@ impl Parser {
             }
             Tok::Op(o) => Err(format!("unexpected `{o}` at position {pos}")),
         }
+    }
+}
+
+impl Parser {
+    /// An integer token (the precision or scale of a decimal type).
+    fn integer(&mut self, what: &str) -> Result<i64, String> {
+        let pos = self.pos();
+        match self.peek().cloned() {
+            Some(Tok::Num(n)) => {
+                self.at += 1;
+                n.parse().map_err(|_| format!("bad {what} `{n}` at position {pos}"))
+            }
+            _ => Err(format!("expected the {what} of `decimal(precision, scale)` at position {pos}")),
+        }
+    }
+
+    /// A cast's target type, after `as`.
+    fn cast_type(&mut self) -> Result<CastType, String> {
+        let pos = self.pos();
+        let Some(Tok::Ident(name)) = self.peek().cloned() else {
+            return Err(format!("expected a type name at position {pos}"));
+        };
+        self.at += 1;
+        if name.eq_ignore_ascii_case("decimal") || name.eq_ignore_ascii_case("numeric") {
+            if self.op(&["("]).is_none() {
+                return Err(format!("expected `decimal(precision, scale)` at position {}", self.pos()));
+            }
+            let precision = self.integer("precision")?;
+            if self.op(&[","]).is_none() {
+                return Err(format!("expected `,` at position {}", self.pos()));
+            }
+            let scale = self.integer("scale")?;
+            if self.op(&[")"]).is_none() {
+                return Err(format!("expected `)` at position {}", self.pos()));
+            }
+            if !(1..=76).contains(&precision) || !(0..=precision).contains(&scale) {
+                return Err(format!(
+                    "decimal({precision}, {scale}) at position {pos}: precision must be 1 to 76 and scale 0 to the precision"
+                ));
+            }
+            return Ok(CastType::Decimal { precision: precision as u8, scale: scale as i8 });
+        }
+        CastType::named(&name).ok_or_else(|| {
+            format!(
+                "unknown type `{name}` at position {pos}; expected one of: int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, bool, string, date, timestamp, decimal(p, s)"
+            )
+        })
     }
 }
 
@@ -488,6 +636,38 @@ mod tests {
             parse_expr("-(1.5e1)").expect("neg"),
             Expr::Neg(Box::new(Expr::Literal(Literal::Float(15.0))))
         );
+    }
+
+    #[test]
+    fn casts_and_typed_literals() {
+        let cast = |e: Box<Expr>, to, lenient| Expr::Cast { expr: e, to, lenient };
+        let s = |v: &str| Box::new(Expr::Literal(Literal::Str(v.into())));
+        assert_eq!(
+            parse_expr("cast(a as BIGINT)").expect("cast"),
+            cast(col("a"), CastType::Int { bits: 64, signed: true }, false)
+        );
+        assert_eq!(
+            parse_expr("try_cast(`Unit Price` as decimal(10, 2))").expect("try_cast"),
+            cast(col("Unit Price"), CastType::Decimal { precision: 10, scale: 2 }, true)
+        );
+        assert_eq!(
+            parse_expr("d >= date '2024-07-01'").expect("date literal"),
+            Expr::Binary(col("d"), BinOp::Ge, Box::new(cast(s("2024-07-01"), CastType::Date, false)))
+        );
+        assert_eq!(
+            parse_expr("timestamp '2024-07-01 12:00:00'").expect("timestamp literal"),
+            cast(s("2024-07-01 12:00:00"), CastType::Timestamp, false)
+        );
+        assert_eq!(parse_expr("cast(a + 1 as uint8) > 2").expect("in a comparison").columns(), vec!["a"]);
+        // `cast` and `date` stay usable as column names.
+        assert_eq!(parse_expr("cast + date").expect("columns").columns(), vec!["cast", "date"]);
+        let e = |t: &str| parse_expr(t).expect_err(t);
+        assert!(e("cast(a int64)").contains("expected `as TYPE`"));
+        assert!(e("cast(a as money)").contains("unknown type `money`"));
+        assert!(e("cast(a as decimal(90, 2))").contains("precision must be 1 to 76"));
+        assert!(e("cast(a as decimal(5 2))").contains("expected `,`"));
+        assert!(e("cast(a as int64").contains("expected `)`"));
+        assert!(e("name 'x'").contains("unexpected string after `name`"));
     }
 
     #[test]

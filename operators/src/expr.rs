@@ -16,9 +16,9 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
 };
 use arrow_ord::cmp::{eq, gt, gt_eq, lt, lt_eq, neq};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use arrow_select::filter::filter_record_batch;
-use updraft_config::expr::{BinOp, Expr, Literal};
+use updraft_config::expr::{BinOp, CastType, Expr, Literal};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 fn err(e: impl std::fmt::Display) -> OperatorError {
@@ -42,6 +42,46 @@ fn numeric_kind(t: &DataType) -> Option<bool> {
         Some(true)
     } else {
         None
+    }
+}
+
+fn is_temporal(t: &DataType) -> bool {
+    matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn decimal_scale(t: &DataType) -> Option<i8> {
+    match t {
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s) => Some(*s),
+        _ => None,
+    }
+}
+
+/// The Arrow type of a cast's target.
+pub fn cast_target(t: CastType) -> DataType {
+    match t {
+        CastType::Int { bits: 8, signed: true } => DataType::Int8,
+        CastType::Int { bits: 16, signed: true } => DataType::Int16,
+        CastType::Int { bits: 32, signed: true } => DataType::Int32,
+        CastType::Int { signed: true, .. } => DataType::Int64,
+        CastType::Int { bits: 8, signed: false } => DataType::UInt8,
+        CastType::Int { bits: 16, signed: false } => DataType::UInt16,
+        CastType::Int { bits: 32, signed: false } => DataType::UInt32,
+        CastType::Int { signed: false, .. } => DataType::UInt64,
+        CastType::Float(32) => DataType::Float32,
+        CastType::Float(_) => DataType::Float64,
+        CastType::Bool => DataType::Boolean,
+        CastType::String => DataType::Utf8,
+        CastType::Date => DataType::Date32,
+        CastType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        CastType::Decimal { precision, scale } if precision > 38 => DataType::Decimal256(precision, scale),
+        CastType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
     }
 }
 
@@ -71,6 +111,23 @@ fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorErro
                 DataType::Float64
             } else {
                 integer_target(&lt_, &rt_)
+            }
+        }
+        // As SQL: a string against a date or timestamp is read as one (`d >= '2024-07-01'`).
+        _ if is_temporal(&lt_) && is_text(&rt_) => lt_.clone(),
+        _ if is_text(&lt_) && is_temporal(&rt_) => rt_.clone(),
+        // Decimals against decimals or integers: in the widest decimal of the larger scale;
+        // against floats: as floats.
+        _ if decimal_scale(&lt_).is_some() || decimal_scale(&rt_).is_some() => {
+            let scale = decimal_scale(&lt_).max(decimal_scale(&rt_)).unwrap_or(0);
+            let other_ok = |t: &DataType| t.is_integer() || decimal_scale(t).is_some();
+            if numeric_kind(&lt_) == Some(true) || numeric_kind(&rt_) == Some(true) {
+                DataType::Float64
+            } else if other_ok(&lt_) && other_ok(&rt_) {
+                let wide = matches!(lt_, DataType::Decimal256(..)) || matches!(rt_, DataType::Decimal256(..));
+                if wide { DataType::Decimal256(76, scale) } else { DataType::Decimal128(38, scale) }
+            } else {
+                return Err(err(format!("cannot combine {lt_} with {rt_}")));
             }
         }
         _ if matches!(lt_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
@@ -112,6 +169,15 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
             batch.column(i).clone()
         }
         Expr::Literal(l) => literal(l, n, None),
+        Expr::Cast { expr, to, lenient } => {
+            let v = eval(expr, batch)?;
+            let target = cast_target(*to);
+            let options = arrow_cast::CastOptions { safe: *lenient, ..Default::default() };
+            arrow_cast::cast_with_options(&v, &target, &options).map_err(|e| {
+                let how = if *lenient { "try_cast" } else { "cast" };
+                err(format!("{how} of {} to {target}: {e}", v.data_type()))
+            })?
+        }
         Expr::Not(x) => Arc::new(not(&boolean(&eval(x, batch)?, "not")?)?),
         Expr::Neg(x) => {
             let v = eval(x, batch)?;
@@ -301,6 +367,43 @@ mod tests {
         assert!(e.to_lowercase().contains("overflow"), "{e}");
         let e = eval_on("-big").expect_err("no i64 holds -u64::MAX").to_string();
         assert!(e.contains("cannot negate UInt64"), "{e}");
+    }
+
+    #[test]
+    fn casts_typed_literals_and_sql_coercions() {
+        let days = arrow_array::Date32Array::from(vec![Some(19_905), Some(19_906), None]); // 2024-07-01, -02
+        let text = StringArray::from(vec![Some("42"), Some("x"), None]);
+        let price = arrow_array::Decimal128Array::from(vec![Some(10_050), Some(9_999), None])
+            .with_precision_and_scale(18, 2)
+            .expect("decimal");
+        let b = RecordBatch::try_from_iter(vec![
+            ("d", Arc::new(days) as ArrayRef),
+            ("s", Arc::new(text) as ArrayRef),
+            ("price", Arc::new(price) as ArrayRef),
+        ])
+        .expect("batch");
+        let eval_on = |t: &str| eval(&parse_expr(t).expect("parse"), &b);
+        let bools = |t: &str| -> Vec<Option<bool>> { eval_on(t).expect(t).as_boolean().iter().collect() };
+        assert_eq!(bools("d >= '2024-07-02'"), vec![Some(false), Some(true), None], "string read as a date");
+        assert_eq!(bools("d == date '2024-07-01'"), vec![Some(true), Some(false), None]);
+        assert_eq!(bools("price > 100"), vec![Some(true), Some(false), None], "decimal against an integer");
+        assert_eq!(bools("price > 99.5"), vec![Some(true), Some(true), None], "decimal against a float");
+        let ints = eval_on("try_cast(s as int64)").expect("try_cast");
+        assert_eq!(
+            ints.as_primitive::<arrow_array::types::Int64Type>().iter().collect::<Vec<_>>(),
+            vec![Some(42), None, None]
+        );
+        let e = eval_on("cast(s as int64)").expect_err("`x` is no integer").to_string();
+        assert!(e.contains("cast of Utf8 to Int64"), "{e}");
+        let e = eval_on("d >= 'July'").expect_err("not a date").to_string();
+        assert!(e.contains("as Date32"), "{e}");
+        let cents = eval_on("cast(price as decimal(10, 1))").expect("rescale");
+        assert_eq!(cents.data_type(), &DataType::Decimal128(10, 1));
+        let stamp = eval_on("cast(d as timestamp)").expect("date to timestamp");
+        assert_eq!(
+            stamp.as_primitive::<arrow_array::types::TimestampMicrosecondType>().value(0),
+            19_905 * 86_400_000_000
+        );
     }
 
     #[test]

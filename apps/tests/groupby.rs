@@ -234,6 +234,87 @@ fn a_whole_table_aggregate_is_one_row_on_1_to_4_workers_even_over_no_rows() {
     }
 }
 
+/// The exact quantile `q` of `v` by linear interpolation between the nearest ranks (written
+/// here from its definition, independently of the operator).
+fn naive_quantile(mut v: Vec<f64>, q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let h = (v.len() - 1) as f64 * q;
+    let below = v[h.floor() as usize];
+    let above = v[h.ceil() as usize];
+    Some(below + (h - h.floor()) * (above - below))
+}
+
+#[test]
+fn median_and_quantiles_are_exact_on_1_to_3_workers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let inp = input(6_000, 11);
+    let files = write(dir.path(), &inp, 3);
+    let mut groups: BTreeMap<Option<String>, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for i in 0..inp.g.len() {
+        let e = groups.entry(inp.g[i].clone()).or_default();
+        if let Some(v) = inp.v[i] {
+            e.0.push(v as f64);
+        }
+        e.1.push(inp.f[i]);
+    }
+    type Quantiles = (Option<f64>, Option<f64>, Option<f64>);
+    let want: BTreeMap<Option<String>, Quantiles> = groups
+        .into_iter()
+        .map(|(g, (v, f))| {
+            (g, (naive_quantile(v, 0.5), naive_quantile(f.clone(), 0.9), naive_quantile(f, 0.0)))
+        })
+        .collect();
+    let list = files.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", ");
+    let pipeline = format!(
+        r#"
+[source.data]
+kind = "parquet"
+paths = [{list}]
+
+[operator.by_g]
+kind = "group_by"
+input = "data"
+keys = ["g"]
+aggregate = {{ med = "median(v)", p90 = "quantile(f, 0.9)", p0 = "quantile(f, 0)" }}
+
+[sink.out]
+kind = "parquet"
+input = "by_g"
+path = "out/g-{{rank}}.parquet"
+"#
+    );
+    for workers in 1..=3 {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (out, _) = run_cluster(dir.path(), &pipeline, workers);
+        assert!(out.status.success(), "{workers} workers: {}", String::from_utf8_lossy(&out.stderr));
+        let mut got = BTreeMap::new();
+        for (_, batches) in read_parquet_files(&dir.path().join("out"), "g-") {
+            for b in batches {
+                let g = b.column(0).as_string::<i32>();
+                let f = |c: usize, i: usize| {
+                    let a = b.column(c).as_primitive::<Float64Type>();
+                    a.is_valid(i).then(|| a.value(i))
+                };
+                for i in 0..b.num_rows() {
+                    let key = g.is_valid(i).then(|| g.value(i).to_string());
+                    got.insert(key, (f(1, i), f(2, i), f(3, i)));
+                }
+            }
+        }
+        assert_eq!(got.len(), want.len(), "{workers} workers: groups");
+        for (g, w) in &want {
+            let x = got[g];
+            assert!(
+                close(x.0, w.0) && close(x.1, w.1) && close(x.2, w.2),
+                "{workers} workers, group {g:?}: {x:?} vs {w:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn group_by_matches_a_naive_group_by_on_1_to_4_workers() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -179,6 +179,11 @@ pub enum AggFn {
     First,
     /// Last value seen.
     Last,
+    /// Exact median: `quantile` at 0.5.
+    Median,
+    /// Exact quantile `q` (0 to 1) with linear interpolation between the two nearest values
+    /// (DuckDB's `quantile_cont`, NumPy's default): `quantile(x, 0.9)`.
+    Quantile,
 }
 
 /// One aggregate of a group-by: `output = "func(column)"`.
@@ -190,6 +195,8 @@ pub struct AggSpec {
     pub column: Option<String>,
     /// Output column name.
     pub output: String,
+    /// The `q` of `quantile(x, q)` (0.5 for `median`); `None` for other functions.
+    pub quantile: Option<f64>,
 }
 
 const AGG_FNS: &[(&str, AggFn)] = &[
@@ -203,6 +210,8 @@ const AGG_FNS: &[(&str, AggFn)] = &[
     ("nunique", AggFn::NUnique),
     ("first", AggFn::First),
     ("last", AggFn::Last),
+    ("median", AggFn::Median),
+    ("quantile", AggFn::Quantile),
 ];
 
 impl AggFn {
@@ -213,7 +222,7 @@ impl AggFn {
 }
 
 /// Parses `func(column)` (or `count()`).
-fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
+fn parse_agg(text: &str) -> Result<(AggFn, Option<String>, Option<f64>), String> {
     let names: Vec<&str> = AGG_FNS.iter().map(|(n, _)| *n).collect();
     let (name, rest) = text
         .trim()
@@ -224,10 +233,23 @@ fn parse_agg(text: &str) -> Result<(AggFn, Option<String>), String> {
     let func = AGG_FNS.iter().find(|(n, _)| *n == name.trim()).map(|(_, f)| *f).ok_or_else(|| {
         format!("unknown aggregate function `{}`; expected one of: {}", name.trim(), names.join(", "))
     })?;
+    if func == AggFn::Quantile {
+        let Some((column, q)) = column.rsplit_once(',').map(|(c, q)| (c.trim(), q.trim())) else {
+            return Err(format!("`{text}` needs a column and a fraction, e.g. `quantile(amount, 0.9)`"));
+        };
+        let q: f64 = q.parse().map_err(|_| format!("`{q}` in `{text}` is not a number from 0 to 1"))?;
+        if !(0.0..=1.0).contains(&q) || column.is_empty() {
+            return Err(format!(
+                "`{text}` needs a column and a fraction from 0 to 1, e.g. `quantile(amount, 0.9)`"
+            ));
+        }
+        return Ok((func, Some(column.to_string()), Some(q)));
+    }
+    let quantile = (func == AggFn::Median).then_some(0.5);
     match (func, column.is_empty()) {
-        (AggFn::Count, true) => Ok((func, None)),
+        (AggFn::Count, true) => Ok((func, None, None)),
         (_, true) => Err(format!("`{}` needs a column, e.g. `{}(amount)`", name.trim(), name.trim())),
-        (_, false) => Ok((func, Some(column.to_string()))),
+        (_, false) => Ok((func, Some(column.to_string()), quantile)),
     }
 }
 
@@ -439,7 +461,9 @@ pub(crate) fn read_operator(
                     for output in a.keys_in_order() {
                         if let Some(text) = a.opt_str(&output) {
                             match parse_agg(&text) {
-                                Ok((func, column)) => aggregates.push(AggSpec { func, column, output }),
+                                Ok((func, column, quantile)) => {
+                                    aggregates.push(AggSpec { func, column, output, quantile });
+                                }
                                 Err(msg) => a.error(&output, msg),
                             }
                         }
@@ -628,6 +652,16 @@ impl OperatorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_and_quantile_carry_their_fraction() {
+        assert_eq!(parse_agg("median(v)"), Ok((AggFn::Median, Some("v".into()), Some(0.5))));
+        assert_eq!(parse_agg("quantile(v, 0.9)"), Ok((AggFn::Quantile, Some("v".into()), Some(0.9))));
+        assert_eq!(parse_agg("sum(v)"), Ok((AggFn::Sum, Some("v".into()), None)));
+        assert!(parse_agg("quantile(v)").expect_err("no q").contains("needs a column and a fraction"));
+        assert!(parse_agg("quantile(v, 1.5)").expect_err("q > 1").contains("from 0 to 1"));
+        assert!(parse_agg("quantile(v, x)").expect_err("not a number").contains("is not a number"));
+    }
 
     #[test]
     fn sort_keys_take_directions_and_backtick_quoted_names() {

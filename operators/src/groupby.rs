@@ -1,4 +1,5 @@
-//! Group-by aggregation: count, sum, min, max, mean, var, std, nunique, first, last.
+//! Group-by aggregation: count, sum, min, max, mean, var, std, nunique, first, last, median,
+//! quantile.
 //!
 //! ```text
 //!  input ─▶ [partial: per-rank states] ─▶ shuffle on the keys ─▶ final: merge states ─▶ output
@@ -7,8 +8,11 @@
 //!
 //! Pre-aggregation is used when every aggregate can be split into partial states that merge
 //! exactly: count and sum (sum and count of values), min and max, mean/var/std (count, mean and
-//! sum of squared deviations, merged with Chan's formula). `nunique`, `first` and `last` need
-//! every raw row of a group on one rank, so a pipeline using them shuffles raw rows.
+//! sum of squared deviations, merged with Chan's formula). `nunique`, `first`, `last`, `median`
+//! and `quantile` need every raw row of a group on one rank, so a pipeline using them shuffles
+//! raw rows; `median` and `quantile` are exact: the rank owning a group holds its values (as
+//! f64) and interpolates linearly between the two nearest ranks of the sorted values
+//! (`quantile_cont` of DuckDB, NumPy's default), NaN above every number.
 //!
 //! Semantics follow SQL: null keys form their own group; aggregates skip null values; sum, min,
 //! max, mean of a group without values are null, `var` and `std` (sample, n - 1) need two values;
@@ -52,6 +56,8 @@ pub struct Agg {
     pub column: Option<String>,
     /// Output column.
     pub output: String,
+    /// The `q` of `quantile` (0.5 for `median`).
+    pub quantile: Option<f64>,
 }
 
 /// Group-by parameters.
@@ -73,7 +79,9 @@ pub struct GroupParams {
 
 /// True when every aggregate can be pre-aggregated.
 pub fn decomposable(aggs: &[Agg]) -> bool {
-    aggs.iter().all(|a| !matches!(a.func, AggFn::NUnique | AggFn::First | AggFn::Last))
+    aggs.iter().all(|a| {
+        !matches!(a.func, AggFn::NUnique | AggFn::First | AggFn::Last | AggFn::Median | AggFn::Quantile)
+    })
 }
 
 enum Acc {
@@ -113,6 +121,11 @@ enum Acc {
     Pick {
         last: bool,
         values: RowValues,
+    },
+    /// Every value of each group, for an exact quantile `q`.
+    Quantile {
+        q: f64,
+        values: Vec<Vec<f64>>,
     },
 }
 
@@ -238,7 +251,7 @@ fn decimals(col: &ArrayRef) -> Result<Vec<Option<i256>>, OperatorError> {
 
 impl Acc {
     /// A fresh accumulator for raw input of type `ty` (None: `count()`).
-    fn for_input(func: AggFn, ty: Option<&DataType>) -> Result<Acc, OperatorError> {
+    fn for_input(func: AggFn, ty: Option<&DataType>, q: Option<f64>) -> Result<Acc, OperatorError> {
         let column_type = || ty.ok_or_else(|| invalid(format!("{} needs a column", func.name())));
         Ok(match func {
             AggFn::Count => Acc::Count(Vec::new()),
@@ -261,6 +274,7 @@ impl Acc {
             AggFn::First | AggFn::Last => {
                 Acc::Pick { last: func == AggFn::Last, values: RowValues::new(column_type()?)? }
             }
+            AggFn::Median | AggFn::Quantile => Acc::Quantile { q: q.unwrap_or(0.5), values: Vec::new() },
         })
     }
 
@@ -290,6 +304,7 @@ impl Acc {
                 m2.resize(groups, 0.0);
             }
             Acc::Distinct(sets) => sets.resize_with(groups, HashSet::new),
+            Acc::Quantile { values, .. } => values.resize_with(groups, Vec::new),
         }
     }
 
@@ -354,6 +369,13 @@ impl Acc {
                 let last = *last;
                 values.offer(gids, c, move |_, _| last)?;
             }
+            Acc::Quantile { values, .. } => {
+                for (x, g) in floats(c)?.into_iter().zip(gids) {
+                    if let Some(x) = x {
+                        values[*g as usize].push(x);
+                    }
+                }
+            }
             Acc::Moments { n, mean, m2 } => {
                 for (x, g) in floats(c)?.into_iter().zip(gids) {
                     let Some(x) = x else { continue };
@@ -385,7 +407,7 @@ impl Acc {
             (AggFn::Sum, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
                 Ok(Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty: ty.clone() })
             }
-            (other, _) => Acc::for_input(other, Some(ty)),
+            (other, _) => Acc::for_input(other, Some(ty), None),
         }
     }
 
@@ -457,8 +479,10 @@ impl Acc {
                     n[g] = total;
                 }
             }
-            Acc::Distinct(_) | Acc::Pick { .. } => {
-                return Err(invalid("nunique, first and last cannot be merged from partial states".into()));
+            Acc::Distinct(_) | Acc::Pick { .. } | Acc::Quantile { .. } => {
+                return Err(invalid(
+                    "nunique, first, last, median and quantile cannot be merged from partial states".into(),
+                ));
             }
         }
         Ok(())
@@ -522,6 +546,7 @@ impl Acc {
                     Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>())),
                 )]
             }
+            Acc::Quantile { .. } => return Err(invalid("quantiles have no partial states".into())),
         })
     }
 
@@ -534,6 +559,9 @@ impl Acc {
                 self.sum_column()?
             }
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column()?,
+            Acc::Quantile { q, values } => {
+                Arc::new(Float64Array::from_iter(values.iter().map(|v| quantile(v, *q))))
+            }
             Acc::Moments { n, mean, m2 } => {
                 let values: Vec<Option<f64>> = (0..n.len())
                     .map(|g| match func {
@@ -550,6 +578,21 @@ impl Acc {
         };
         Ok((field(col.data_type()), col))
     }
+}
+
+/// The exact quantile `q` of `values` with linear interpolation between the two nearest ranks
+/// (Hyndman and Fan's definition 7; DuckDB's `quantile_cont`, NumPy's default); NaN sorts above
+/// every number. `None` without values.
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable_by(|a, b| crate::keys::canonical_f64(*a).total_cmp(&crate::keys::canonical_f64(*b)));
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let (a, b) = (v[lo.min(v.len() - 1)], v[hi.min(v.len() - 1)]);
+    Some(if lo == hi { a } else { a + (b - a) * (pos - lo as f64) })
 }
 
 struct State {
@@ -616,7 +659,10 @@ impl GroupBy {
                     None => None,
                 };
                 let ty = i.map(|i| schema.field(i).data_type());
-                if let (Some(ty), AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std) = (ty, a.func)
+                if let (
+                    Some(ty),
+                    AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std | AggFn::Median | AggFn::Quantile,
+                ) = (ty, a.func)
                     && !(ty.is_numeric() || ty == &DataType::Null)
                 {
                     return Err(invalid(format!(
@@ -627,7 +673,7 @@ impl GroupBy {
                         a.column.as_deref().unwrap_or("")
                     )));
                 }
-                accs.push(Acc::for_input(a.func, ty).map_err(|e| {
+                accs.push(Acc::for_input(a.func, ty, a.quantile).map_err(|e| {
                     invalid(format!(
                         "`{name}`: {} = {}({}): {e}",
                         a.output,
@@ -754,7 +800,8 @@ mod tests {
     use super::*;
 
     fn agg(func: AggFn, column: Option<&str>, output: &str) -> Agg {
-        Agg { func, column: column.map(str::to_string), output: output.to_string() }
+        let quantile = (func == AggFn::Median).then_some(0.5);
+        Agg { func, column: column.map(str::to_string), output: output.to_string(), quantile }
     }
 
     fn params(aggs: Vec<Agg>) -> GroupParams {
@@ -801,6 +848,18 @@ mod tests {
             .collect();
         rows.sort_by_key(|r| r.0);
         rows
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_the_nearest_ranks() {
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), Some(2.5));
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.9), Some(3.0 + 0.7));
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.0), Some(1.0));
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 1.0), Some(4.0));
+        assert_eq!(quantile(&[7.0], 0.3), Some(7.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert!(quantile(&[1.0, f64::NAN], 1.0).is_some_and(f64::is_nan), "NaN is the largest");
+        assert_eq!(quantile(&[-0.0, 5.0, f64::NAN], 0.5), Some(5.0));
     }
 
     #[test]

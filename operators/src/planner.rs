@@ -128,7 +128,12 @@ pub fn build_plan_with(
             OperatorKind::GroupBy { input, keys, aggregates, pre_aggregate } => {
                 let aggs: Vec<Agg> = aggregates
                     .iter()
-                    .map(|a| Agg { func: a.func, column: a.column.clone(), output: a.output.clone() })
+                    .map(|a| Agg {
+                        func: a.func,
+                        column: a.column.clone(),
+                        output: a.output.clone(),
+                        quantile: a.quantile,
+                    })
                     .collect();
                 let params = |name: &str| GroupParams {
                     name: name.to_string(),

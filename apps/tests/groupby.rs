@@ -364,12 +364,12 @@ fn group_by_explains_its_plan_and_refuses_bad_aggregates() {
     assert!(text.contains("by_g.shuffle [partition+shuffle] <- by_g.partial"), "{text}");
     assert!(text.contains("by_g [aggregate] <- by_g.shuffle (all ranks)"), "{text}");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, pipeline(&files, ", m = \"median(v)\", s = \"sum()\"", "")).expect("write");
+    std::fs::write(&bad, pipeline(&files, ", m = \"mode(v)\", s = \"sum()\"", "")).expect("write");
     let out = validate(&bad);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("operator.by_g.aggregate.m") && err.contains("unknown aggregate function `median`"),
+        err.contains("operator.by_g.aggregate.m") && err.contains("unknown aggregate function `mode`"),
         "{err}"
     );
     assert!(err.contains("operator.by_g.aggregate.s") && err.contains("`sum` needs a column"), "{err}");

@@ -1,18 +1,23 @@
 //! Expressions in pipeline files (`filter`'s `where`, `project`'s columns): column references,
 //! literals, typed literals (`date '2024-07-01'`, `timestamp '2024-07-01 12:00:00'`), casts
 //! (`cast(x as int64)`, and `try_cast`, which gives null where `cast` fails), arithmetic,
-//! comparisons, `and` / `or` / `not`, `is null` / `is not null`.
+//! comparisons, `in (...)`, `between ... and ...`, `like` (`%` any run, `_` one character),
+//! `case when ... then ... else ... end`, the functions of [`Func`], `and` / `or` / `not`,
+//! `is null` / `is not null`.
 //!
 //! ```text
 //!  or      := and ("or" and)*
 //!  and     := not ("and" not)*
 //!  not     := "not" not | compare
-//!  compare := sum (("==" | "!=" | "<" | "<=" | ">" | ">=") sum)? ("is" "not"? "null")?
+//!  compare := sum (("==" | "!=" | "<" | "<=" | ">" | ">=") sum
+//!                  | "not"? ("in" "(" or ("," or)* ")" | "between" sum "and" sum | "like" 'pattern'))?
+//!             ("is" "not"? "null")?
 //!  sum     := product (("+" | "-") product)*
 //!  product := unary (("*" | "/" | "%") unary)*
 //!  unary   := "-" unary | primary
 //!  primary := number | 'string' | true | false | null | column | `quoted column` | "(" or ")"
 //!           | ("cast" | "try_cast") "(" or "as" type ")" | ("date" | "timestamp") 'string'
+//!           | function "(" or ("," or)* ")" | "case" ("when" or "then" or)+ ("else" or)? "end"
 //!  type    := int8 | int16 | int32 | int64 | uint8 | ... | uint64 | float32 | float64 | bool
 //!           | string | date | timestamp | decimal "(" precision "," scale ")"   (and SQL aliases)
 //! ```
@@ -69,6 +74,52 @@ pub enum BinOp {
     Div,
     /// `%`
     Rem,
+}
+
+/// Functions callable in expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    /// `coalesce(a, b, ...)`: the first non-null argument.
+    Coalesce,
+    /// `lower(s)`: the string in lower case.
+    Lower,
+    /// `upper(s)`: the string in upper case.
+    Upper,
+    /// `length(s)`: characters in the string.
+    Length,
+    /// `starts_with(s, prefix)`.
+    StartsWith,
+    /// `abs(x)`.
+    Abs,
+    /// `round(x)` or `round(x, digits)`: half away from zero.
+    Round,
+    /// `year(d)`, of a date or timestamp.
+    Year,
+    /// `month(d)`: 1 to 12.
+    Month,
+    /// `day(d)`: day of the month, 1 to 31.
+    Day,
+}
+
+/// Every function: name, least and most arguments.
+const FUNCS: &[(&str, Func, usize, usize)] = &[
+    ("coalesce", Func::Coalesce, 1, usize::MAX),
+    ("lower", Func::Lower, 1, 1),
+    ("upper", Func::Upper, 1, 1),
+    ("length", Func::Length, 1, 1),
+    ("starts_with", Func::StartsWith, 2, 2),
+    ("abs", Func::Abs, 1, 1),
+    ("round", Func::Round, 1, 2),
+    ("year", Func::Year, 1, 1),
+    ("month", Func::Month, 1, 1),
+    ("day", Func::Day, 1, 1),
+];
+
+impl Func {
+    /// The function's name as written.
+    pub fn name(self) -> &'static str {
+        FUNCS.iter().find(|f| f.1 == self).map_or("?", |f| f.0)
+    }
 }
 
 /// The target type of a cast.
@@ -148,6 +199,46 @@ pub enum Expr {
     /// `e1 and e2 and ...` or `e1 or e2 or ...` (`op` is [`BinOp::And`] or [`BinOp::Or`]):
     /// every operand, in order.
     Chain(BinOp, Vec<Expr>),
+    /// A function call.
+    Call(Func, Vec<Expr>),
+    /// `e in (items)` (`negated`: `not in`): as SQL, null when no item matches and an item or
+    /// `e` is null.
+    InList {
+        /// Operand.
+        expr: Box<Expr>,
+        /// The list.
+        items: Vec<Expr>,
+        /// `not in`.
+        negated: bool,
+    },
+    /// `e between low and high` (both ends included; `negated`: `not between`).
+    Between {
+        /// Operand.
+        expr: Box<Expr>,
+        /// Lower end.
+        low: Box<Expr>,
+        /// Upper end.
+        high: Box<Expr>,
+        /// `not between`.
+        negated: bool,
+    },
+    /// `e like 'pattern'`: `%` matches any run of characters, `_` one (`negated`: `not like`).
+    Like {
+        /// Operand.
+        expr: Box<Expr>,
+        /// The pattern.
+        pattern: String,
+        /// `not like`.
+        negated: bool,
+    },
+    /// `case when c1 then v1 ... else v end`: the value of the first true condition, else
+    /// `otherwise` (null without `else`).
+    Case {
+        /// (condition, value) in order.
+        branches: Vec<(Expr, Expr)>,
+        /// The `else` value.
+        otherwise: Option<Box<Expr>>,
+    },
     /// `cast(e as TYPE)`; with `lenient` (`try_cast`) a value that does not convert becomes
     /// null instead of failing the stage. Typed literals are casts of a string.
     Cast {
@@ -176,8 +267,31 @@ impl Expr {
                 }
             }
             Expr::Literal(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => {
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull { expr: e, .. }
+            | Expr::Cast { expr: e, .. }
+            | Expr::Like { expr: e, .. } => {
                 e.collect(out);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.collect(out)),
+            Expr::InList { expr, items, .. } => {
+                expr.collect(out);
+                items.iter().for_each(|a| a.collect(out));
+            }
+            Expr::Between { expr, low, high, .. } => {
+                expr.collect(out);
+                low.collect(out);
+                high.collect(out);
+            }
+            Expr::Case { branches, otherwise } => {
+                for (c, v) in branches {
+                    c.collect(out);
+                    v.collect(out);
+                }
+                if let Some(e) = otherwise {
+                    e.collect(out);
+                }
             }
             Expr::Binary(l, _, r) => {
                 l.collect(out);
@@ -362,6 +476,34 @@ impl Parser {
             let (r, d) = self.sum()?;
             depth = self.deeper(depth.max(d))?;
             l = Expr::Binary(Box::new(l), op, Box::new(r));
+        } else {
+            let before_not = self.at;
+            let negated = self.keyword("not");
+            if self.keyword("in") {
+                if self.op(&["("]).is_none() {
+                    return Err(format!("expected `(` after `in` at position {}", self.pos()));
+                }
+                let (items, d) = self.list()?;
+                depth = self.deeper(depth.max(d))?;
+                l = Expr::InList { expr: Box::new(l), items, negated };
+            } else if self.keyword("between") {
+                let (low, d1) = self.sum()?;
+                if !self.keyword("and") {
+                    return Err(format!("expected `and` in `between` at position {}", self.pos()));
+                }
+                let (high, d2) = self.sum()?;
+                depth = self.deeper(depth.max(d1).max(d2))?;
+                l = Expr::Between { expr: Box::new(l), low: Box::new(low), high: Box::new(high), negated };
+            } else if self.keyword("like") {
+                let Some(Tok::Str(pattern)) = self.peek().cloned() else {
+                    return Err(format!("expected a 'pattern' after `like` at position {}", self.pos()));
+                };
+                self.at += 1;
+                depth = self.deeper(depth)?;
+                l = Expr::Like { expr: Box::new(l), pattern, negated };
+            } else if negated {
+                self.at = before_not;
+            }
         }
         if self.keyword("is") {
             let negated = self.keyword("not");
@@ -480,6 +622,32 @@ impl Parser {
                 let e = Expr::Cast { expr: Box::new(Expr::Literal(Literal::Str(s))), to, lenient: false };
                 Ok((e, 2))
             }
+            Tok::Ident(w)
+                if w.eq_ignore_ascii_case("case")
+                    && matches!(self.peek(), Some(Tok::Ident(k)) if k.eq_ignore_ascii_case("when")) =>
+            {
+                self.case()
+            }
+            Tok::Ident(w) if self.peek() == Some(&Tok::Op("(")) => {
+                let Some(&(_, func, least, most)) = FUNCS.iter().find(|f| w.eq_ignore_ascii_case(f.0)) else {
+                    let names: Vec<&str> = FUNCS.iter().map(|f| f.0).collect();
+                    return Err(format!(
+                        "unknown function `{w}` at position {pos}; expected one of: cast, try_cast, {}",
+                        names.join(", ")
+                    ));
+                };
+                self.at += 1;
+                let (args, d) = self.list()?;
+                if args.len() < least || args.len() > most {
+                    let want = if least == most { format!("{least}") } else { format!("{least} or more") };
+                    let want = if most == 2 && least == 1 { "1 or 2".to_string() } else { want };
+                    return Err(format!(
+                        "`{w}` at position {pos} takes {want} arguments, not {}",
+                        args.len()
+                    ));
+                }
+                Ok((Expr::Call(func, args), self.deeper(d)?))
+            }
             Tok::Ident(w) => leaf(Expr::Column(w)),
             Tok::Op("(") => {
                 let e = self.nested(Parser::or)?;
@@ -494,6 +662,51 @@ impl Parser {
 }
 
 impl Parser {
+    /// Expressions separated by `,` up to the closing `)` (the `(` already read), and their
+    /// deepest depth.
+    fn list(&mut self) -> Result<(Vec<Expr>, usize), String> {
+        let mut items = Vec::new();
+        let mut depth = 1;
+        loop {
+            let (e, d) = self.nested(Parser::or)?;
+            depth = depth.max(d);
+            items.push(e);
+            if self.op(&[","]).is_some() {
+                continue;
+            }
+            if self.op(&[")"]).is_some() {
+                return Ok((items, depth));
+            }
+            return Err(format!("expected `,` or `)` at position {}", self.pos()));
+        }
+    }
+
+    /// `case when ... then ... [else ...] end`, after `case`.
+    fn case(&mut self) -> Result<Parsed, String> {
+        let mut branches = Vec::new();
+        let mut depth = 1;
+        while self.keyword("when") {
+            let (c, d1) = self.nested(Parser::or)?;
+            if !self.keyword("then") {
+                return Err(format!("expected `then` at position {}", self.pos()));
+            }
+            let (v, d2) = self.nested(Parser::or)?;
+            depth = depth.max(d1).max(d2);
+            branches.push((c, v));
+        }
+        let otherwise = if self.keyword("else") {
+            let (e, d) = self.nested(Parser::or)?;
+            depth = depth.max(d);
+            Some(Box::new(e))
+        } else {
+            None
+        };
+        if !self.keyword("end") {
+            return Err(format!("expected `end` of `case` at position {}", self.pos()));
+        }
+        Ok((Expr::Case { branches, otherwise }, self.deeper(depth)?))
+    }
+
     /// An integer token (the precision or scale of a decimal type).
     fn integer(&mut self, what: &str) -> Result<i64, String> {
         let pos = self.pos();
@@ -668,6 +881,54 @@ mod tests {
         assert!(e("cast(a as decimal(5 2))").contains("expected `,`"));
         assert!(e("cast(a as int64").contains("expected `)`"));
         assert!(e("name 'x'").contains("unexpected string after `name`"));
+    }
+
+    #[test]
+    fn lists_ranges_patterns_cases_and_calls() {
+        let n = |i| Expr::Literal(Literal::Int(i));
+        assert_eq!(
+            parse_expr("a not in (1, 2)").expect("in"),
+            Expr::InList { expr: col("a"), items: vec![n(1), n(2)], negated: true }
+        );
+        assert_eq!(
+            parse_expr("a between 1 and b + 1 and c").expect("between inside and"),
+            Expr::Chain(
+                BinOp::And,
+                vec![
+                    Expr::Between {
+                        expr: col("a"),
+                        low: Box::new(n(1)),
+                        high: Box::new(Expr::Binary(col("b"), BinOp::Add, Box::new(n(1)))),
+                        negated: false,
+                    },
+                    Expr::Column("c".into()),
+                ]
+            )
+        );
+        assert_eq!(
+            parse_expr("s like 'a%'").expect("like"),
+            Expr::Like { expr: col("s"), pattern: "a%".into(), negated: false }
+        );
+        assert_eq!(
+            parse_expr("COALESCE(a, 0)").expect("call"),
+            Expr::Call(Func::Coalesce, vec![Expr::Column("a".into()), n(0)])
+        );
+        assert_eq!(
+            parse_expr("case when a then 1 else 2 end").expect("case"),
+            Expr::Case { branches: vec![(Expr::Column("a".into()), n(1))], otherwise: Some(Box::new(n(2))) }
+        );
+        assert_eq!(parse_expr("case when x > 1 then y end").expect("case").columns(), vec!["x", "y"]);
+        // Names of functions stay usable as columns.
+        assert_eq!(parse_expr("year + day").expect("columns").columns(), vec!["year", "day"]);
+        let e = |t: &str| parse_expr(t).expect_err(t);
+        assert!(e("frobnicate(a)").contains("unknown function `frobnicate`"));
+        assert!(e("lower(a, b)").contains("takes 1 arguments, not 2"));
+        assert!(e("round()").contains("expression ends early") || e("round()").contains("unexpected `)`"));
+        assert!(e("a in 1").contains("expected `(` after `in`"));
+        assert!(e("a between 1").contains("expected `and` in `between`"));
+        assert!(e("s like b").contains("expected a 'pattern'"));
+        assert!(e("case when a then 1").contains("expected `end`"));
+        assert!(e("coalesce(a b)").contains("expected `,` or `)`"));
     }
 
     #[test]

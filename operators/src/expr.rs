@@ -18,7 +18,7 @@ use arrow_array::{
 use arrow_ord::cmp::{eq, gt, gt_eq, lt, lt_eq, neq};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use arrow_select::filter::filter_record_batch;
-use updraft_config::expr::{BinOp, CastType, Expr, Literal};
+use updraft_config::expr::{BinOp, CastType, Expr, Func, Literal};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
 fn err(e: impl std::fmt::Display) -> OperatorError {
@@ -169,6 +169,54 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
             batch.column(i).clone()
         }
         Expr::Literal(l) => literal(l, n, None),
+        Expr::Call(func, args) => call(*func, args, batch)?,
+        Expr::InList { expr, items, negated } => {
+            let v = eval(expr, batch)?;
+            let mut acc: Option<BooleanArray> = None;
+            for item in items {
+                let (a, b) = coerce(Arc::clone(&v), eval_like(item, batch, v.data_type())?)?;
+                let hit = eq(&a, &b)?;
+                acc = Some(match acc {
+                    None => hit,
+                    Some(x) => or_kleene(&x, &hit)?,
+                });
+            }
+            let found = acc.ok_or_else(|| err("an empty `in` list"))?;
+            Arc::new(if *negated { not(&found)? } else { found })
+        }
+        Expr::Between { expr, low, high, negated } => {
+            let v = eval(expr, batch)?;
+            let (a, lo) = coerce(Arc::clone(&v), eval_like(low, batch, v.data_type())?)?;
+            let (b, hi) = coerce(v, eval_like(high, batch, a.data_type())?)?;
+            let inside = and_kleene(&gt_eq(&a, &lo)?, &lt_eq(&b, &hi)?)?;
+            Arc::new(if *negated { not(&inside)? } else { inside })
+        }
+        Expr::Like { expr, pattern, negated } => {
+            let v = text(&eval(expr, batch)?, "like")?;
+            let p = arrow_array::Scalar::new(StringArray::from(vec![pattern.as_str()]));
+            Arc::new(if *negated {
+                arrow_string::like::nlike(&v, &p)?
+            } else {
+                arrow_string::like::like(&v, &p)?
+            })
+        }
+        Expr::Case { branches, otherwise } => {
+            // Built from the last branch back: each true condition takes its value.
+            let mut result = match otherwise {
+                Some(e) => eval(e, batch)?,
+                None => {
+                    let first = branches.first().map(|(_, v)| eval(v, batch)).transpose()?;
+                    new_null_array(first.as_ref().map_or(&DataType::Int64, |f| f.data_type()), n)
+                }
+            };
+            for (cond, value) in branches.iter().rev() {
+                let c = boolean(&eval(cond, batch)?, "case when")?;
+                let taken = BooleanArray::from_iter(c.iter().map(|x| Some(x == Some(true))));
+                let (v, r) = coerce(eval_like(value, batch, result.data_type())?, result)?;
+                result = arrow_select::zip::zip(&taken, &v, &r)?;
+            }
+            result
+        }
         Expr::Cast { expr, to, lenient } => {
             let v = eval(expr, batch)?;
             let target = cast_target(*to);
@@ -244,6 +292,117 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
                     }
                 }
             }
+        }
+    })
+}
+
+/// `e` evaluated, a bare `null` taking the type `like`.
+fn eval_like(e: &Expr, batch: &RecordBatch, like: &DataType) -> Result<ArrayRef, OperatorError> {
+    match e {
+        Expr::Literal(Literal::Null) => Ok(new_null_array(like, batch.num_rows())),
+        _ => eval(e, batch),
+    }
+}
+
+/// `a` as UTF-8 strings, or an error naming `what` needs strings.
+fn text(a: &ArrayRef, what: &str) -> Result<ArrayRef, OperatorError> {
+    if !is_text(a.data_type()) {
+        return Err(err(format!("{what} needs strings, found {}", a.data_type())));
+    }
+    Ok(arrow_cast::cast(a, &DataType::Utf8)?)
+}
+
+/// A function call (arguments counted by the parser).
+fn call(func: Func, args: &[Expr], batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
+    let name = func.name();
+    let arg = |i: usize| -> Result<ArrayRef, OperatorError> {
+        let e = args.get(i).ok_or_else(|| err(format!("`{name}` lacks argument {}", i + 1)))?;
+        eval(e, batch)
+    };
+    let strings = |a: &ArrayRef| -> Result<StringArray, OperatorError> {
+        Ok(text(a, name)?.as_string::<i32>().clone())
+    };
+    Ok(match func {
+        Func::Coalesce => {
+            let mut acc: Option<ArrayRef> = None;
+            for e in args.iter().filter(|e| !matches!(e, Expr::Literal(Literal::Null))) {
+                let v = eval(e, batch)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => {
+                        let (a, v) = coerce(a, v)?;
+                        arrow_select::zip::zip(&is_not_null(&a)?, &a, &v)?
+                    }
+                });
+            }
+            acc.unwrap_or_else(|| new_null_array(&DataType::Int64, batch.num_rows()))
+        }
+        Func::Lower => {
+            Arc::new(StringArray::from_iter(strings(&arg(0)?)?.iter().map(|v| v.map(str::to_lowercase))))
+        }
+        Func::Upper => {
+            Arc::new(StringArray::from_iter(strings(&arg(0)?)?.iter().map(|v| v.map(str::to_uppercase))))
+        }
+        Func::Length => Arc::new(arrow_array::Int64Array::from_iter(
+            strings(&arg(0)?)?.iter().map(|v| v.map(|s| s.chars().count() as i64)),
+        )),
+        Func::StartsWith => {
+            let (s, p) = (text(&arg(0)?, name)?, text(&arg(1)?, name)?);
+            Arc::new(arrow_string::like::starts_with(&s, &p)?)
+        }
+        Func::Abs => {
+            let v = arg(0)?;
+            match numeric_kind(v.data_type()) {
+                Some(false) => {
+                    let v = arrow_cast::cast_with_options(&v, &DataType::Int64, &exact())?;
+                    let a = v.as_primitive::<arrow_array::types::Int64Type>();
+                    Arc::new(a.try_unary::<_, arrow_array::types::Int64Type, _>(|x| {
+                        x.checked_abs().ok_or_else(|| {
+                            arrow_schema::ArrowError::ComputeError(format!("abs({x}) overflows int64"))
+                        })
+                    })?)
+                }
+                Some(true) => {
+                    let v = arrow_cast::cast(&v, &DataType::Float64)?;
+                    Arc::new(
+                        v.as_primitive::<arrow_array::types::Float64Type>()
+                            .unary::<_, arrow_array::types::Float64Type>(f64::abs),
+                    )
+                }
+                None => return Err(err(format!("abs needs numbers, found {}", v.data_type()))),
+            }
+        }
+        Func::Round => {
+            let v = arg(0)?;
+            let digits = match args.get(1) {
+                None => 0,
+                Some(Expr::Literal(Literal::Int(d))) if (-15..=15).contains(d) => *d as i32,
+                Some(_) => return Err(err("round's digits must be an integer literal from -15 to 15")),
+            };
+            match numeric_kind(v.data_type()) {
+                Some(false) if digits >= 0 => v,
+                Some(_) => {
+                    let scale = 10f64.powi(digits);
+                    let f = arrow_cast::cast(&v, &DataType::Float64)?;
+                    Arc::new(
+                        f.as_primitive::<arrow_array::types::Float64Type>()
+                            .unary::<_, arrow_array::types::Float64Type>(|x| (x * scale).round() / scale),
+                    )
+                }
+                None => return Err(err(format!("round needs numbers, found {}", v.data_type()))),
+            }
+        }
+        Func::Year | Func::Month | Func::Day => {
+            let v = arg(0)?;
+            if !is_temporal(v.data_type()) {
+                return Err(err(format!("{name} needs a date or timestamp, found {}", v.data_type())));
+            }
+            let part = match func {
+                Func::Year => arrow_arith::temporal::DatePart::Year,
+                Func::Month => arrow_arith::temporal::DatePart::Month,
+                _ => arrow_arith::temporal::DatePart::Day,
+            };
+            arrow_arith::temporal::date_part(&v, part)?
         }
     })
 }
@@ -404,6 +563,66 @@ mod tests {
             stamp.as_primitive::<arrow_array::types::TimestampMicrosecondType>().value(0),
             19_905 * 86_400_000_000
         );
+    }
+
+    #[test]
+    fn functions_lists_ranges_patterns_and_cases() {
+        let b = RecordBatch::try_from_iter(vec![
+            ("a", Arc::new(Int64Array::from(vec![Some(1), Some(5), None, Some(-3)])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("Apple"), None, Some("apricot"), Some("Ébène")]))
+                    as ArrayRef,
+            ),
+            ("f", Arc::new(Float64Array::from(vec![Some(2.345), Some(-2.5), None, Some(0.0)])) as ArrayRef),
+            (
+                "d",
+                Arc::new(arrow_array::Date32Array::from(vec![Some(19_905), None, Some(0), Some(19_936)]))
+                    as ArrayRef,
+            ),
+        ])
+        .expect("batch");
+        let eval_on = |t: &str| eval(&parse_expr(t).expect(t), &b).expect(t);
+        let bools = |t: &str| -> Vec<Option<bool>> { eval_on(t).as_boolean().iter().collect() };
+        let ints = |t: &str| -> Vec<Option<i64>> {
+            let v = arrow_cast::cast(&eval_on(t), &DataType::Int64).expect("ints");
+            v.as_primitive::<arrow_array::types::Int64Type>().iter().collect()
+        };
+        let strs = |t: &str| -> Vec<Option<String>> {
+            eval_on(t).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+        };
+        let floats = |t: &str| -> Vec<Option<f64>> {
+            eval_on(t).as_primitive::<arrow_array::types::Float64Type>().iter().collect()
+        };
+        assert_eq!(bools("a in (1, -3)"), vec![Some(true), Some(false), None, Some(true)]);
+        assert_eq!(bools("a not in (1, null)"), vec![Some(false), None, None, None], "SQL: null when unsure");
+        assert_eq!(bools("a between 0 and 5"), vec![Some(true), Some(true), None, Some(false)]);
+        assert_eq!(bools("a not between 0 and 4"), vec![Some(false), Some(true), None, Some(true)]);
+        assert_eq!(bools("s like 'Ap%'"), vec![Some(true), None, Some(false), Some(false)]);
+        assert_eq!(bools("s not like '_pr%'"), vec![Some(true), None, Some(false), Some(true)]);
+        assert_eq!(bools("starts_with(s, 'Éb')"), vec![Some(false), None, Some(false), Some(true)]);
+        assert_eq!(ints("coalesce(a, 0)"), vec![Some(1), Some(5), Some(0), Some(-3)]);
+        assert_eq!(ints("coalesce(null, a, 7)"), vec![Some(1), Some(5), Some(7), Some(-3)]);
+        assert_eq!(strs("lower(s)")[3].as_deref(), Some("ébène"));
+        assert_eq!(strs("upper(s)")[0].as_deref(), Some("APPLE"));
+        assert_eq!(ints("length(s)"), vec![Some(5), None, Some(7), Some(5)], "characters, not bytes");
+        assert_eq!(ints("abs(a)"), vec![Some(1), Some(5), None, Some(3)]);
+        assert_eq!(floats("round(f, 2)"), vec![Some(2.35), Some(-2.5), None, Some(0.0)]);
+        assert_eq!(floats("round(f)"), vec![Some(2.0), Some(-3.0), None, Some(0.0)], "half away from zero");
+        assert_eq!(ints("year(d)"), vec![Some(2024), None, Some(1970), Some(2024)]);
+        assert_eq!(ints("month(d)"), vec![Some(7), None, Some(1), Some(8)]);
+        assert_eq!(ints("day(d)"), vec![Some(1), None, Some(1), Some(1)]);
+        assert_eq!(
+            strs("case when a > 2 then 'big' when a < 0 then 'negative' else 'small' end"),
+            vec![Some("small".into()), Some("big".into()), Some("small".into()), Some("negative".into())],
+            "a null condition is not true"
+        );
+        assert_eq!(ints("case when a > 2 then a end"), vec![None, Some(5), None, None]);
+        let e = |t: &str| eval(&parse_expr(t).expect(t), &b).expect_err(t).to_string();
+        assert!(e("lower(a)").contains("lower needs strings, found Int64"));
+        assert!(e("year(s)").contains("year needs a date or timestamp"));
+        assert!(e("abs(s)").contains("abs needs numbers"));
+        assert!(e("round(f, a)").contains("integer literal"));
     }
 
     #[test]

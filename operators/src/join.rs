@@ -221,13 +221,22 @@ impl Join {
     }
 }
 
+/// The type of a key column both sides share by name, when there is one that holds both.
+fn shared_key_type(left: &DataType, right: &DataType) -> Option<DataType> {
+    crate::unify::widen(left, right).or_else(|| {
+        let (l, r) = (crate::keys::key_type(left), crate::keys::key_type(right));
+        (l.is_integer() && r.is_integer()).then_some(DataType::Decimal128(20, 0))
+    })
+}
+
 /// Output schema, the right columns kept, and the key columns shared by name that hold the
 /// right side's key for unmatched right rows (left column, right column).
 ///
 /// A key whose two columns have one name is one output column. When the right side is
 /// preserved, that column takes a type both sides' values fit ([`crate::unify::widen`]:
-/// integers widen, dictionaries decode); when there is none (a `UInt64` against an `Int64`)
-/// the right key is kept as its own column instead, so no value is lost.
+/// integers widen, dictionaries decode; a `UInt64` against a signed integer is
+/// `Decimal128(20, 0)`, which holds both exactly); when there is none the right key is kept as
+/// its own column instead, so no value is lost.
 fn output_schema(
     left: &Schema,
     right: &Schema,
@@ -245,7 +254,7 @@ fn output_schema(
         }
         if !keep_right {
             dropped.insert(*r);
-        } else if let Some(t) = crate::unify::widen(left.field(*l).data_type(), right.field(*r).data_type()) {
+        } else if let Some(t) = shared_key_type(left.field(*l).data_type(), right.field(*r).data_type()) {
             dropped.insert(*r);
             shared.push((*l, t));
             coalesce.push((*l, *r));

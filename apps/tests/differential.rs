@@ -286,14 +286,16 @@ fn random_case(rng: &mut TestRng, left: KeyType, right: KeyType) -> Case {
             let desc = rng.below(2) == 0;
             let nulls_first = rng.below(2) == 0;
             let n = 1 + rng.below(30);
+            let offset = if rng.below(2) == 0 { 0 } else { rng.below(200) };
             let dir = if desc { "desc" } else { "asc" };
             let nulls = if nulls_first { "first" } else { "last" };
             Case {
                 operators: format!(
-                    "[operator.sorted]\nkind = \"sort\"\ninput = \"l\"\nby = [\"lk {dir} nulls {nulls}\"]\n\n[operator.result]\nkind = \"head\"\ninput = \"sorted\"\nrows = {n}\n"
+                    "[operator.sorted]\nkind = \"sort\"\ninput = \"l\"\nby = [\"lk {dir} nulls {nulls}\"]\n\n[operator.result]\n{}\ninput = \"sorted\"\nrows = {n}\n",
+                    if offset == 0 { "kind = \"head\"".to_string() } else { format!("kind = \"slice\"\noffset = {offset}") }
                 ),
                 sql: format!(
-                    "SELECT * FROM l ORDER BY lk {} NULLS {} LIMIT {n}",
+                    "SELECT * FROM l ORDER BY lk {} NULLS {} LIMIT {n} OFFSET {offset}",
                     dir.to_uppercase(),
                     nulls.to_uppercase()
                 ),

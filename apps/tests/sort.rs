@@ -151,3 +151,44 @@ fn head_after_sort_is_the_top_n_on_rank_0_and_repartition_keeps_every_row() {
     assert_eq!(spread_total, all, "repartition keeps every row once");
     assert_eq!(ranks_with_rows, 3, "round-robin spreads batches over every rank");
 }
+
+#[test]
+fn tail_and_slice_after_sort_cut_the_sorted_table_on_1_to_4_workers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rng = TestRng(29);
+    let rows: Vec<Row> = (0..2000)
+        .map(|n| vec![V::I(Some(rng.below(50_000) as i64)), V::S(Some(format!("r{n}"))), V::I(Some(n))])
+        .collect();
+    let types = [DataType::Int64, DataType::Utf8, DataType::Int64];
+    // Uneven files: one rank may hold far fewer rows than the tail needs.
+    for (k, range) in [(0, 0..1500), (1, 1500..1510), (2, 1510..2000)] {
+        write_parquet(
+            &dir.path().join(format!("in-{k}.parquet")),
+            &batch(&["a", "b", "id"], &types, &rows[range]),
+        );
+    }
+    let mut sorted = rows.clone();
+    sorted.sort_by(|x, y| match (&x[0], &y[0], &x[2], &y[2]) {
+        (V::I(a), V::I(b), V::I(i), V::I(j)) => a.cmp(b).then(i.cmp(j)),
+        _ => Ordering::Equal,
+    });
+    let pipeline = "[runtime]\nbatch_rows = 97\n\n[source.s]\nkind = \"parquet\"\npaths = [\"in-0.parquet\", \"in-1.parquet\", \"in-2.parquet\"]\n\n\
+         [operator.sorted]\nkind = \"sort\"\ninput = \"s\"\nby = [\"a\", \"id\"]\n\n\
+         [operator.bottom]\nkind = \"tail\"\ninput = \"sorted\"\nrows = 130\n\n\
+         [operator.page]\nkind = \"slice\"\ninput = \"sorted\"\noffset = 990\nrows = 45\n\n\
+         [operator.past]\nkind = \"slice\"\ninput = \"sorted\"\noffset = 1990\nrows = 45\n\n\
+         [sink.bottom_rows]\nkind = \"parquet\"\ninput = \"bottom\"\npath = \"out/t-{rank}.parquet\"\n\n\
+         [sink.page_rows]\nkind = \"parquet\"\ninput = \"page\"\npath = \"out/p-{rank}.parquet\"\n\n\
+         [sink.past_rows]\nkind = \"parquet\"\ninput = \"past\"\npath = \"out/e-{rank}.parquet\"\n";
+    for workers in 1..=4 {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (out, _) = run_cluster(dir.path(), pipeline, workers);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (_, tail) = read_parquet_rows(&dir.path().join("out"), "t-");
+        assert_eq!(tail, sorted[2000 - 130..].to_vec(), "{workers} workers: the last 130, in order");
+        let (_, page) = read_parquet_rows(&dir.path().join("out"), "p-");
+        assert_eq!(page, sorted[990..1035].to_vec(), "{workers} workers: rows 990 to 1034");
+        let (_, past) = read_parquet_rows(&dir.path().join("out"), "e-");
+        assert_eq!(past, sorted[1990..].to_vec(), "{workers} workers: a slice past the end is cut short");
+    }
+}

@@ -37,12 +37,18 @@ pub enum OperatorKind {
         /// Sort keys, most significant first.
         by: Vec<SortKeySpec>,
     },
-    /// The first `rows` rows in rank order, delivered on rank 0.
+    /// A range of rows in rank order (after a `sort`: in sort order), delivered on rank 0:
+    /// `head` (the first `rows`), `slice` (`rows` rows from global row `offset`), `tail` (the
+    /// last `rows`).
     Head {
         /// Input stage.
         input: String,
         /// How many.
         rows: u64,
+        /// Rows skipped first (`slice`); 0 for `head` and `tail`.
+        offset: u64,
+        /// Counted from the end (`tail`).
+        from_end: bool,
     },
     /// Redistribute rows: by hash of `keys`, or round-robin by batch without keys.
     Repartition {
@@ -355,8 +361,7 @@ pub enum JoinAlgorithm {
     SortMerge,
 }
 
-const BUILTIN_KINDS: &str =
-    "join, group_by, sort, head, filter, project, union, intersect, subtract, distinct, repartition, shuffle";
+const BUILTIN_KINDS: &str = "join, group_by, sort, head, tail, slice, filter, project, union, intersect, subtract, distinct, repartition, shuffle";
 
 fn expected_kinds(catalog: &dyn OperatorCatalog) -> String {
     let custom = catalog.kinds();
@@ -518,11 +523,18 @@ pub(crate) fn read_operator(
             t.finish(&["kind", "input", "by"]);
             OperatorKind::Sort { input: input?, by }
         }
-        "head" => {
+        "head" | "tail" => {
             let input = t.req_str("input", "the input stage");
             let rows = t.req_u64("rows", "how many rows");
             t.finish(&["kind", "input", "rows"]);
-            OperatorKind::Head { input: input?, rows: rows? }
+            OperatorKind::Head { input: input?, rows: rows?, offset: 0, from_end: kind == "tail" }
+        }
+        "slice" => {
+            let input = t.req_str("input", "the input stage");
+            let offset = t.req_u64("offset", "the first row's position (0-based) in rank order");
+            let rows = t.req_u64("rows", "how many rows");
+            t.finish(&["kind", "input", "offset", "rows"]);
+            OperatorKind::Head { input: input?, rows: rows?, offset: offset?, from_end: false }
         }
         "repartition" => {
             let input = t.req_str("input", "the input stage");

@@ -16,7 +16,7 @@ use crate::expr::{Filter, Project};
 use crate::files::FileSource;
 use crate::generate::{Generate, GenerateSpec};
 use crate::groupby::{Agg, GroupBy, GroupParams, Mode, decomposable};
-use crate::head::{GatherHead, LocalHead, RoundRobin};
+use crate::head::{GatherHead, LocalHead, RoundRobin, RowRange};
 use crate::inputs::JobInputs;
 use crate::join::{Join, JoinParams};
 use crate::outputs::JobOutputs;
@@ -201,13 +201,17 @@ pub fn build_plan_with(
                     &[r],
                 );
             }
-            OperatorKind::Head { input, rows } => {
+            OperatorKind::Head { input, rows, offset, from_end } => {
                 let from = b.lookup(input)?;
-                let limit = usize::try_from(*rows).unwrap_or(usize::MAX);
+                let range = RowRange {
+                    offset: usize::try_from(*offset).unwrap_or(usize::MAX),
+                    rows: usize::try_from(*rows).unwrap_or(usize::MAX),
+                    from_end: *from_end,
+                };
                 let name = format!("{}.local", o.name);
-                let l = b.push(name, Phase::Other, Box::new(LocalHead::new(limit, ctx.rank)), &[from]);
+                let l = b.push(name, Phase::Other, Box::new(LocalHead::new(range, ctx.rank)), &[from]);
                 b.shuffles[l] = true;
-                b.push(o.name.clone(), Phase::Other, Box::new(GatherHead::new(limit)), &[l]);
+                b.push(o.name.clone(), Phase::Other, Box::new(GatherHead::new(range)), &[l]);
             }
             OperatorKind::Repartition { input, keys } => {
                 let from = b.lookup(input)?;

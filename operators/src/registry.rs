@@ -48,6 +48,8 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "group_by",
     "sort",
     "head",
+    "tail",
+    "slice",
     "filter",
     "project",
     "union",

@@ -1,6 +1,7 @@
-//! Parquet compression codecs: files written here with every codec Parquet writers use are read
-//! as one source, and a sink writes each codec it offers; every output file is read back with
-//! the `parquet` crate, its codec checked in the footer and its rows compared with the input.
+//! File encodings: Parquet files written here with every codec Parquet writers use are read as
+//! one source, and a sink writes each codec it offers (every output file read back with the
+//! `parquet` crate, its codec checked in the footer, its rows compared with the input); JSON
+//! lines files whose fields differ are read with one agreed schema and written back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
 
@@ -160,5 +161,75 @@ path = "out/part-{{rank}}.out"
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sink} was accepted");
         assert!(text.contains(want) && text.contains("sink.out.compression"), "{sink}:\n{text}");
+    }
+}
+
+#[test]
+fn json_lines_are_read_with_one_agreed_schema_and_written_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    // File 0 has integer scores; file 1 has fractional ones, a null name and a field more.
+    let mut lines0 = String::new();
+    let mut lines1 = String::new();
+    for i in 0..300 {
+        lines0.push_str(&format!("{{\"id\": {i}, \"name\": \"n{}\", \"score\": {}}}\n", i % 7, i % 10));
+    }
+    for i in 300..500 {
+        let name = if i % 5 == 0 { "null".to_string() } else { format!("\"n{}\"", i % 7) };
+        lines1.push_str(&format!(
+            "{{\"id\": {i}, \"name\": {name}, \"score\": {}.5, \"vip\": {}}}\n",
+            i % 10,
+            i % 2 == 0
+        ));
+    }
+    std::fs::write(dir.path().join("data/a.jsonl"), lines0).expect("write");
+    std::fs::write(dir.path().join("data/b.jsonl"), lines1).expect("write");
+    let pipeline = r#"
+[source.events]
+kind = "json"
+path = "data/*.jsonl"
+missing_columns = "null"
+
+[operator.kept]
+kind = "filter"
+input = "events"
+where = "score >= 4 and (vip is null or vip)"
+
+[sink.out]
+kind = "json"
+input = "kept"
+path = "out/part-{rank}.jsonl"
+"#;
+    // Independent answer: the rows kept, as (id, name, score, vip).
+    let mut want: Vec<(i64, Option<String>, f64, Option<bool>)> = Vec::new();
+    for i in 0..500i64 {
+        let (name, score, vip) = if i < 300 {
+            (Some(format!("n{}", i % 7)), (i % 10) as f64, None)
+        } else {
+            ((i % 5 != 0).then(|| format!("n{}", i % 7)), (i % 10) as f64 + 0.5, Some(i % 2 == 0))
+        };
+        if score >= 4.0 && vip.is_none_or(|v| v) {
+            want.push((i, name, score, vip));
+        }
+    }
+    for workers in [1, 3] {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (out, _) = run_cluster(dir.path(), pipeline, workers);
+        assert!(out.status.success(), "{workers} workers: {}", String::from_utf8_lossy(&out.stderr));
+        let mut got = Vec::new();
+        for file in list_dir(&dir.path().join("out")) {
+            let text = std::fs::read_to_string(dir.path().join("out").join(&file)).expect("read");
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+                got.push((
+                    v["id"].as_i64().expect("id"),
+                    v["name"].as_str().map(str::to_string),
+                    v["score"].as_f64().expect("score as a number"),
+                    v["vip"].as_bool(),
+                ));
+            }
+        }
+        got.sort_by_key(|r| r.0);
+        assert_eq!(got, want, "{workers} workers");
     }
 }

@@ -108,6 +108,8 @@ pub enum FileFormat {
     Csv(CsvOptions),
     /// Arrow IPC file format (Feather v2).
     Ipc,
+    /// JSON lines (NDJSON): one JSON object per line, fields by name.
+    Json,
 }
 
 impl FileFormat {
@@ -117,6 +119,7 @@ impl FileFormat {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv(_) => "csv",
             FileFormat::Ipc => "ipc",
+            FileFormat::Json => "json",
         }
     }
 
@@ -127,6 +130,7 @@ impl FileFormat {
             FileFormat::Parquet => &["parquet", "parq", "pq"],
             FileFormat::Csv(_) => &["csv", "tsv", "txt"],
             FileFormat::Ipc => &["arrow", "ipc", "feather"],
+            FileFormat::Json => &["json", "jsonl", "ndjson"],
         }
     }
 }
@@ -483,11 +487,15 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
             t.finish(&["kind", "rows", "unique_factor", "seed"]);
             SourceKind::Generate { rows: rows?, unique_factor, seed }
         }
-        "parquet" | "ipc" => {
+        "parquet" | "ipc" | "json" => {
             let files = read_files(t);
             let missing_columns = read_missing_columns(t);
             t.finish(&["kind", "path", "paths", "missing_columns"]);
-            let format = if kind == "ipc" { FileFormat::Ipc } else { FileFormat::Parquet };
+            let format = match kind.as_str() {
+                "ipc" => FileFormat::Ipc,
+                "json" => FileFormat::Json,
+                _ => FileFormat::Parquet,
+            };
             SourceKind::Files { format, files: files?, missing_columns }
         }
         "csv" => {
@@ -526,7 +534,7 @@ fn read_source(name: String, t: &Table<'_, '_>) -> Option<SourceSpec> {
         other => {
             t.error(
                 "kind",
-                format!("unknown source kind `{other}`; expected one of: generate, parquet, csv, ipc"),
+                format!("unknown source kind `{other}`; expected one of: generate, parquet, csv, ipc, json"),
             );
             return None;
         }
@@ -604,10 +612,10 @@ fn read_csv_schema(s: &Table<'_, '_>) -> Vec<(String, String)> {
 }
 
 fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
-    let kind = t.req_str("kind", "one of: parquet, csv, ipc, summary")?;
+    let kind = t.req_str("kind", "one of: parquet, csv, ipc, json, summary")?;
     let input = t.req_str("input", "the stage it consumes");
     let kind = match kind.as_str() {
-        "parquet" | "csv" | "ipc" => {
+        "parquet" | "csv" | "ipc" | "json" => {
             let path = t.req_str("path", "output path; {rank} is replaced by the rank");
             if let Some(p) = &path {
                 if !p.contains("{rank}") {
@@ -655,6 +663,7 @@ fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
             let format = match kind.as_str() {
                 "parquet" => FileFormat::Parquet,
                 "ipc" => FileFormat::Ipc,
+                "json" => FileFormat::Json,
                 _ => FileFormat::Csv(CsvOptions::default()),
             };
             SinkKind::File { format, path: path?, mode, compression }
@@ -666,7 +675,7 @@ fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
         other => {
             t.error(
                 "kind",
-                format!("unknown sink kind `{other}`; expected one of: parquet, csv, ipc, summary"),
+                format!("unknown sink kind `{other}`; expected one of: parquet, csv, ipc, json, summary"),
             );
             return None;
         }

@@ -51,6 +51,7 @@ enum Reader {
     Parquet(ParquetRecordBatchReader),
     Csv { reader: Box<arrow_csv::Reader<Input>>, columns: Vec<String>, declared: Vec<String> },
     Ipc(Box<arrow_ipc::reader::FileReader<Input>>),
+    Json(Box<arrow_json::Reader<std::io::BufReader<Input>>>),
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> OperatorError {
@@ -175,6 +176,13 @@ pub fn read_schema(source: &str, format: &FileFormat, at: &Location) -> Result<S
                 .map_err(|e| bad("read Arrow IPC file", &e))?;
             reader.schema()
         }
+        FileFormat::Json => {
+            // Every line is read to infer the schema: a field first seen late still counts.
+            let input = std::io::BufReader::new(open_input(source, at)?);
+            let (inferred, _) = arrow_json::reader::infer_json_schema(input, None)
+                .map_err(|e| bad("infer the schema of", &e))?;
+            Arc::new(inferred)
+        }
         FileFormat::Csv(o) => {
             let mut input = open_input(source, at)?;
             let limit = match (o.infer_rows, at) {
@@ -259,6 +267,14 @@ fn open(
             let reader = arrow_ipc::reader::FileReader::try_new(input, None)
                 .map_err(|e| bad("read Arrow IPC file", &e))?;
             Ok(Reader::Ipc(Box::new(reader)))
+        }
+        FileFormat::Json => {
+            // Fields are read by name as the agreed types; a field a line lacks is null.
+            let reader = arrow_json::ReaderBuilder::new(Arc::clone(agreed))
+                .with_batch_size(batch_rows)
+                .build(std::io::BufReader::new(input))
+                .map_err(|e| bad("read JSON lines file", &e))?;
+            Ok(Reader::Json(Box::new(reader)))
         }
         FileFormat::Csv(o) => {
             // Read each column as the agreed type of its name.
@@ -383,6 +399,7 @@ impl FileSource {
             let next = match reader {
                 Reader::Parquet(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
                 Reader::Ipc(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
+                Reader::Json(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
                 Reader::Csv { reader, columns, declared } => {
                     reader.next().map(|r| r.map_err(|e| csv_error(&self.name, at, &e, columns, declared)))
                 }

@@ -81,6 +81,7 @@ enum Writer {
     Parquet(ArrowWriter<ByteSink>),
     Csv(arrow_csv::Writer<ByteSink>),
     Ipc(arrow_ipc::writer::FileWriter<ByteSink>),
+    Json(arrow_json::LineDelimitedWriter<ByteSink>),
 }
 
 /// Writes its input to one part file (Parquet, CSV or Arrow IPC), locally or in S3, under a
@@ -157,6 +158,7 @@ fn make_writer(
         FileFormat::Ipc => {
             Writer::Ipc(arrow_ipc::writer::FileWriter::try_new(sink, schema).map_err(|e| e.to_string())?)
         }
+        FileFormat::Json => Writer::Json(arrow_json::LineDelimitedWriter::new(sink)),
     })
 }
 
@@ -166,6 +168,7 @@ impl Writer {
             Writer::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
             Writer::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
             Writer::Ipc(w) => w.write(batch).map_err(|e| e.to_string()),
+            Writer::Json(w) => w.write(batch).map_err(|e| e.to_string()),
         }
     }
 }
@@ -215,6 +218,10 @@ impl Operator for FileSink {
             Some(Writer::Ipc(mut w)) => {
                 w.finish().map_err(|e| self.err(e))?;
                 w.into_inner().map_err(|e| self.err(e))?
+            }
+            Some(Writer::Json(mut w)) => {
+                w.finish().map_err(|e| self.err(e))?;
+                w.into_inner()
             }
             None => return Ok(Flow::Idle),
         };

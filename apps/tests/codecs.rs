@@ -1,7 +1,8 @@
 //! File encodings: Parquet files written here with every codec Parquet writers use are read as
 //! one source, and a sink writes each codec it offers (every output file read back with the
 //! `parquet` crate, its codec checked in the footer, its rows compared with the input); JSON
-//! lines files whose fields differ are read with one agreed schema and written back.
+//! lines files whose fields differ are read with one agreed schema and written back; Arrow IPC
+//! files and streams are read as one source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
 
@@ -232,4 +233,45 @@ path = "out/part-{rank}.jsonl"
         got.sort_by_key(|r| r.0);
         assert_eq!(got, want, "{workers} workers");
     }
+}
+
+#[test]
+fn arrow_ipc_files_and_streams_are_read_as_one_source() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    let (a, b) = (rows(0), rows(1));
+    let mut w = arrow_ipc::writer::FileWriter::try_new(
+        File::create(dir.path().join("data/a.arrow")).expect("create"),
+        &a.schema(),
+    )
+    .expect("file writer");
+    w.write(&a).expect("write");
+    w.finish().expect("finish");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        File::create(dir.path().join("data/b.arrow")).expect("create"),
+        &b.schema(),
+    )
+    .expect("stream writer");
+    w.write(&b.slice(0, 200)).expect("write");
+    w.write(&b.slice(200, 300)).expect("write");
+    w.finish().expect("finish");
+    let pipeline = r#"
+[source.all]
+kind = "ipc"
+path = "data/"
+
+[sink.out]
+kind = "parquet"
+input = "all"
+path = "out/part-{rank}.parquet"
+"#;
+    let (out, _) = run_cluster(dir.path(), pipeline, 2);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ids: Vec<i64> = read_parquet_files(&dir.path().join("out"), "part-")
+        .into_iter()
+        .flat_map(|(_, batches)| batches)
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..1000).collect::<Vec<i64>>(), "both files, every row once");
 }

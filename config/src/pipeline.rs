@@ -106,7 +106,8 @@ pub enum FileFormat {
     Parquet,
     /// Comma (or other delimiter) separated text.
     Csv(CsvOptions),
-    /// Arrow IPC file format (Feather v2).
+    /// Arrow IPC: sources read the file format (Feather v2) and the stream format (told apart
+    /// by the file magic); sinks write the file format.
     Ipc,
     /// JSON lines (NDJSON): one JSON object per line, fields by name.
     Json,

@@ -51,6 +51,7 @@ enum Reader {
     Parquet(ParquetRecordBatchReader),
     Csv { reader: Box<arrow_csv::Reader<Input>>, columns: Vec<String>, declared: Vec<String> },
     Ipc(Box<arrow_ipc::reader::FileReader<Input>>),
+    IpcStream(Box<arrow_ipc::reader::StreamReader<std::io::BufReader<Input>>>),
     Json(Box<arrow_json::Reader<std::io::BufReader<Input>>>),
 }
 
@@ -96,6 +97,15 @@ fn open_input(source: &str, at: &Location) -> Result<Input, OperatorError> {
             s3_get(bucket, key).map_err(|e| OperatorError::Invalid(format!("source `{source}`: {e}")))?,
         )),
     })
+}
+
+/// True when `input` starts with the Arrow IPC file magic (`ARROW1`); an Arrow IPC stream has
+/// none. The position is restored.
+fn is_ipc_file(input: &mut Input) -> std::io::Result<bool> {
+    let mut magic = [0u8; 6];
+    let n = input.read(&mut magic)?;
+    input.seek(SeekFrom::Start(0))?;
+    Ok(n == 6 && &magic == b"ARROW1")
 }
 
 /// The regex matching the fields read as null: exactly one of `values`.
@@ -172,9 +182,16 @@ pub fn read_schema(source: &str, format: &FileFormat, at: &Location) -> Result<S
             }
         },
         FileFormat::Ipc => {
-            let reader = arrow_ipc::reader::FileReader::try_new(open_input(source, at)?, None)
-                .map_err(|e| bad("read Arrow IPC file", &e))?;
-            reader.schema()
+            let mut input = open_input(source, at)?;
+            if is_ipc_file(&mut input).map_err(|e| bad("read", &e))? {
+                let reader = arrow_ipc::reader::FileReader::try_new(input, None)
+                    .map_err(|e| bad("read Arrow IPC file", &e))?;
+                reader.schema()
+            } else {
+                let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(input), None)
+                    .map_err(|e| bad("read Arrow IPC stream", &e))?;
+                reader.schema()
+            }
         }
         FileFormat::Json => {
             // Every line is read to infer the schema: a field first seen late still counts.
@@ -264,9 +281,15 @@ fn open(
             Ok(Reader::Parquet(reader))
         }
         FileFormat::Ipc => {
-            let reader = arrow_ipc::reader::FileReader::try_new(input, None)
-                .map_err(|e| bad("read Arrow IPC file", &e))?;
-            Ok(Reader::Ipc(Box::new(reader)))
+            if is_ipc_file(&mut input).map_err(|e| bad("read", &e))? {
+                let reader = arrow_ipc::reader::FileReader::try_new(input, None)
+                    .map_err(|e| bad("read Arrow IPC file", &e))?;
+                Ok(Reader::Ipc(Box::new(reader)))
+            } else {
+                let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(input), None)
+                    .map_err(|e| bad("read Arrow IPC stream", &e))?;
+                Ok(Reader::IpcStream(Box::new(reader)))
+            }
         }
         FileFormat::Json => {
             // Fields are read by name as the agreed types; a field a line lacks is null.
@@ -399,6 +422,7 @@ impl FileSource {
             let next = match reader {
                 Reader::Parquet(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
                 Reader::Ipc(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
+                Reader::IpcStream(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
                 Reader::Json(r) => r.next().map(|r| r.map_err(|e| e.to_string())),
                 Reader::Csv { reader, columns, declared } => {
                     reader.next().map(|r| r.map_err(|e| csv_error(&self.name, at, &e, columns, declared)))

@@ -275,3 +275,69 @@ path = "out/part-{rank}.parquet"
     ids.sort_unstable();
     assert_eq!(ids, (0..1000).collect::<Vec<i64>>(), "both files, every row once");
 }
+
+#[test]
+fn a_json_field_that_is_sometimes_a_number_is_read_as_text_and_ipc_sinks_take_changing_dictionaries() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    std::fs::write(dir.path().join("data/a.jsonl"), "{\"id\": 1}\n{\"id\": \"A7\"}\n{\"id\": 2.5}\n")
+        .expect("write");
+    let pipeline = "[source.j]\nkind = \"json\"\npath = \"data/a.jsonl\"\n\n[sink.out]\nkind = \"parquet\"\ninput = \"j\"\npath = \"out/part-{rank}.parquet\"\n";
+    let (out, _) = run_cluster(dir.path(), pipeline, 1);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids: Vec<String> = read_parquet_files(&dir.path().join("out"), "part-")
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, vec!["1", "A7", "2.5"]);
+
+    // A category column in many row groups, shuffled on 3 workers, then written as Arrow IPC:
+    // every batch brings its own dictionary.
+    let names: Vec<String> = (0..600).map(|i| format!("c{}", (i * 7) % 90)).collect();
+    let dict: arrow_array::DictionaryArray<arrow_array::types::Int32Type> =
+        names.iter().map(|s| Some(s.as_str())).collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("cat", Arc::new(dict) as ArrayRef),
+        ("id", Arc::new(Int64Array::from_iter_values(0..600)) as ArrayRef),
+    ])
+    .expect("batch");
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(50)).build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        File::create(dir.path().join("data/c.parquet")).expect("create"),
+        batch.schema(),
+        Some(props),
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let pipeline = "[runtime]\nbatch_rows = 40\n\n[source.c]\nkind = \"parquet\"\npath = \"data/c.parquet\"\n\n[operator.s]\nkind = \"shuffle\"\ninput = \"c\"\nkeys = [\"id\"]\n\n[sink.out]\nkind = \"ipc\"\ninput = \"s\"\npath = \"ipc/part-{rank}.arrow\"\n";
+    let (out, _) = run_cluster(dir.path(), pipeline, 3);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got: Vec<(i64, String)> = Vec::new();
+    for file in list_dir(&dir.path().join("ipc")) {
+        let reader = arrow_ipc::reader::FileReader::try_new(
+            File::open(dir.path().join("ipc").join(file)).expect("open"),
+            None,
+        )
+        .expect("ipc");
+        for b in reader {
+            let b = b.expect("batch");
+            let cat = b.column(0).as_string::<i32>();
+            let id = b.column(1).as_primitive::<Int64Type>();
+            got.extend((0..b.num_rows()).map(|i| (id.value(i), cat.value(i).to_string())));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        (0..600).map(|i| (i, names[i as usize].clone())).collect::<Vec<_>>(),
+        "decoded, every row once"
+    );
+}

@@ -473,6 +473,23 @@ pub(crate) fn read_operator(
                             }
                         }
                     }
+                    // Output columns sit beside the keys, and partial states are named
+                    // OUTPUT.sum, OUTPUT.n, OUTPUT.mean, OUTPUT.m2: no name may be taken twice.
+                    let outputs: Vec<&str> = aggregates.iter().map(|g| g.output.as_str()).collect();
+                    for g in &aggregates {
+                        if keys.as_ref().is_some_and(|k| k.contains(&g.output)) {
+                            a.error(
+                                &g.output,
+                                format!("output `{}` is also a key column; name it differently", g.output),
+                            );
+                        }
+                        for suffix in [".sum", ".n", ".mean", ".m2"] {
+                            let state = format!("{}{suffix}", g.output);
+                            if outputs.contains(&state.as_str()) {
+                                a.error(&state, format!("output `{state}` clashes with a partial state of `{}`; name it differently", g.output));
+                            }
+                        }
+                    }
                     a.finish(&[]);
                     if aggregates.is_empty() && !t.doc().has_errors() {
                         t.error(
@@ -664,6 +681,24 @@ impl OperatorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_by_outputs_may_not_take_key_or_state_names() {
+        let spec = |agg: &str| {
+            format!(
+                "[source.s]\nkind = \"generate\"\nrows = 1\n\n[operator.g]\nkind = \"group_by\"\ninput = \"s\"\nkeys = [\"key\"]\naggregate = {{ {agg} }}\n\n[sink.o]\nkind = \"summary\"\ninput = \"g\"\n"
+            )
+        };
+        let e = crate::parse_pipeline(&spec("key = \"count()\""), "p.toml")
+            .expect_err("output named as a key")
+            .to_string();
+        assert!(e.contains("output `key` is also a key column"), "{e}");
+        let e = crate::parse_pipeline(&spec("t = \"sum(payload)\", \"t.n\" = \"count()\""), "p.toml")
+            .expect_err("output named as a state")
+            .to_string();
+        assert!(e.contains("output `t.n` clashes with a partial state of `t`"), "{e}");
+        assert!(crate::parse_pipeline(&spec("t = \"sum(payload)\", n = \"count()\""), "p.toml").is_ok());
+    }
 
     #[test]
     fn median_and_quantile_carry_their_fraction() {

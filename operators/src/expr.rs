@@ -91,19 +91,35 @@ fn exact() -> arrow_cast::CastOptions<'static> {
 }
 
 /// The type both integer operands are computed in: `Int64` when both fit in it (as before),
-/// `UInt64` when both are `UInt64`, and `Decimal128(20, 0)` (which holds every `Int64` and
-/// every `UInt64` exactly) for a `UInt64` against a signed or narrower type.
+/// `UInt64` when both are unsigned and one is `UInt64`, and `Decimal128(20, 0)` (which holds
+/// every `Int64` and every `UInt64` exactly) for a `UInt64` against a signed type.
 fn integer_target(a: &DataType, b: &DataType) -> DataType {
-    match (a == &DataType::UInt64, b == &DataType::UInt64) {
-        (false, false) => DataType::Int64,
-        (true, true) => DataType::UInt64,
-        _ => DataType::Decimal128(20, 0),
+    let wide = a == &DataType::UInt64 || b == &DataType::UInt64;
+    if !wide {
+        DataType::Int64
+    } else if a.is_unsigned_integer() && b.is_unsigned_integer() {
+        DataType::UInt64
+    } else {
+        DataType::Decimal128(20, 0)
     }
+}
+
+/// `a / b` of integer values held as `Decimal128(20, 0)`, truncated toward zero as integer
+/// division is; division by zero is an error.
+fn truncating_div(a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef, OperatorError> {
+    use arrow_array::types::Decimal128Type;
+    let (x, y) = (a.as_primitive::<Decimal128Type>(), b.as_primitive::<Decimal128Type>());
+    let q: arrow_array::Decimal128Array = arrow_arith::arity::try_binary(x, y, |p: i128, q: i128| {
+        p.checked_div(q).ok_or(arrow_schema::ArrowError::DivideByZero)
+    })?;
+    Ok(Arc::new(q.with_precision_and_scale(20, 0)?))
 }
 
 /// Casts both sides to one type for an operator. Casts are exact: a value the common type
 /// cannot hold is an error, never a silent null.
 fn coerce(l: ArrayRef, r: ArrayRef) -> Result<(ArrayRef, ArrayRef), OperatorError> {
+    // Values, not encodings: two dictionaries cannot be zipped or compared as they are.
+    let (l, r) = (crate::keys::decoded(&l)?, crate::keys::decoded(&r)?);
     let (lt_, rt_) = (l.data_type().clone(), r.data_type().clone());
     let target = match (numeric_kind(&lt_), numeric_kind(&rt_)) {
         (Some(a), Some(b)) => {
@@ -276,8 +292,14 @@ pub fn eval(e: &Expr, batch: &RecordBatch) -> Result<ArrayRef, OperatorError> {
                 BinOp::And => Arc::new(and_kleene(&boolean(&lv, "and")?, &boolean(&rv, "and")?)?),
                 BinOp::Or => Arc::new(or_kleene(&boolean(&lv, "or")?, &boolean(&rv, "or")?)?),
                 _ => {
+                    let integers = lv.data_type().is_integer() && rv.data_type().is_integer();
                     let (a, b) = coerce(lv, rv)?;
                     match op {
+                        // Integer division truncates toward zero in every integer type, also in
+                        // the Decimal128(20, 0) a uint64 and a signed operand are computed in.
+                        BinOp::Div if integers && matches!(a.data_type(), DataType::Decimal128(..)) => {
+                            truncating_div(&a, &b)?
+                        }
                         BinOp::Eq => Arc::new(eq(&a, &b)?),
                         BinOp::Ne => Arc::new(neq(&a, &b)?),
                         BinOp::Lt => Arc::new(lt(&a, &b)?),
@@ -377,6 +399,12 @@ fn call(func: Func, args: &[Expr], batch: &RecordBatch) -> Result<ArrayRef, Oper
             let digits = match args.get(1) {
                 None => 0,
                 Some(Expr::Literal(Literal::Int(d))) if (-15..=15).contains(d) => *d as i32,
+                Some(Expr::Neg(d)) if matches!(d.as_ref(), Expr::Literal(Literal::Int(d)) if (0..=15).contains(d)) => {
+                    match d.as_ref() {
+                        Expr::Literal(Literal::Int(d)) => -(*d as i32),
+                        _ => 0,
+                    }
+                }
                 Some(_) => return Err(err("round's digits must be an integer literal from -15 to 15")),
             };
             match numeric_kind(v.data_type()) {
@@ -386,7 +414,11 @@ fn call(func: Func, args: &[Expr], batch: &RecordBatch) -> Result<ArrayRef, Oper
                     let f = arrow_cast::cast(&v, &DataType::Float64)?;
                     Arc::new(
                         f.as_primitive::<arrow_array::types::Float64Type>()
-                            .unary::<_, arrow_array::types::Float64Type>(|x| (x * scale).round() / scale),
+                            .unary::<_, arrow_array::types::Float64Type>(|x| {
+                                // A value too large to scale has no digits there to round.
+                                let scaled = x * scale;
+                                if scaled.is_finite() { scaled.round() / scale } else { x }
+                            }),
                     )
                 }
                 None => return Err(err(format!("round needs numbers, found {}", v.data_type()))),
@@ -521,6 +553,10 @@ mod tests {
         let sum = eval_on("big + 1").expect("u64 + i64");
         let sum = sum.as_primitive::<arrow_array::types::Decimal128Type>();
         assert_eq!(sum.value(0), i128::from(u64::MAX) + 1);
+        // Integer division truncates in every integer type, the decimal one included.
+        let q = eval_on("big / 2").expect("u64 / i64");
+        let q = q.as_primitive::<arrow_array::types::Decimal128Type>();
+        assert_eq!((q.value(2), q.value(1)), (1, 1 << 62), "3 / 2 = 1, exactly");
         // ... and in UInt64 between unsigned operands, where overflow is an error.
         let e = eval_on("big + big").expect_err("u64::MAX * 2 overflows").to_string();
         assert!(e.to_lowercase().contains("overflow"), "{e}");
@@ -609,6 +645,11 @@ mod tests {
         assert_eq!(ints("abs(a)"), vec![Some(1), Some(5), None, Some(3)]);
         assert_eq!(floats("round(f, 2)"), vec![Some(2.35), Some(-2.5), None, Some(0.0)]);
         assert_eq!(floats("round(f)"), vec![Some(2.0), Some(-3.0), None, Some(0.0)], "half away from zero");
+        assert_eq!(
+            floats("round(a * 1000 + 449, -3)"),
+            vec![Some(1000.0), Some(5000.0), None, Some(-3000.0)]
+        );
+        assert_eq!(floats("round(f * 1e306, 2)")[0], Some(2.345 * 1e306), "too large to scale: unchanged");
         assert_eq!(ints("year(d)"), vec![Some(2024), None, Some(1970), Some(2024)]);
         assert_eq!(ints("month(d)"), vec![Some(7), None, Some(1), Some(8)]);
         assert_eq!(ints("day(d)"), vec![Some(1), None, Some(1), Some(1)]);

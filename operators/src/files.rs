@@ -293,7 +293,10 @@ fn open(
         }
         FileFormat::Json => {
             // Fields are read by name as the agreed types; a field a line lacks is null.
+            // Numbers where the agreed type is a string (a field that is a number on some lines
+            // and a string on others) are read as their text.
             let reader = arrow_json::ReaderBuilder::new(Arc::clone(agreed))
+                .with_coerce_primitive(true)
                 .with_batch_size(batch_rows)
                 .build(std::io::BufReader::new(input))
                 .map_err(|e| bad("read JSON lines file", &e))?;

@@ -147,16 +147,20 @@ impl RowValues {
     }
 
     /// Offers each valid value of `col` to its group; `take(current, offered)` decides.
+    /// `canonical` compares floats as keys do (min, max); without it values are kept as they
+    /// are (first, last: -0.0 stays -0.0).
     fn offer(
         &mut self,
         gids: &[u32],
         col: &ArrayRef,
+        canonical: bool,
         take: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Result<(), OperatorError> {
-        let col = key_column(col)?;
+        let col = if canonical { key_column(col)? } else { crate::keys::decoded(col)? };
         let rows = self.conv.convert_columns(&[Arc::clone(&col)])?;
+        let nulls = col.logical_nulls();
         for (i, g) in gids.iter().enumerate() {
-            if col.is_null(i) {
+            if nulls.as_ref().is_some_and(|b| b.is_null(i)) {
                 continue;
             }
             let r = rows.row(i);
@@ -214,8 +218,11 @@ pub fn decimal_sum_type(t: &DataType) -> Option<DataType> {
 }
 
 fn floats(col: &ArrayRef) -> Result<Vec<Option<f64>>, OperatorError> {
-    let t = col.data_type();
-    if !(t.is_integer() || is_float(t) || is_decimal(t)) {
+    let t = key_type(col.data_type());
+    if t == DataType::Null {
+        return Ok(vec![None; col.len()]);
+    }
+    if !(t.is_integer() || is_float(&t) || is_decimal(&t)) {
         return Err(invalid(format!("needs a numeric column, found {t}")));
     }
     let c = arrow_cast::cast(col, &DataType::Float64)?;
@@ -255,7 +262,7 @@ impl Acc {
         let column_type = || ty.ok_or_else(|| invalid(format!("{} needs a column", func.name())));
         Ok(match func {
             AggFn::Count => Acc::Count(Vec::new()),
-            AggFn::Sum => match ty {
+            AggFn::Sum => match ty.map(key_type).as_ref() {
                 Some(t) if t.is_signed_integer() => Acc::SumI { s: Vec::new(), n: Vec::new() },
                 Some(t) if t.is_unsigned_integer() => Acc::SumU { s: Vec::new(), n: Vec::new() },
                 Some(t) if is_decimal(t) => {
@@ -311,14 +318,18 @@ impl Acc {
     /// Adds raw values (`col` None: count rows).
     fn update(&mut self, gids: &[u32], col: Option<&ArrayRef>) -> Result<(), OperatorError> {
         if let Acc::Count(n) = self {
+            // Logical nulls: a dictionary's null values and a Null-typed column count as null.
+            let nulls = col.map(|c| c.logical_nulls());
             for (i, g) in gids.iter().enumerate() {
-                if col.is_none_or(|c| c.is_valid(i)) {
+                if nulls.as_ref().is_none_or(|n| n.as_ref().is_none_or(|b| b.is_valid(i))) {
                     n[*g as usize] += 1;
                 }
             }
             return Ok(());
         }
         let Some(c) = col else { return Err(invalid("needs a column".into())) };
+        // Dictionary-encoded values aggregate as their values.
+        let c = &crate::keys::decoded(c)?;
         match self {
             Acc::Count(_) => {}
             Acc::SumI { s, n } => {
@@ -363,11 +374,11 @@ impl Acc {
                 }
             }
             // Row order is the key order of `crate::keys` (-0.0 = 0.0, NaN above every number).
-            Acc::Extreme { max: true, values } => values.offer(gids, c, |cur, new| new > cur)?,
-            Acc::Extreme { max: false, values } => values.offer(gids, c, |cur, new| new < cur)?,
+            Acc::Extreme { max: true, values } => values.offer(gids, c, true, |cur, new| new > cur)?,
+            Acc::Extreme { max: false, values } => values.offer(gids, c, true, |cur, new| new < cur)?,
             Acc::Pick { last, values } => {
                 let last = *last;
-                values.offer(gids, c, move |_, _| last)?;
+                values.offer(gids, c, false, move |_, _| last)?;
             }
             Acc::Quantile { values, .. } => {
                 for (x, g) in floats(c)?.into_iter().zip(gids) {
@@ -388,9 +399,11 @@ impl Acc {
             }
             Acc::Distinct(sets) => {
                 let conv = RowConverter::new(vec![SortField::new(key_type(c.data_type()))])?;
-                let rows = conv.convert_columns(&[key_column(c)?])?;
+                let values = key_column(c)?;
+                let rows = conv.convert_columns(&[Arc::clone(&values)])?;
+                let nulls = values.logical_nulls();
                 for (i, g) in gids.iter().enumerate() {
-                    if c.is_valid(i) {
+                    if nulls.as_ref().is_none_or(|b| b.is_valid(i)) {
                         sets[*g as usize].insert(rows.row(i).as_ref().to_vec());
                     }
                 }
@@ -663,7 +676,7 @@ impl GroupBy {
                     Some(ty),
                     AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std | AggFn::Median | AggFn::Quantile,
                 ) = (ty, a.func)
-                    && !(ty.is_numeric() || ty == &DataType::Null)
+                    && !(key_type(ty).is_numeric() || key_type(ty) == DataType::Null)
                 {
                     return Err(invalid(format!(
                         "`{name}`: {} = {}({}) needs a numeric column, but `{}` is {ty}",
@@ -848,6 +861,46 @@ mod tests {
             .collect();
         rows.sort_by_key(|r| r.0);
         rows
+    }
+
+    #[test]
+    fn dictionary_and_null_typed_values_count_their_nulls_and_first_keeps_negative_zero() {
+        let values: ArrayRef = Arc::new(arrow_array::StringArray::from(vec![Some("a"), None]));
+        let dict: ArrayRef = Arc::new(
+            arrow_array::DictionaryArray::try_new(arrow_array::Int32Array::from(vec![0, 1, 1]), values)
+                .expect("dict"),
+        );
+        let ints: ArrayRef = Arc::new(
+            arrow_array::DictionaryArray::try_new(
+                arrow_array::Int32Array::from(vec![0, 1, 0]),
+                Arc::new(Int64Array::from(vec![5, 7])) as ArrayRef,
+            )
+            .expect("dict"),
+        );
+        let b = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(Int64Array::from(vec![1, 1, 1])) as ArrayRef),
+            ("d", dict),
+            ("z", Arc::new(arrow_array::NullArray::new(3)) as ArrayRef),
+            ("f", Arc::new(Float64Array::from(vec![-0.0, 1.0, 2.0])) as ArrayRef),
+            ("i", ints),
+        ])
+        .expect("batch");
+        let aggs = vec![
+            agg(AggFn::Count, Some("d"), "cd"),
+            agg(AggFn::NUnique, Some("d"), "ud"),
+            agg(AggFn::Count, Some("z"), "cz"),
+            agg(AggFn::NUnique, Some("z"), "uz"),
+            agg(AggFn::Sum, Some("z"), "sz"),
+            agg(AggFn::First, Some("f"), "ff"),
+            agg(AggFn::Sum, Some("i"), "si"),
+        ];
+        let out = run(&mut GroupBy::new(params(aggs), Mode::Complete), vec![b]);
+        let int = |c: usize| out.column(c).as_primitive::<Int64Type>().value(0);
+        assert_eq!((int(1), int(2), int(3), int(4)), (1, 1, 0, 0), "null values are not counted");
+        assert!(out.column(5).is_null(0), "the sum of no values is null");
+        let first = out.column(6).as_primitive::<Float64Type>().value(0);
+        assert!(first == 0.0 && first.is_sign_negative(), "first keeps -0.0");
+        assert_eq!(int(7), 17, "a dictionary of integers sums its values, exactly");
     }
 
     #[test]

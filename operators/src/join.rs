@@ -223,7 +223,8 @@ impl Join {
 
 /// The type of a key column both sides share by name, when there is one that holds both.
 fn shared_key_type(left: &DataType, right: &DataType) -> Option<DataType> {
-    crate::unify::widen(left, right).or_else(|| {
+    // Decoded: two dictionaries cannot be merged row by row without overflowing their keys.
+    crate::unify::widen(left, right).map(|t| crate::keys::key_type(&t)).or_else(|| {
         let (l, r) = (crate::keys::key_type(left), crate::keys::key_type(right));
         (l.is_integer() && r.is_integer()).then_some(DataType::Decimal128(20, 0))
     })
@@ -830,6 +831,29 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].num_rows(), 0);
         assert_eq!(out[0].schema().fields().len(), 3);
+    }
+
+    #[test]
+    fn a_full_join_of_two_large_categories_on_narrow_dictionaries_merges_their_values() {
+        // 70 categories a side in Int8 dictionaries: the two together overflow an Int8 key.
+        let side = |prefix: &str, v: i64| {
+            let names: Vec<String> = (0..70).map(|i| format!("{prefix}{i}")).collect();
+            let dict: arrow_array::DictionaryArray<arrow_array::types::Int8Type> =
+                names.iter().map(|s| Some(s.as_str())).collect();
+            RecordBatch::try_from_iter(vec![
+                ("cat", Arc::new(dict) as ArrayRef),
+                (if v == 0 { "l" } else { "r" }, Arc::new(Int64Array::from(vec![v; 70])) as ArrayRef),
+            ])
+            .expect("batch")
+        };
+        for algorithm in ALGORITHMS {
+            let mut p = params(&["cat"], 1000);
+            p.how = JoinHow::Full;
+            let out = run(&mut with(algorithm, p), vec![side("a", 0)], vec![side("b", 1)]);
+            let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(rows, 140, "{algorithm:?}: nothing matches, every row kept once");
+            assert_eq!(out[0].schema().field(0).data_type(), &DataType::Utf8, "the shared key decoded");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! equality and order are the ones above; [`key_type`] is the type that gives. Columns of other
 //! types pass through untouched (an `Arc` clone). Every type Arrow's row format encodes can be
 //! a key: integers, floats, decimals, strings, binaries, booleans, dates, times, timestamps
-//! (with or without a time zone), durations, intervals, and lists and structs of these.
+//! (with or without a time zone), durations, intervals, and lists and structs of these (floats
+//! inside a list or struct are compared by their bits: -0.0 and 0.0 differ there). A column of
+//! type Null (every value null) is a key whose every row is the null key.
 
 use std::sync::Arc;
 
@@ -111,19 +113,25 @@ pub fn key_type(t: &DataType) -> DataType {
     }
 }
 
+/// `col` with a dictionary decoded to its values (of type [`key_type`]); any other column as it
+/// is, values untouched.
+///
+/// # Errors
+/// A dictionary whose values cannot be decoded (an Arrow cast error).
+pub fn decoded(col: &ArrayRef) -> Result<ArrayRef, OperatorError> {
+    match col.data_type() {
+        DataType::Dictionary(_, _) => Ok(arrow_cast::cast(col, &key_type(col.data_type()))?),
+        _ => Ok(Arc::clone(col)),
+    }
+}
+
 /// `col` ready to be compared, hashed or ordered as a key: a dictionary decoded to its values,
 /// float values made canonical; of type [`key_type`]`(col.data_type())`.
 ///
 /// # Errors
 /// A dictionary whose values cannot be decoded (an Arrow cast error).
 pub fn key_column(col: &ArrayRef) -> Result<ArrayRef, OperatorError> {
-    match col.data_type() {
-        DataType::Dictionary(_, _) => {
-            let plain = arrow_cast::cast(col, &key_type(col.data_type()))?;
-            Ok(canonical_column(&plain))
-        }
-        _ => Ok(canonical_column(col)),
-    }
+    Ok(canonical_column(&decoded(col)?))
 }
 
 /// [`key_column`] of each column.

@@ -139,6 +139,27 @@ impl FileSink {
     }
 }
 
+/// `schema` with dictionary-encoded columns as their value types.
+fn decoded_schema(schema: &SchemaRef) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(crate::keys::key_type(f.data_type())))
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// `batch` with dictionary-encoded columns decoded (as [`decoded_schema`]).
+fn decoded_batch(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    let cols = batch
+        .columns()
+        .iter()
+        .map(crate::keys::decoded)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    RecordBatch::try_new(Arc::new(decoded_schema(&batch.schema())), cols).map_err(|e| e.to_string())
+}
+
 /// The writer of a file sink in `format` over `sink`.
 fn make_writer(
     format: &FileFormat,
@@ -155,9 +176,10 @@ fn make_writer(
             )
         }
         FileFormat::Csv(_) => Writer::Csv(arrow_csv::WriterBuilder::new().with_header(true).build(sink)),
-        FileFormat::Ipc => {
-            Writer::Ipc(arrow_ipc::writer::FileWriter::try_new(sink, schema).map_err(|e| e.to_string())?)
-        }
+        FileFormat::Ipc => Writer::Ipc(
+            arrow_ipc::writer::FileWriter::try_new(sink, &decoded_schema(schema))
+                .map_err(|e| e.to_string())?,
+        ),
         FileFormat::Json => Writer::Json(arrow_json::LineDelimitedWriter::new(sink)),
     })
 }
@@ -167,7 +189,9 @@ impl Writer {
         match self {
             Writer::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
             Writer::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
-            Writer::Ipc(w) => w.write(batch).map_err(|e| e.to_string()),
+            // The IPC file format allows one dictionary per column for the whole file, and
+            // batches from shuffles carry many: dictionaries are written decoded.
+            Writer::Ipc(w) => decoded_batch(batch).and_then(|b| w.write(&b).map_err(|e| e.to_string())),
             Writer::Json(w) => w.write(batch).map_err(|e| e.to_string()),
         }
     }

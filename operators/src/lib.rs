@@ -24,6 +24,7 @@
 //! | [`registry`] | operators registered by the embedding program, used by name |
 //! | [`planner`] | pipeline spec → physical plan (shuffles inserted before joins) |
 
+pub mod aggregates;
 pub mod check;
 pub mod checksum;
 pub mod chunked;

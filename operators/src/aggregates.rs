@@ -1,0 +1,545 @@
+//! Aggregate accumulators of the group-by (see [`crate::groupby`]): one per aggregate, holding
+//! a value (or partial state) per group, updated from raw values or merged from partial
+//! states, and turned into output columns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal256Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, Decimal256Array, Float64Array, Int64Array, UInt64Array};
+use arrow_buffer::i256;
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field};
+use updraft_config::AggFn;
+use updraft_runtime::OperatorError;
+
+use crate::keys::{key_column, key_type};
+
+pub(crate) enum Acc {
+    Count(Vec<i64>),
+    /// Sum of signed integers, exact in i64 (an overflow is an error).
+    SumI {
+        s: Vec<i64>,
+        n: Vec<i64>,
+    },
+    /// Sum of unsigned integers, exact in u64 (an overflow is an error).
+    SumU {
+        s: Vec<u64>,
+        n: Vec<i64>,
+    },
+    /// Sum of decimals, exact: accumulated in 256 bits, output as [`decimal_sum_type`].
+    SumDecimal {
+        s: Vec<i256>,
+        n: Vec<i64>,
+        ty: DataType,
+    },
+    SumF {
+        s: Vec<f64>,
+        n: Vec<i64>,
+    },
+    /// Min or max of any orderable type: the best value's row encoding per group.
+    Extreme {
+        max: bool,
+        values: RowValues,
+    },
+    Moments {
+        n: Vec<f64>,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+    },
+    Distinct(Vec<HashSet<Vec<u8>>>),
+    /// First or last value of any type, kept as its row encoding.
+    Pick {
+        last: bool,
+        values: RowValues,
+    },
+    /// Every value of each group, for an exact quantile `q`.
+    Quantile {
+        q: f64,
+        values: Vec<Vec<f64>>,
+    },
+}
+
+/// One value per group of one Arrow type, held in Arrow's row format (which orders every type
+/// by value), decoded back to that type at the end.
+pub(crate) struct RowValues {
+    ty: DataType,
+    conv: RowConverter,
+    v: Vec<Option<Box<[u8]>>>,
+}
+
+impl RowValues {
+    /// Values of columns of type `t` (a dictionary's values: they are compared and kept by value).
+    fn new(t: &DataType) -> Result<RowValues, OperatorError> {
+        let ty = key_type(t);
+        let conv = RowConverter::new(vec![SortField::new(ty.clone())])
+            .map_err(|e| invalid(format!("values of type {t} cannot be compared or kept: {e}")))?;
+        Ok(RowValues { ty, conv, v: Vec::new() })
+    }
+
+    /// Offers each valid value of `col` to its group; `take(current, offered)` decides.
+    /// `canonical` compares floats as keys do (min, max); without it values are kept as they
+    /// are (first, last: -0.0 stays -0.0).
+    fn offer(
+        &mut self,
+        gids: &[u32],
+        col: &ArrayRef,
+        canonical: bool,
+        take: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), OperatorError> {
+        let col = if canonical { key_column(col)? } else { crate::keys::decoded(col)? };
+        let rows = self.conv.convert_columns(&[Arc::clone(&col)])?;
+        let nulls = col.logical_nulls();
+        for (i, g) in gids.iter().enumerate() {
+            if nulls.as_ref().is_some_and(|b| b.is_null(i)) {
+                continue;
+            }
+            let r = rows.row(i);
+            let slot = &mut self.v[*g as usize];
+            if slot.as_deref().is_none_or(|cur| take(cur, r.as_ref())) {
+                *slot = Some(r.as_ref().into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The values as one column of the type given to [`RowValues::new`] (null where a group had
+    /// no value).
+    fn column(&self) -> Result<ArrayRef, OperatorError> {
+        let null = self.conv.convert_columns(&[arrow_array::new_null_array(&self.ty, 1)])?;
+        let parser = self.conv.parser();
+        let rows = self.v.iter().map(|x| match x {
+            Some(bytes) => parser.parse(bytes),
+            None => null.row(0),
+        });
+        let mut cols = self.conv.convert_rows(rows)?;
+        cols.pop().ok_or_else(|| invalid("no column decoded".into()))
+    }
+}
+
+pub(crate) fn invalid(msg: String) -> OperatorError {
+    OperatorError::Invalid(msg)
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+fn is_decimal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
+}
+
+/// The type of `sum` over decimals of type `t`: precision raised by 10 (as DuckDB and Spark
+/// do), capped at the widest decimal of that width (38 digits for 128 bits, 76 for 256), same
+/// scale; narrower decimals sum as Decimal128.
+pub fn decimal_sum_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => {
+            Some(DataType::Decimal128((p + 10).min(38), *s))
+        }
+        DataType::Decimal256(p, s) => Some(DataType::Decimal256((p + 10).min(76), *s)),
+        _ => None,
+    }
+}
+
+fn floats(col: &ArrayRef) -> Result<Vec<Option<f64>>, OperatorError> {
+    let t = key_type(col.data_type());
+    if t == DataType::Null {
+        return Ok(vec![None; col.len()]);
+    }
+    if !(t.is_integer() || is_float(&t) || is_decimal(&t)) {
+        return Err(invalid(format!("needs a numeric column, found {t}")));
+    }
+    let c = arrow_cast::cast(col, &DataType::Float64)?;
+    Ok(c.as_primitive::<Float64Type>().iter().collect())
+}
+
+/// Integer values of `col` exactly as i64 (an error, never a null, for one that does not fit).
+fn exact_i64s(col: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
+    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    let c = arrow_cast::cast_with_options(col, &DataType::Int64, &exact)?;
+    Ok(c.as_primitive::<Int64Type>().iter().collect())
+}
+
+/// Unsigned integer values of `col` exactly as u64.
+fn exact_u64s(col: &ArrayRef) -> Result<Vec<Option<u64>>, OperatorError> {
+    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    let c = arrow_cast::cast_with_options(col, &DataType::UInt64, &exact)?;
+    Ok(c.as_primitive::<UInt64Type>().iter().collect())
+}
+
+/// Decimal values of `col` (any decimal width) as unscaled 256-bit integers.
+fn decimals(col: &ArrayRef) -> Result<Vec<Option<i256>>, OperatorError> {
+    let (p, s) = match col.data_type() {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (*p, *s),
+        t => return Err(invalid(format!("needs a decimal column, found {t}"))),
+    };
+    let wide = arrow_cast::cast(col, &DataType::Decimal256(p.max(1), s))?;
+    Ok(wide.as_primitive::<Decimal256Type>().iter().collect())
+}
+
+impl Acc {
+    /// A fresh accumulator for raw input of type `ty` (None: `count()`).
+    pub(crate) fn for_input(
+        func: AggFn,
+        ty: Option<&DataType>,
+        q: Option<f64>,
+    ) -> Result<Acc, OperatorError> {
+        let column_type = || ty.ok_or_else(|| invalid(format!("{} needs a column", func.name())));
+        Ok(match func {
+            AggFn::Count => Acc::Count(Vec::new()),
+            AggFn::Sum => match ty.map(key_type).as_ref() {
+                Some(t) if t.is_signed_integer() => Acc::SumI { s: Vec::new(), n: Vec::new() },
+                Some(t) if t.is_unsigned_integer() => Acc::SumU { s: Vec::new(), n: Vec::new() },
+                Some(t) if is_decimal(t) => {
+                    let ty = decimal_sum_type(t).ok_or_else(|| invalid(format!("cannot sum {t}")))?;
+                    Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty }
+                }
+                _ => Acc::SumF { s: Vec::new(), n: Vec::new() },
+            },
+            AggFn::Min | AggFn::Max => {
+                Acc::Extreme { max: func == AggFn::Max, values: RowValues::new(column_type()?)? }
+            }
+            AggFn::Mean | AggFn::Var | AggFn::Std => {
+                Acc::Moments { n: Vec::new(), mean: Vec::new(), m2: Vec::new() }
+            }
+            AggFn::NUnique => Acc::Distinct(Vec::new()),
+            AggFn::First | AggFn::Last => {
+                Acc::Pick { last: func == AggFn::Last, values: RowValues::new(column_type()?)? }
+            }
+            AggFn::Median | AggFn::Quantile => Acc::Quantile { q: q.unwrap_or(0.5), values: Vec::new() },
+        })
+    }
+
+    pub(crate) fn grow(&mut self, groups: usize) {
+        match self {
+            Acc::Count(n) => n.resize(groups, 0),
+            Acc::SumI { s, n } => {
+                s.resize(groups, 0);
+                n.resize(groups, 0);
+            }
+            Acc::SumU { s, n } => {
+                s.resize(groups, 0);
+                n.resize(groups, 0);
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                s.resize(groups, i256::ZERO);
+                n.resize(groups, 0);
+            }
+            Acc::SumF { s, n } => {
+                s.resize(groups, 0.0);
+                n.resize(groups, 0);
+            }
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.v.resize(groups, None),
+            Acc::Moments { n, mean, m2 } => {
+                n.resize(groups, 0.0);
+                mean.resize(groups, 0.0);
+                m2.resize(groups, 0.0);
+            }
+            Acc::Distinct(sets) => sets.resize_with(groups, HashSet::new),
+            Acc::Quantile { values, .. } => values.resize_with(groups, Vec::new),
+        }
+    }
+
+    /// Adds raw values (`col` None: count rows).
+    pub(crate) fn update(&mut self, gids: &[u32], col: Option<&ArrayRef>) -> Result<(), OperatorError> {
+        if let Acc::Count(n) = self {
+            // Logical nulls: a dictionary's null values and a Null-typed column count as null.
+            let nulls = col.map(|c| c.logical_nulls());
+            for (i, g) in gids.iter().enumerate() {
+                if nulls.as_ref().is_none_or(|n| n.as_ref().is_none_or(|b| b.is_valid(i))) {
+                    n[*g as usize] += 1;
+                }
+            }
+            return Ok(());
+        }
+        let Some(c) = col else { return Err(invalid("needs a column".into())) };
+        // Dictionary-encoded values aggregate as their values.
+        let c = &crate::keys::decoded(c)?;
+        match self {
+            Acc::Count(_) => {}
+            Acc::SumI { s, n } => {
+                for (v, g) in exact_i64s(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        let g = *g as usize;
+                        s[g] = s[g]
+                            .checked_add(v)
+                            .ok_or_else(|| invalid("integer sum overflows int64".into()))?;
+                        n[g] += 1;
+                    }
+                }
+            }
+            Acc::SumU { s, n } => {
+                for (v, g) in exact_u64s(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        let g = *g as usize;
+                        s[g] = s[g]
+                            .checked_add(v)
+                            .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                        n[g] += 1;
+                    }
+                }
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                for (v, g) in decimals(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        let g = *g as usize;
+                        s[g] = s[g]
+                            .checked_add(v)
+                            .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
+                        n[g] += 1;
+                    }
+                }
+            }
+            Acc::SumF { s, n } => {
+                for (v, g) in floats(c)?.into_iter().zip(gids) {
+                    if let Some(v) = v {
+                        s[*g as usize] += v;
+                        n[*g as usize] += 1;
+                    }
+                }
+            }
+            // Row order is the key order of `crate::keys` (-0.0 = 0.0, NaN above every number).
+            Acc::Extreme { max: true, values } => values.offer(gids, c, true, |cur, new| new > cur)?,
+            Acc::Extreme { max: false, values } => values.offer(gids, c, true, |cur, new| new < cur)?,
+            Acc::Pick { last, values } => {
+                let last = *last;
+                values.offer(gids, c, false, move |_, _| last)?;
+            }
+            Acc::Quantile { values, .. } => {
+                for (x, g) in floats(c)?.into_iter().zip(gids) {
+                    if let Some(x) = x {
+                        values[*g as usize].push(x);
+                    }
+                }
+            }
+            Acc::Moments { n, mean, m2 } => {
+                for (x, g) in floats(c)?.into_iter().zip(gids) {
+                    let Some(x) = x else { continue };
+                    let g = *g as usize;
+                    n[g] += 1.0;
+                    let d = x - mean[g];
+                    mean[g] += d / n[g];
+                    m2[g] += d * (x - mean[g]);
+                }
+            }
+            Acc::Distinct(sets) => {
+                let conv = RowConverter::new(vec![SortField::new(key_type(c.data_type()))])?;
+                let values = key_column(c)?;
+                let rows = conv.convert_columns(&[Arc::clone(&values)])?;
+                let nulls = values.logical_nulls();
+                for (i, g) in gids.iter().enumerate() {
+                    if nulls.as_ref().is_none_or(|b| b.is_valid(i)) {
+                        sets[*g as usize].insert(rows.row(i).as_ref().to_vec());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Acc {
+    /// A fresh accumulator for partial states whose first column has type `ty`.
+    pub(crate) fn for_states(func: AggFn, ty: &DataType) -> Result<Acc, OperatorError> {
+        match (func, ty) {
+            (AggFn::Sum, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+                Ok(Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty: ty.clone() })
+            }
+            (other, _) => Acc::for_input(other, Some(ty), None),
+        }
+    }
+
+    /// Number of partial-state columns.
+    pub(crate) fn state_width(func: AggFn) -> usize {
+        match func {
+            AggFn::Sum => 2,
+            AggFn::Mean | AggFn::Var | AggFn::Std => 3,
+            _ => 1,
+        }
+    }
+
+    /// Merges partial states (`cols`, as made by [`Acc::states`]).
+    pub(crate) fn merge(&mut self, gids: &[u32], cols: &[ArrayRef]) -> Result<(), OperatorError> {
+        let counts = |c: &ArrayRef| exact_i64s(c);
+        match self {
+            Acc::Count(n) => {
+                for (v, g) in counts(&cols[0])?.into_iter().zip(gids) {
+                    n[*g as usize] += v.unwrap_or(0);
+                }
+            }
+            Acc::SumI { s, n } => {
+                for ((v, k), g) in exact_i64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    let g = *g as usize;
+                    s[g] = s[g]
+                        .checked_add(v.unwrap_or(0))
+                        .ok_or_else(|| invalid("integer sum overflows int64".into()))?;
+                    n[g] += k.unwrap_or(0);
+                }
+            }
+            Acc::SumU { s, n } => {
+                for ((v, k), g) in exact_u64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    let g = *g as usize;
+                    s[g] = s[g]
+                        .checked_add(v.unwrap_or(0))
+                        .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                    n[g] += k.unwrap_or(0);
+                }
+            }
+            Acc::SumDecimal { s, n, .. } => {
+                for ((v, k), g) in decimals(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    let g = *g as usize;
+                    s[g] = s[g]
+                        .checked_add(v.unwrap_or(i256::ZERO))
+                        .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
+                    n[g] += k.unwrap_or(0);
+                }
+            }
+            Acc::SumF { s, n } => {
+                for ((v, k), g) in floats(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                    s[*g as usize] += v.unwrap_or(0.0);
+                    n[*g as usize] += k.unwrap_or(0);
+                }
+            }
+            Acc::Extreme { .. } => self.update(gids, Some(&cols[0]))?,
+            Acc::Moments { n, mean, m2 } => {
+                let (nb, mb, qb) = (floats(&cols[0])?, floats(&cols[1])?, floats(&cols[2])?);
+                for (i, g) in gids.iter().enumerate() {
+                    let g = *g as usize;
+                    let (nb, mb, qb) = (nb[i].unwrap_or(0.0), mb[i].unwrap_or(0.0), qb[i].unwrap_or(0.0));
+                    if nb == 0.0 {
+                        continue;
+                    }
+                    let na = n[g];
+                    let total = na + nb;
+                    let delta = mb - mean[g];
+                    mean[g] += delta * nb / total;
+                    m2[g] += qb + delta * delta * na * nb / total;
+                    n[g] = total;
+                }
+            }
+            Acc::Distinct(_) | Acc::Pick { .. } | Acc::Quantile { .. } => {
+                return Err(invalid(
+                    "nunique, first, last, median and quantile cannot be merged from partial states".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum column: null for a group without values.
+    fn sum_column(&self) -> Result<ArrayRef, OperatorError> {
+        let seen = |n: &[i64], i: usize| n.get(i).is_some_and(|k| *k > 0);
+        Ok(match self {
+            Acc::SumI { s, n } => {
+                Arc::new(Int64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
+            }
+            Acc::SumU { s, n } => {
+                Arc::new(UInt64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
+            }
+            Acc::SumF { s, n } => {
+                Arc::new(Float64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
+            }
+            Acc::SumDecimal { s, n, ty } => {
+                let wide =
+                    Decimal256Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v)));
+                let (p, sc) = match ty {
+                    DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => (*p, *s),
+                    t => return Err(invalid(format!("not a decimal sum type: {t}"))),
+                };
+                let wide: ArrayRef = Arc::new(wide.with_precision_and_scale(76, sc)?);
+                // Exact or an error: a sum beyond the output precision is reported, not nulled.
+                let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
+                arrow_cast::cast_with_options(&wide, ty, &exact)
+                    .map_err(|e| invalid(format!("decimal sum does not fit {p} digits: {e}")))?
+            }
+            _ => return Err(invalid("not a sum".into())),
+        })
+    }
+
+    /// Partial-state columns, named after `name`.
+    pub(crate) fn states(&self, name: &str) -> Result<Vec<(Field, ArrayRef)>, OperatorError> {
+        let f = |suffix: &str, t: &DataType| Field::new(format!("{name}{suffix}"), t.clone(), true);
+        Ok(match self {
+            Acc::Count(n) => {
+                vec![(f("", &DataType::Int64), Arc::new(Int64Array::from(n.clone())) as ArrayRef)]
+            }
+            Acc::SumI { n, .. } | Acc::SumU { n, .. } | Acc::SumF { n, .. } | Acc::SumDecimal { n, .. } => {
+                let sum = self.sum_column()?;
+                vec![
+                    (f(".sum", sum.data_type()), sum),
+                    (f(".n", &DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
+                ]
+            }
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
+                vec![(f("", &values.ty), values.column()?)]
+            }
+            Acc::Moments { n, mean, m2 } => vec![
+                (f(".n", &DataType::Float64), Arc::new(Float64Array::from(n.clone()))),
+                (f(".mean", &DataType::Float64), Arc::new(Float64Array::from(mean.clone()))),
+                (f(".m2", &DataType::Float64), Arc::new(Float64Array::from(m2.clone()))),
+            ],
+            Acc::Distinct(sets) => {
+                vec![(
+                    f("", &DataType::Int64),
+                    Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>())),
+                )]
+            }
+            Acc::Quantile { .. } => return Err(invalid("quantiles have no partial states".into())),
+        })
+    }
+
+    /// The final value column.
+    pub(crate) fn finish(&self, func: AggFn, name: &str) -> Result<(Field, ArrayRef), OperatorError> {
+        let field = |t: &DataType| Field::new(name, t.clone(), true);
+        let col: ArrayRef = match self {
+            Acc::Count(n) => Arc::new(Int64Array::from(n.clone())),
+            Acc::SumI { .. } | Acc::SumU { .. } | Acc::SumF { .. } | Acc::SumDecimal { .. } => {
+                self.sum_column()?
+            }
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column()?,
+            Acc::Quantile { q, values } => {
+                Arc::new(Float64Array::from_iter(values.iter().map(|v| quantile(v, *q))))
+            }
+            Acc::Moments { n, mean, m2 } => {
+                let values: Vec<Option<f64>> = (0..n.len())
+                    .map(|g| match func {
+                        AggFn::Mean => (n[g] > 0.0).then_some(mean[g]),
+                        AggFn::Var => (n[g] > 1.0).then(|| m2[g] / (n[g] - 1.0)),
+                        _ => (n[g] > 1.0).then(|| (m2[g] / (n[g] - 1.0)).sqrt()),
+                    })
+                    .collect();
+                Arc::new(Float64Array::from(values))
+            }
+            Acc::Distinct(sets) => {
+                Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>()))
+            }
+        };
+        Ok((field(col.data_type()), col))
+    }
+}
+
+/// The exact quantile `q` of `values` with linear interpolation between the two nearest ranks
+/// (Hyndman and Fan's definition 7; DuckDB's `quantile_cont`, NumPy's default); NaN sorts above
+/// every number. `None` without values.
+pub(crate) fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable_by(|a, b| crate::keys::canonical_f64(*a).total_cmp(&crate::keys::canonical_f64(*b)));
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let (a, b) = (v[lo.min(v.len() - 1)], v[hi.min(v.len() - 1)]);
+    Some(if lo == hi { a } else { a + (b - a) * (pos - lo as f64) })
+}

@@ -153,12 +153,7 @@ input = "t"
 path = "out/part-{{rank}}.out"
 "#
         );
-        std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
-        let out = std::process::Command::new(bin())
-            .current_dir(dir.path())
-            .args(["validate", "p.toml"])
-            .output()
-            .expect("validate");
+        let out = validate_pipeline(dir.path(), "p.toml", &pipeline);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sink} was accepted");
         assert!(text.contains(want) && text.contains("sink.out.compression"), "{sink}:\n{text}");

@@ -348,24 +348,13 @@ fn group_by_matches_a_naive_group_by_on_1_to_4_workers() {
 fn group_by_explains_its_plan_and_refuses_bad_aggregates() {
     let dir = tempfile::tempdir().expect("tmp");
     let files = write(dir.path(), &input(50, 1), 1);
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, pipeline(&files, "", "")).expect("write");
-    let validate = |file: &std::path::Path| {
-        std::process::Command::new(bin())
-            .current_dir(dir.path())
-            .arg("validate")
-            .arg(file)
-            .output()
-            .expect("validate")
-    };
-    let out = validate(&good);
+    let out = validate_pipeline(dir.path(), "good.toml", &pipeline(&files, "", ""));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("by_g.partial [aggregate] <- data"), "{text}");
     assert!(text.contains("by_g.shuffle [partition+shuffle] <- by_g.partial"), "{text}");
     assert!(text.contains("by_g [aggregate] <- by_g.shuffle (all ranks)"), "{text}");
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, pipeline(&files, ", m = \"mode(v)\", s = \"sum()\"", "")).expect("write");
-    let out = validate(&bad);
+    let out =
+        validate_pipeline(dir.path(), "bad.toml", &pipeline(&files, ", m = \"mode(v)\", s = \"sum()\"", ""));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -427,12 +427,7 @@ kind = "parquet"
 input = "t"
 path = "out/kept-{rank}.parquet"
 "#;
-    std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
-    let out = std::process::Command::new(bin())
-        .current_dir(dir.path())
-        .args(["validate", "p.toml"])
-        .output()
-        .expect("validate");
+    let out = validate_pipeline(dir.path(), "p.toml", pipeline);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("sink.flat") && text.contains("sink `flat`: cannot write csv files"), "{text}");

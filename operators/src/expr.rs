@@ -21,6 +21,8 @@ use arrow_select::filter::filter_record_batch;
 use updraft_config::expr::{BinOp, CastType, Expr, Func, Literal};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
+use crate::hash_table::is_string as is_text;
+
 fn err(e: impl std::fmt::Display) -> OperatorError {
     OperatorError::Invalid(e.to_string())
 }
@@ -47,10 +49,6 @@ fn numeric_kind(t: &DataType) -> Option<bool> {
 
 fn is_temporal(t: &DataType) -> bool {
     matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
-}
-
-fn is_text(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 fn decimal_scale(t: &DataType) -> Option<i8> {

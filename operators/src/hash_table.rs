@@ -104,7 +104,8 @@ pub fn join_keys(
     Ok((row_keys(&conv, &left)?, row_keys(&conv, &right)?))
 }
 
-fn is_string(t: &DataType) -> bool {
+/// True for the UTF-8 string types (every offset width and the view).
+pub fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 

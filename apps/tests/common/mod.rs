@@ -47,6 +47,12 @@ pub fn run_cluster(dir: &Path, pipeline: &str, workers: u32) -> (Output, Option<
     (out, parsed)
 }
 
+/// Writes `pipeline` to `dir/file` and runs `updraft validate` on it in `dir`.
+pub fn validate_pipeline(dir: &Path, file: &str, pipeline: &str) -> Output {
+    std::fs::write(dir.join(file), pipeline).expect("write pipeline");
+    Command::new(bin()).current_dir(dir).arg("validate").arg(file).output().expect("run updraft validate")
+}
+
 /// The sink named `name` in a job report: (rows, row checksum, column checksums).
 pub fn sink(report: &serde_json::Value, name: &str) -> (u64, u64, Vec<(String, u64)>) {
     let s =

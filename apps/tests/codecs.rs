@@ -140,6 +140,11 @@ compression_level = 3"#,
 compression = "gzip""#,
             "only parquet sinks are compressed",
         ),
+        (
+            r#"kind = "parquet"
+stream = true"#,
+            "only ipc sinks choose between the file and stream formats",
+        ),
     ] {
         let pipeline = format!(
             r#"
@@ -156,7 +161,8 @@ path = "out/part-{{rank}}.out"
         let out = validate_pipeline(dir.path(), "p.toml", &pipeline);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sink} was accepted");
-        assert!(text.contains(want) && text.contains("sink.out.compression"), "{sink}:\n{text}");
+        let key = if sink.contains("stream") { "sink.out.stream" } else { "sink.out.compression" };
+        assert!(text.contains(want) && text.contains(key), "{sink}:\n{text}");
     }
 }
 
@@ -312,7 +318,7 @@ fn a_json_field_that_is_sometimes_a_number_is_read_as_text_and_ipc_sinks_take_ch
     .expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
-    let pipeline = "[runtime]\nbatch_rows = 40\n\n[source.c]\nkind = \"parquet\"\npath = \"data/c.parquet\"\n\n[operator.s]\nkind = \"shuffle\"\ninput = \"c\"\nkeys = [\"id\"]\n\n[sink.out]\nkind = \"ipc\"\ninput = \"s\"\npath = \"ipc/part-{rank}.arrow\"\n";
+    let pipeline = "[runtime]\nbatch_rows = 40\n\n[source.c]\nkind = \"parquet\"\npath = \"data/c.parquet\"\n\n[operator.s]\nkind = \"shuffle\"\ninput = \"c\"\nkeys = [\"id\"]\n\n[sink.out]\nkind = \"ipc\"\ninput = \"s\"\npath = \"ipc/part-{rank}.arrow\"\n\n[sink.stream]\nkind = \"ipc\"\nstream = true\ninput = \"s\"\npath = \"streams/part-{rank}.arrows\"\n";
     let (out, _) = run_cluster(dir.path(), pipeline, 3);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut got: Vec<(i64, String)> = Vec::new();
@@ -330,9 +336,30 @@ fn a_json_field_that_is_sometimes_a_number_is_read_as_text_and_ipc_sinks_take_ch
         }
     }
     got.sort();
-    assert_eq!(
-        got,
-        (0..600).map(|i| (i, names[i as usize].clone())).collect::<Vec<_>>(),
-        "decoded, every row once"
-    );
+    let want: Vec<(i64, String)> = (0..600).map(|i| (i, names[i as usize].clone())).collect();
+    assert_eq!(got, want, "decoded, every row once");
+
+    // The stream format keeps the dictionaries, replacing them batch by batch.
+    let mut got: Vec<(i64, String)> = Vec::new();
+    let streams = list_dir(&dir.path().join("streams"));
+    assert_eq!(streams.len(), 3, "{streams:?}");
+    for file in streams {
+        let path = dir.path().join("streams").join(file);
+        assert!(!std::fs::read(&path).expect("read").starts_with(b"ARROW1"), "a stream, not a file");
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(File::open(path).expect("open"), None).expect("stream");
+        for b in reader {
+            let b = b.expect("batch");
+            assert!(
+                matches!(b.column(0).data_type(), arrow_schema::DataType::Dictionary(..)),
+                "{}",
+                b.column(0).data_type()
+            );
+            let cat = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Utf8).expect("decode");
+            let id = b.column(1).as_primitive::<Int64Type>();
+            got.extend((0..b.num_rows()).map(|i| (id.value(i), cat.as_string::<i32>().value(i).to_string())));
+        }
+    }
+    got.sort();
+    assert_eq!(got, want, "stream sink: every row once");
 }

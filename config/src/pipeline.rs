@@ -109,6 +109,9 @@ pub enum FileFormat {
     /// Arrow IPC: sources read the file format (Feather v2) and the stream format (told apart
     /// by the file magic); sinks write the file format.
     Ipc,
+    /// The Arrow IPC stream format: written by an `ipc` sink with `stream = true`
+    /// (dictionaries kept encoded, replaced as they change). A source reads it as `ipc`.
+    IpcStream,
     /// JSON lines (NDJSON): one JSON object per line, fields by name.
     Json,
 }
@@ -119,7 +122,7 @@ impl FileFormat {
         match self {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv(_) => "csv",
-            FileFormat::Ipc => "ipc",
+            FileFormat::Ipc | FileFormat::IpcStream => "ipc",
             FileFormat::Json => "json",
         }
     }
@@ -130,7 +133,7 @@ impl FileFormat {
         match self {
             FileFormat::Parquet => &["parquet", "parq", "pq"],
             FileFormat::Csv(_) => &["csv", "tsv", "txt"],
-            FileFormat::Ipc => &["arrow", "ipc", "feather"],
+            FileFormat::Ipc | FileFormat::IpcStream => &["arrow", "ipc", "feather", "arrows"],
             FileFormat::Json => &["json", "jsonl", "ndjson"],
         }
     }
@@ -660,9 +663,17 @@ fn read_sink(name: String, t: &Table<'_, '_>) -> Option<SinkSpec> {
                     }
                 }
             };
-            t.finish(&["kind", "input", "path", "mode", "compression", "compression_level"]);
+            let stream = t.opt_bool("stream");
+            if kind != "ipc" && stream.is_some() {
+                t.error(
+                    "stream",
+                    format!("only ipc sinks choose between the file and stream formats, not a {kind} sink"),
+                );
+            }
+            t.finish(&["kind", "input", "path", "mode", "compression", "compression_level", "stream"]);
             let format = match kind.as_str() {
                 "parquet" => FileFormat::Parquet,
+                "ipc" if stream == Some(true) => FileFormat::IpcStream,
                 "ipc" => FileFormat::Ipc,
                 "json" => FileFormat::Json,
                 _ => FileFormat::Csv(CsvOptions::default()),

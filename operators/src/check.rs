@@ -51,6 +51,9 @@ pub struct ColumnCheck {
     pub unchecked: Vec<Problem>,
     /// The files and agreed schema of every source that could be read.
     pub inputs: JobInputs,
+    /// Every stage of rank 0's plan, in plan order, with the schema of what it emits (a sink:
+    /// what it writes); `None` where it could not be found (an earlier problem).
+    pub schemas: Vec<(String, Option<SchemaRef>)>,
 }
 
 /// Checks the columns of every stage of `spec` planned for `world` workers.
@@ -77,33 +80,38 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
         Ok(p) => p,
         Err(e) => {
             problems.push(Problem { path: String::new(), message: e.to_string() });
-            return ColumnCheck { problems, unchecked, inputs: known };
+            return ColumnCheck { problems, unchecked, inputs: known, schemas: Vec::new() };
         }
     };
+    let scans = crate::pushdown::scans(spec);
     let owner = owners(spec);
     let path_of = |stage: &str| {
         let base = stage.split('.').next().unwrap_or(stage);
         owner.get(base).cloned().unwrap_or_default()
     };
     let mut schemas: Vec<Option<SchemaRef>> = Vec::with_capacity(plan.stages.len());
+    let mut written: Vec<(String, Option<SchemaRef>)> = Vec::with_capacity(plan.stages.len());
     for mut stage in plan.stages {
         let schema = if stage.inputs.is_empty() {
             match spec.sources.iter().find(|s| s.name == stage.name).map(|s| &s.kind) {
                 Some(SourceKind::Generate { .. }) => Some(crate::generate::schema()),
-                Some(SourceKind::Files { .. }) => {
-                    known.sources.get(&stage.name).map(|i| Arc::clone(&i.schema))
-                }
+                // Projected as the run projects it.
+                Some(SourceKind::Files { .. }) => known.sources.get(&stage.name).map(|i| {
+                    scans.get(&stage.name).map_or_else(|| Arc::clone(&i.schema), |s| s.project(&i.schema))
+                }),
                 None => None,
             }
         } else if stage.phase == Phase::Write {
             // Sinks are not run; their writers are asked whether they can hold every column.
             let input = stage.inputs.first().and_then(|i| schemas.get(i.from).cloned().flatten());
-            if let (Some(schema), Some(sink)) = (input, spec.sinks.iter().find(|s| s.name == stage.name))
-                && let Err(e) = crate::sinks::check_writable(&sink.name, &sink.kind, &schema)
+            if let (Some(schema), Some(sink)) = (&input, spec.sinks.iter().find(|s| s.name == stage.name))
+                && let Err(e) = crate::sinks::check_writable(&sink.name, &sink.kind, schema)
             {
                 problems.push(Problem { path: path_of(&stage.name), message: e.to_string() });
             }
-            None
+            written.push((stage.name.clone(), input));
+            schemas.push(None);
+            continue;
         } else {
             let inputs: Option<Vec<SchemaRef>> =
                 stage.inputs.iter().map(|i| schemas.get(i.from).cloned().flatten()).collect();
@@ -118,9 +126,10 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
                 None => None,
             }
         };
+        written.push((stage.name.clone(), schema.clone()));
         schemas.push(schema);
     }
-    ColumnCheck { problems, unchecked, inputs: known }
+    ColumnCheck { problems, unchecked, inputs: known, schemas: written }
 }
 
 /// Key path of every stage name: `source.NAME`, `operator.NAME`, `sink.NAME`.

@@ -7,19 +7,29 @@
 //! CSV files are read as written: a declared schema types columns by header name (by position
 //! when `header = false`), columns not declared are inferred (over the whole of a local file by
 //! default), and a value that does not parse is reported with its file, line and column.
+//!
+//! A source emits only the columns the plan uses, and skips the Parquet row groups its filters
+//! exclude by their statistics (see [`crate::pushdown`]); a Parquet file is decoded for those
+//! columns and row groups only.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::ChunkReader;
+use updraft_config::expr::Expr;
 use updraft_config::{CsvOptions, FileFormat, defaults};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
+use crate::pushdown::{BoundTest, Scan, bound_test};
 use crate::storage::{Location, s3_get, s3_get_tail};
 use crate::unify::conform;
 
@@ -181,7 +191,7 @@ pub fn read_schema(source: &str, format: &FileFormat, at: &Location) -> Result<S
                 parquet_tail_schema(&tail).map_err(|e| bad("read the Parquet footer of", &e))?
             }
         },
-        FileFormat::Ipc => {
+        FileFormat::Ipc | FileFormat::IpcStream => {
             let mut input = open_input(source, at)?;
             if is_ipc_file(&mut input).map_err(|e| bad("read", &e))? {
                 let reader = arrow_ipc::reader::FileReader::try_new(input, None)
@@ -257,50 +267,137 @@ fn parquet_tail_schema(tail: &Bytes) -> Result<SchemaRef, String> {
     Ok(Arc::clone(arrow.schema()))
 }
 
-/// Opens one file for reading in the agreed schema `agreed`.
+/// Whether Parquet statistics of a column of type `t` are ordered as comparisons order its
+/// values, so that a row group can be skipped by them: not floats (statistics leave NaN out),
+/// unsigned integers, binary, booleans, dictionaries or nested types.
+fn prunable(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Decimal128(..)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+    )
+}
+
+/// For each value of `bounds` (row-group minima or maxima of `field`), whether `test` is
+/// definitely false with the column holding it; `None` when that cannot be told.
+fn false_at(test: &Expr, field: &Field, bounds: &ArrayRef) -> Option<Vec<bool>> {
+    let values = arrow_cast::cast(bounds, field.data_type()).ok()?;
+    let schema = Schema::new(vec![field.clone().with_nullable(true)]);
+    let batch = RecordBatch::try_new(Arc::new(schema), vec![values]).ok()?;
+    let result = crate::expr::eval(test, &batch).ok()?;
+    let result = result.as_any().downcast_ref::<BooleanArray>()?;
+    Some((0..result.len()).map(|i| result.is_valid(i) && !result.value(i)).collect())
+}
+
+/// The row groups of a Parquet file that may hold a row passing every test (all of them when
+/// the statistics cannot tell), in file order.
+fn row_groups_to_read<T>(
+    builder: &ArrowReaderBuilder<T>,
+    agreed: &Schema,
+    tests: &[BoundTest],
+) -> Vec<usize> {
+    let meta: &ParquetMetaData = builder.metadata();
+    let mut skip = vec![false; meta.num_row_groups()];
+    for t in tests {
+        let Ok(field) = agreed.field_with_name(&t.column) else { continue };
+        if !prunable(field.data_type()) {
+            continue;
+        }
+        let Ok(stats) = StatisticsConverter::try_new(&t.column, builder.schema(), builder.parquet_schema())
+        else {
+            continue;
+        };
+        let maxes = t.at_max.as_ref().and_then(|e| Some((e, stats.row_group_maxes(meta.row_groups()).ok()?)));
+        let mins = t.at_min.as_ref().and_then(|e| Some((e, stats.row_group_mins(meta.row_groups()).ok()?)));
+        for (test, bounds) in maxes.into_iter().chain(mins) {
+            if let Some(no) = false_at(test, field, &bounds) {
+                skip.iter_mut().zip(no).for_each(|(s, n)| *s |= n);
+            }
+        }
+    }
+    (0..skip.len()).filter(|i| !skip[*i]).collect()
+}
+
+/// A Parquet reader of the columns of `output` and the row groups `tests` allow, with the
+/// number of row groups (read, skipped).
+fn parquet_reader<T: ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    output: &Schema,
+    tests: &[BoundTest],
+    batch_rows: usize,
+) -> parquet::errors::Result<(ParquetRecordBatchReader, (u64, u64))> {
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| output.field_with_name(f.name()).is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let groups = row_groups_to_read(&builder, output, tests);
+    let total = builder.metadata().num_row_groups();
+    let counts = (groups.len() as u64, (total - groups.len()) as u64);
+    let reader = builder.with_projection(mask).with_row_groups(groups).with_batch_size(batch_rows).build()?;
+    Ok((reader, counts))
+}
+
+/// Opens one file for reading the columns of `output` (the job's schema `agreed` for the
+/// source, projected to the columns the plan uses); `tests` are the row-group bound tests of
+/// its filters. Returns the reader and the Parquet row groups (read, skipped).
 fn open(
     source: &str,
     format: &FileFormat,
     at: &Location,
     batch_rows: usize,
-    agreed: &SchemaRef,
-) -> Result<Reader, OperatorError> {
+    (agreed, output): (&SchemaRef, &SchemaRef),
+    tests: &[BoundTest],
+) -> Result<(Reader, (u64, u64)), OperatorError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         OperatorError::Invalid(format!("source `{source}`: cannot {what} {at}: {e}"))
     };
     let mut input = open_input(source, at)?;
     match format {
         FileFormat::Parquet => {
-            let reader = match input {
+            let (reader, counts) = match input {
                 Input::File(f) => ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.with_batch_size(batch_rows).build()),
+                    .and_then(|b| parquet_reader(b, output, tests, batch_rows)),
                 Input::Memory(c) => ParquetRecordBatchReaderBuilder::try_new(c.into_inner())
-                    .and_then(|b| b.with_batch_size(batch_rows).build()),
+                    .and_then(|b| parquet_reader(b, output, tests, batch_rows)),
             }
             .map_err(|e| bad("read Parquet file", &e))?;
-            Ok(Reader::Parquet(reader))
+            Ok((Reader::Parquet(reader), counts))
         }
-        FileFormat::Ipc => {
+        FileFormat::Ipc | FileFormat::IpcStream => {
             if is_ipc_file(&mut input).map_err(|e| bad("read", &e))? {
                 let reader = arrow_ipc::reader::FileReader::try_new(input, None)
                     .map_err(|e| bad("read Arrow IPC file", &e))?;
-                Ok(Reader::Ipc(Box::new(reader)))
+                Ok((Reader::Ipc(Box::new(reader)), (0, 0)))
             } else {
                 let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(input), None)
                     .map_err(|e| bad("read Arrow IPC stream", &e))?;
-                Ok(Reader::IpcStream(Box::new(reader)))
+                Ok((Reader::IpcStream(Box::new(reader)), (0, 0)))
             }
         }
         FileFormat::Json => {
             // Fields are read by name as the agreed types; a field a line lacks is null.
             // Numbers where the agreed type is a string (a field that is a number on some lines
             // and a string on others) are read as their text.
-            let reader = arrow_json::ReaderBuilder::new(Arc::clone(agreed))
+            // Fields `output` lacks are skipped.
+            let reader = arrow_json::ReaderBuilder::new(Arc::clone(output))
                 .with_coerce_primitive(true)
                 .with_batch_size(batch_rows)
                 .build(std::io::BufReader::new(input))
                 .map_err(|e| bad("read JSON lines file", &e))?;
-            Ok(Reader::Json(Box::new(reader)))
+            Ok((Reader::Json(Box::new(reader)), (0, 0)))
         }
         FileFormat::Csv(o) => {
             // Read each column as the agreed type of its name.
@@ -317,13 +414,16 @@ fn open(
                     Ok(Field::new(name, ty, true))
                 })
                 .collect::<Result<Vec<_>, OperatorError>>()?;
+            // Only the columns of `output` are parsed.
+            let projection = columns.iter().enumerate().filter(|(_, c)| output.field_with_name(c).is_ok());
             let reader = arrow_csv::ReaderBuilder::new(Arc::new(Schema::new(fields)))
+                .with_projection(projection.map(|(i, _)| i).collect())
                 .with_format(csv_format(o)?)
                 .with_batch_size(batch_rows)
                 .build(input)
                 .map_err(|e| bad("read CSV file", &e))?;
             let declared = o.schema.iter().map(|(n, _)| n.clone()).collect();
-            Ok(Reader::Csv { reader: Box::new(reader), columns, declared })
+            Ok((Reader::Csv { reader: Box::new(reader), columns, declared }, (0, 0)))
         }
     }
 }
@@ -380,6 +480,9 @@ pub struct FileSource {
     format: FileFormat,
     files: Vec<Location>,
     schema: SchemaRef,
+    output: SchemaRef,
+    tests: Vec<BoundTest>,
+    row_groups: (u64, u64),
     next_file: usize,
     current: Option<(Location, Reader)>,
     batch_rows: usize,
@@ -388,7 +491,7 @@ pub struct FileSource {
 
 impl FileSource {
     /// A source named `name` reading `files` in `format`, emitting batches of `schema` (the
-    /// schema its files agreed on).
+    /// schema its files agreed on): every column and row (see [`FileSource::with_scan`]).
     pub fn new(
         name: &str,
         format: FileFormat,
@@ -400,12 +503,34 @@ impl FileSource {
             name: name.to_string(),
             format,
             files,
+            output: Arc::clone(&schema),
             schema,
+            tests: Vec::new(),
+            row_groups: (0, 0),
             next_file: 0,
             current: None,
             batch_rows: batch_rows.max(1),
             emitted: false,
         }
+    }
+
+    /// Emits only the columns of `scan` (in the agreed order; every column when it names
+    /// none it knows of, e.g. `None`) and skips Parquet row groups its filters exclude.
+    #[must_use]
+    pub fn with_scan(mut self, scan: &Scan) -> FileSource {
+        self.output = scan.project(&self.schema);
+        self.tests = scan.filters.iter().filter_map(bound_test).collect();
+        self
+    }
+
+    /// The schema of the batches it emits.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    /// Parquet row groups read and skipped so far.
+    pub fn row_groups(&self) -> (u64, u64) {
+        self.row_groups
     }
 
     /// The next batch, or `None` when every file is read.
@@ -417,8 +542,17 @@ impl FileSource {
             if self.current.is_none() {
                 let Some(at) = self.files.get(self.next_file).cloned() else { return Ok(None) };
                 self.next_file += 1;
-                let reader = open(&self.name, &self.format, &at, self.batch_rows, &self.schema)?;
-                tracing::debug!(source = %self.name, file = %at, "reading");
+                let schemas = (&self.schema, &self.output);
+                let (reader, (read, skipped)) =
+                    open(&self.name, &self.format, &at, self.batch_rows, schemas, &self.tests)?;
+                tracing::debug!(source = %self.name, file = %at, row_groups_skipped = skipped, "reading");
+                self.row_groups.0 += read;
+                self.row_groups.1 += skipped;
+                let label = self.name.clone();
+                metrics::counter!(updraft_runtime::metrics::ROW_GROUPS_READ, "source" => label.clone())
+                    .increment(read);
+                metrics::counter!(updraft_runtime::metrics::ROW_GROUPS_SKIPPED, "source" => label)
+                    .increment(skipped);
                 self.current = Some((at, reader));
             }
             let Some((at, reader)) = &mut self.current else { continue };
@@ -434,7 +568,7 @@ impl FileSource {
             match next {
                 Some(Ok(batch)) => {
                     let file = format!("source `{}`: {at}", self.name);
-                    return Ok(Some(conform(&batch, &self.schema, &file)?));
+                    return Ok(Some(conform(&batch, &self.output, &file)?));
                 }
                 Some(Err(e)) if e.starts_with("source `") => return Err(OperatorError::Invalid(e)),
                 Some(Err(e)) => {
@@ -471,7 +605,7 @@ impl Operator for FileSource {
             }
             None => {
                 if !self.emitted {
-                    out.emit(RecordBatch::new_empty(Arc::clone(&self.schema)));
+                    out.emit(RecordBatch::new_empty(Arc::clone(&self.output)));
                 }
                 Ok(Flow::Idle)
             }
@@ -522,6 +656,91 @@ mod tests {
         assert_eq!(rows, vec![1, 2, 3]);
         let tail = Bytes::from(std::fs::read(dir.path().join("a.parquet")).expect("bytes"));
         assert_eq!(parquet_tail_schema(&tail).expect("footer").field(0).name(), "k");
+    }
+
+    /// 400 rows in four row groups of 100: `k` = row number, `s` = `a`..`d` by group, `f` =
+    /// row number as a float (group 0 holds a NaN), `d` = day `k` since 1970.
+    fn four_row_groups(dir: &std::path::Path) -> Location {
+        use arrow_array::{Date32Array, Float64Array, StringArray};
+        let k: Vec<i64> = (0..400).collect();
+        let s: Vec<String> =
+            k.iter().map(|i| ["a", "b", "c", "d"][(*i / 100) as usize].to_string()).collect();
+        let f: Vec<f64> = k.iter().map(|i| if *i == 7 { f64::NAN } else { *i as f64 }).collect();
+        let d: Vec<i32> = k.iter().map(|i| *i as i32).collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(Int64Array::from(k)) as ArrayRef),
+            ("s", Arc::new(StringArray::from(s)) as ArrayRef),
+            ("f", Arc::new(Float64Array::from(f)) as ArrayRef),
+            ("d", Arc::new(Date32Array::from(d)) as ArrayRef),
+        ])
+        .expect("batch");
+        let pq = dir.join("groups.parquet");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            File::create(&pq).expect("create"),
+            batch.schema(),
+            Some(props),
+        )
+        .expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+        Location::Local(pq)
+    }
+
+    /// Reads the file through a scan of `columns` (`None`: all) under `filters`; returns the
+    /// output column names, the `k` values (when read), the row count and the row groups
+    /// (read, skipped).
+    fn scan(
+        at: &Location,
+        columns: Option<&[&str]>,
+        filters: &[&str],
+    ) -> (Vec<String>, Vec<i64>, usize, (u64, u64)) {
+        let schema = read_schema("t", &FileFormat::Parquet, at).expect("schema");
+        let scan = Scan {
+            columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            filters: filters.iter().map(|f| updraft_config::expr::parse_expr(f).expect("expr")).collect(),
+        };
+        let mut s = FileSource::new("t", FileFormat::Parquet, vec![at.clone()], schema, 64).with_scan(&scan);
+        let batches = read_all(&mut s).expect("read");
+        let names = s.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let k = batches
+            .iter()
+            .filter_map(|b| b.column_by_name("k").map(|c| c.as_primitive::<Int64Type>().values().to_vec()))
+            .flatten()
+            .collect();
+        (names, k, rows, s.row_groups())
+    }
+
+    #[test]
+    fn parquet_reads_only_used_columns_and_row_groups_the_filters_allow() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let at = four_row_groups(dir.path());
+        let (names, k, rows, groups) = scan(&at, Some(&["k", "d"]), &[]);
+        assert_eq!((names, rows, groups), (vec!["k".to_string(), "d".to_string()], 400, (4, 0)));
+        assert_eq!(k, (0..400).collect::<Vec<i64>>());
+        // No column at all (a count): rows still counted.
+        let (names, _, rows, _) = scan(&at, Some(&[]), &[]);
+        assert_eq!((names.len(), rows), (0, 400));
+        // Whole row groups are skipped; the rest are read whole (the filter itself runs later).
+        let (_, k, _, groups) = scan(&at, None, &["k >= 250"]);
+        assert_eq!((k.first().copied(), k.len(), groups), (Some(200), 200, (2, 2)));
+        let (_, k, _, groups) = scan(&at, None, &["150 == k"]);
+        assert_eq!((k.first().copied(), k.len(), groups), (Some(100), 100, (1, 3)));
+        let (_, k, _, groups) = scan(&at, None, &["s < 'b'", "k between -5 and 1000"]);
+        assert_eq!((k.len(), groups), (100, (1, 3)));
+        let (_, _, _, groups) = scan(&at, None, &["d between date '1970-01-01' and '1970-01-02'"]);
+        assert_eq!(groups, (1, 3), "a date between a typed and a coerced string literal");
+        let (_, _, _, groups) = scan(&at, None, &["k > 1000"]);
+        assert_eq!(groups, (0, 4));
+        // Floats are never pruned (NaN in group 0 is greater than 1000 here); neither are
+        // tests that are not `column op constant`.
+        for f in ["f > 1000", "k + 0 > 1000", "k != 3", "k > 1000 or k < 0", "s like 'z%'"] {
+            let (_, _, _, groups) = scan(&at, None, &[f]);
+            assert_eq!(groups, (4, 0), "{f}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod keys;
 pub mod outputs;
 pub mod partition;
 pub mod planner;
+pub mod pushdown;
 pub mod registry;
 pub mod setops;
 pub mod shuffle;

@@ -86,6 +86,7 @@ pub fn build_plan_with(
 ) -> Result<PhysicalPlan, JobError> {
     let batch_rows = spec.runtime.batch_rows;
     let mut b = Builder { plan: PhysicalPlan::default(), index: HashMap::new(), shuffles: Vec::new() };
+    let scans = crate::pushdown::scans(spec);
     for s in &spec.sources {
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SourceKind::Generate { rows, unique_factor, seed } => Box::new(Generate::new(GenerateSpec {
@@ -103,13 +104,17 @@ pub fn build_plan_with(
                         s.name
                     )));
                 };
-                Box::new(FileSource::new(
+                let mut source = FileSource::new(
                     &s.name,
                     format.clone(),
                     inputs.share(ctx.rank, ctx.world),
                     Arc::clone(&inputs.schema),
                     batch_rows,
-                ))
+                );
+                if let Some(scan) = scans.get(&s.name) {
+                    source = source.with_scan(scan);
+                }
+                Box::new(source)
             }
         };
         b.push(s.name.clone(), Phase::Read, op, &[]);

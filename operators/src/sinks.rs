@@ -81,6 +81,7 @@ enum Writer {
     Parquet(ArrowWriter<ByteSink>),
     Csv(arrow_csv::Writer<ByteSink>),
     Ipc(arrow_ipc::writer::FileWriter<ByteSink>),
+    IpcStream(arrow_ipc::writer::StreamWriter<ByteSink>),
     Json(arrow_json::LineDelimitedWriter<ByteSink>),
 }
 
@@ -180,6 +181,9 @@ fn make_writer(
             arrow_ipc::writer::FileWriter::try_new(sink, &decoded_schema(schema))
                 .map_err(|e| e.to_string())?,
         ),
+        FileFormat::IpcStream => Writer::IpcStream(
+            arrow_ipc::writer::StreamWriter::try_new(sink, schema).map_err(|e| e.to_string())?,
+        ),
         FileFormat::Json => Writer::Json(arrow_json::LineDelimitedWriter::new(sink)),
     })
 }
@@ -192,6 +196,8 @@ impl Writer {
             // The IPC file format allows one dictionary per column for the whole file, and
             // batches from shuffles carry many: dictionaries are written decoded.
             Writer::Ipc(w) => decoded_batch(batch).and_then(|b| w.write(&b).map_err(|e| e.to_string())),
+            // The stream format replaces a dictionary when it changes.
+            Writer::IpcStream(w) => w.write(batch).map_err(|e| e.to_string()),
             Writer::Json(w) => w.write(batch).map_err(|e| e.to_string()),
         }
     }
@@ -240,6 +246,10 @@ impl Operator for FileSink {
             Some(Writer::Parquet(w)) => w.into_inner().map_err(|e| self.err(e))?,
             Some(Writer::Csv(w)) => w.into_inner(),
             Some(Writer::Ipc(mut w)) => {
+                w.finish().map_err(|e| self.err(e))?;
+                w.into_inner().map_err(|e| self.err(e))?
+            }
+            Some(Writer::IpcStream(mut w)) => {
                 w.finish().map_err(|e| self.err(e))?;
                 w.into_inner().map_err(|e| self.err(e))?
             }

@@ -183,6 +183,8 @@ pub fn unify(
 /// A value that does not fit the agreed type (only with rules that can fail; named).
 pub fn conform(batch: &RecordBatch, target: &SchemaRef, file: &str) -> Result<RecordBatch, OperatorError> {
     let schema = batch.schema();
+    let rows = batch.num_rows();
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
     let same = schema.fields().len() == target.fields().len()
         && schema
             .fields()
@@ -190,9 +192,12 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, file: &str) -> Result<Re
             .zip(target.fields())
             .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
     if same {
-        return Ok(RecordBatch::try_new(Arc::clone(target), batch.columns().to_vec())?);
+        return Ok(RecordBatch::try_new_with_options(
+            Arc::clone(target),
+            batch.columns().to_vec(),
+            &options,
+        )?);
     }
-    let rows = batch.num_rows();
     let strict = CastOptions { safe: false, ..CastOptions::default() };
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for f in target.fields() {
@@ -216,7 +221,6 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, file: &str) -> Result<Re
         };
         cols.push(col);
     }
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(Arc::clone(target), cols, &options)?)
 }
 

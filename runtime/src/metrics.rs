@@ -38,6 +38,11 @@ pub const RENDEZVOUS_REFUSED: &str = "updraft_rendezvous_refused_total";
 pub const PEAK_MEMORY_BYTES: &str = "updraft_peak_memory_bytes";
 /// Gauge: bytes sent on a channel and not yet returned as credit. Labels: operator.
 pub const BYTES_IN_FLIGHT: &str = "updraft_bytes_in_flight";
+/// Counter: Parquet row groups a source did not read because its filters exclude them.
+/// Labels: source.
+pub const ROW_GROUPS_SKIPPED: &str = "updraft_source_row_groups_skipped_total";
+/// Counter: Parquet row groups a source read. Labels: source.
+pub const ROW_GROUPS_READ: &str = "updraft_source_row_groups_read_total";
 /// Histogram: seconds of mesh set-up (rendezvous and punching) on this worker.
 pub const SETUP_SECONDS: &str = "updraft_setup_seconds";
 
@@ -70,5 +75,7 @@ pub fn describe() {
         Unit::Bytes,
         "Bytes sent by an operator and not yet returned as credit."
     );
+    describe_counter!(ROW_GROUPS_SKIPPED, Unit::Count, "Parquet row groups a source's filters excluded.");
+    describe_counter!(ROW_GROUPS_READ, Unit::Count, "Parquet row groups a source read.");
     describe_histogram!(SETUP_SECONDS, Unit::Seconds, "Rendezvous and punching time of a worker.");
 }

@@ -31,10 +31,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use updraft::arrow_array::cast::AsArray;
-use updraft::arrow_array::types::{Float64Type, Int64Type};
-use updraft::arrow_array::{Array, RecordBatch, UInt32Array};
-use updraft::arrow_schema::{DataType, SchemaRef};
+use updraft::arrow::array::cast::AsArray;
+use updraft::arrow::array::types::{Float64Type, Int64Type};
+use updraft::arrow::array::{Array, RecordBatch, UInt32Array};
+use updraft::arrow::schema::{DataType, SchemaRef};
+use updraft::arrow::{cast as arrow_cast, select as arrow_select};
 use updraft::{BuildContext, Flow, Operator, OperatorError, Output, Registry};
 
 /// Parameters, as written under `[operator.NAME.params]`.

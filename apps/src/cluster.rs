@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use updraft_runtime::FailureClass;
@@ -37,9 +37,12 @@ pub struct RunArgs {
     /// Also write the job report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Print only the JSON report (no table).
+    /// Print the JSON report on stdout instead of the summary (nothing else on stdout).
     #[arg(long)]
     pub quiet: bool,
+    /// After the job, print the first N rows of each file sink, read back from what it wrote.
+    #[arg(long, value_name = "N")]
+    pub show: Option<usize>,
     /// Serve every worker's metrics, live, as one `/metrics` here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -87,13 +90,7 @@ impl LocalRun {
     /// The failure that explains the others: a non-retryable class first, then a worker that
     /// died, then the first rank's.
     pub fn cause(&self) -> String {
-        let pick = self
-            .failures
-            .iter()
-            .find(|(_, _, c)| c.is_some_and(|c| !c.retryable()))
-            .or_else(|| self.failures.iter().find(|(_, _, c)| c.is_none()))
-            .or_else(|| self.failures.first());
-        match pick {
+        match output::root_failure(&self.failures) {
             Some((rank, e, Some(c))) => format!("rank {rank}: {e} [{}]", c.name()),
             Some((rank, e, None)) => format!("rank {rank}: {e}"),
             None => "no failure".to_string(),
@@ -104,7 +101,7 @@ impl LocalRun {
 /// Runs `updraft run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.workers == 0 {
-        bail!("--workers must be at least 1");
+        return Err(output::BadInput("--workers must be at least 1".into()).into());
     }
     if args.backend == "lambda" {
         return crate::lambda::drive(crate::lambda::LambdaRun {
@@ -118,7 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
-        Ok((s, _)) => s,
+        Ok(checked) => checked.spec,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
@@ -158,10 +155,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match (&result.job, result.failures.is_empty()) {
         (Some(job), true) => {
-            if !args.quiet {
+            if args.quiet {
+                println!("{}", serde_json::to_string_pretty(job)?);
+            } else {
                 output::print_job(job);
                 let pricing = output::load_pricing(args.pricing.as_deref())?;
                 output::print_cost(job, args.memory_gb, 0, 0, &pricing);
+                if let Some(n) = args.show {
+                    let rows = |name: &str| job.sinks.iter().find(|s| s.name == name).map(|s| s.summary.rows);
+                    crate::inspect::show_sinks(&spec, n, rows)?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,7 +174,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 let class = class.map_or(String::new(), |c| format!(" [{}]", c.name()));
                 eprintln!("  rank {rank}: {e}{class}");
             }
-            Ok(ExitCode::from(1))
+            Ok(output::failure_exit(output::root_failure(&result.failures).and_then(|f| f.2)))
         }
     }
 }

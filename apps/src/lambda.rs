@@ -329,14 +329,14 @@ fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
 /// The pipeline or the client cannot be set up; failed ranks make the exit code 1.
 pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
     let spec = match output::load_checked_pipeline(&run.pipeline, run.workers) {
-        Ok((s, _)) => s,
+        Ok(checked) => checked.spec,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
     if run.workers == 0 {
-        bail!("--workers must be at least 1");
+        return Err(output::BadInput("--workers must be at least 1".into()).into());
     }
     let text = std::fs::read_to_string(&run.pipeline)
         .with_context(|| format!("cannot read {}", run.pipeline.display()))?;
@@ -379,10 +379,10 @@ pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
         outcomes.iter().filter_map(|(r, o)| o.as_ref().err().map(|(e, c)| (*r, e.clone(), *c))).collect();
     if !failures.is_empty() {
         eprintln!("updraft: job `{job}` failed on {} of {} functions:", failures.len(), run.workers);
-        for (rank, e, _) in failures {
+        for (rank, e, _) in &failures {
             eprintln!("  rank {rank}: {e}");
         }
-        return Ok(ExitCode::from(1));
+        return Ok(output::failure_exit(output::root_failure(&failures).and_then(|f| f.2)));
     }
     let results: Vec<JobResult> = outcomes.into_iter().filter_map(|(_, o)| o.ok()).collect();
     let Some(job_report) = results.iter().find_map(|r| r.job.clone()) else {

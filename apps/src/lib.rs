@@ -22,9 +22,11 @@ mod bench_mesh;
 mod bench_scaling;
 mod cluster;
 mod fingerprint;
+mod inspect;
 mod lambda;
 mod limits;
 mod output;
+mod placement;
 mod plot;
 mod secret;
 mod telemetry;
@@ -34,12 +36,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use arrow_schema::SchemaRef;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use updraft_operators::registry::{BuildContext, OperatorFactory, Registry, RegistryError};
 pub use updraft_runtime::report::TableSummary;
 pub use updraft_runtime::{Flow, Operator, OperatorError, Output};
 pub use {arrow_array, arrow_schema, toml};
+
+/// The Arrow crates an operator needs, at the versions updraft is built with, so that an
+/// embedding crate's Arrow types are updraft's own: `updraft::arrow::array::RecordBatch`,
+/// `updraft::arrow::cast::cast`, `updraft::arrow::select::take::take`.
+pub mod arrow {
+    pub use arrow_array as array;
+    pub use arrow_cast as cast;
+    pub use arrow_schema as schema;
+    pub use arrow_select as select;
+}
 
 static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
 
@@ -93,6 +106,16 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         workers: u32,
     },
+    /// Print the schema and row count of files (one file, a directory or glob patterns), and
+    /// the schema they agree on as one source.
+    Schema {
+        /// Files, directories or patterns, local or s3://.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// parquet, csv, ipc or json (default: from the first path's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// What N workers x T seconds x M GB would cost on Lambda, and on always-on VMs.
     Cost {
         /// Functions (workers).
@@ -138,7 +161,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
     if exe.as_deref().and_then(std::path::Path::file_name).is_some_and(|n| n == "bootstrap") {
         return finish(lambda::handler_main());
     }
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if !matches!(cli.command, Command::Worker(_) | Command::Lambda | Command::Rendezvous { .. }) {
         quiet_on_closed_stdout();
     }
@@ -151,12 +177,47 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Validate { file, workers } => validate(&file, workers),
         Command::Explain { file, workers } => explain(&file, workers),
+        Command::Schema { paths, format } => inspect::schema(&paths, format.as_deref()),
         Command::Bench { which } => bench::run(which),
         Command::Cost { workers, seconds, memory_gb, s3_puts, s3_gets, pricing } => {
             cost(workers, seconds, memory_gb, s3_puts, s3_gets, pricing.as_deref())
         }
     };
     finish(result)
+}
+
+/// Parses the command line; `updraft worker` takes its rank, world size and job id from a
+/// scheduler's environment where the flags do not give them (see [`placement`]).
+fn parse_cli() -> Result<Cli, ExitCode> {
+    let mut command = Cli::command();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") {
+        match placement::from_env(|name| std::env::var(name).ok()) {
+            Ok(Some(p)) => {
+                tracing::info!(from = p.from, rank = ?p.rank, world = ?p.world, job = ?p.job, "placement from the environment");
+                command = command.mut_subcommand("worker", |mut c| {
+                    for (arg, value) in [
+                        ("rank", p.rank.map(|r| r.to_string())),
+                        ("world", p.world.map(|w| w.to_string())),
+                        ("job", p.job.clone()),
+                    ] {
+                        if let Some(v) = value {
+                            c = c.mut_arg(arg, |a| a.default_value(v).required(false));
+                        }
+                    }
+                    c
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("updraft worker: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Cli::from_arg_matches(&command.get_matches()).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(2)
+    })
 }
 
 /// Lets a closed stdout end the process quietly, as it ends Unix tools (`updraft run ... | head`
@@ -171,12 +232,15 @@ fn quiet_on_closed_stdout() {
     }
 }
 
+/// The exit status of a command: its own, or for an error 2 when an argument or input is
+/// wrong ([`output::BadInput`]) and 3 when updraft could not do its work (a process, port, file
+/// or service failed). A failed job exits 1, 2 or 3 by its cause ([`output::failure_exit`]).
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("updraft: error: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<output::BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::from(3) }
         }
     }
 }
@@ -189,8 +253,23 @@ fn cost(
     gets: u64,
     pricing: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    if workers == 0 || !(seconds >= 0.0 && seconds.is_finite()) || !(memory_gb > 0.0 && memory_gb <= 10.24) {
-        anyhow::bail!("--workers must be at least 1, --seconds at least 0, --memory-gb in (0, 10.24]");
+    // Lambda's limits: a function runs at most 900 s, with 128 MB to 10,240 MB of memory.
+    let problems: Vec<&str> = [
+        (workers == 0, "--workers must be at least 1"),
+        (
+            !(0.0..=900.0).contains(&seconds),
+            "--seconds must be 0 to 900 (a Lambda function runs at most 15 minutes)",
+        ),
+        (
+            !(0.125..=10.24).contains(&memory_gb),
+            "--memory-gb must be 0.125 to 10.24 (Lambda's 128 MB to 10,240 MB)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(bad, msg)| bad.then_some(msg))
+    .collect();
+    if !problems.is_empty() {
+        return Err(output::BadInput(problems.join("; ")).into());
     }
     let p = output::load_pricing(pricing)?;
     let e = p.estimate(workers, seconds, memory_gb, puts, gets);
@@ -208,6 +287,13 @@ fn cost(
         "  {workers} always-on VMs ({}) for the same {seconds} s: {}",
         p.vm.name,
         output::usd(e.vm_total)
+    );
+    let month = p.rendezvous.hourly * updraft_config::pricing::HOURS_PER_MONTH;
+    println!(
+        "  the rendezvous host ({}), always on: {} per month ({} per hour), not in the totals above",
+        p.rendezvous.name,
+        output::usd(month),
+        output::usd(p.rendezvous.hourly)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -243,16 +329,44 @@ fn serve_rendezvous(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints each stage of `plan` (numbered when `numbered`) with the schema it emits.
+fn print_stages(
+    plan: &updraft_runtime::plan::PhysicalPlan,
+    schemas: &[(String, Option<SchemaRef>)],
+    numbered: bool,
+) {
+    for (i, line) in plan.describe().into_iter().enumerate() {
+        if numbered {
+            println!("  {i:>2}  {line}");
+        } else {
+            println!("  {line}");
+        }
+        let indent = if numbered { "        " } else { "      " };
+        match schemas.get(i) {
+            Some((name, Some(schema))) if Some(name) == plan.stages.get(i).map(|s| &s.name) => {
+                if schema.fields().is_empty() {
+                    println!("{indent}(no columns)");
+                }
+                for l in output::schema_lines(schema, indent) {
+                    println!("{l}");
+                }
+            }
+            _ => println!("{indent}(schema not known before the run)"),
+        }
+    }
+}
+
 fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
-    let (spec, inputs) = match output::load_checked_pipeline(file, workers) {
+    let checked = match output::load_checked_pipeline(file, workers) {
         Ok(checked) => checked,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
+    let (spec, inputs) = (&checked.spec, &checked.inputs);
     let world = workers.max(1);
-    let plan = output::plan_for(&spec, world, &inputs)?;
+    let plan = output::plan_for(spec, world, inputs)?;
     let edges = plan.edges()?;
     println!(
         "job `{}` on {world} workers: {} stages per worker, {} edges",
@@ -260,9 +374,7 @@ fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
         plan.stages.len(),
         edges.len()
     );
-    for (i, line) in plan.describe().into_iter().enumerate() {
-        println!("  {i:>2}  {line}");
-    }
+    print_stages(&plan, &checked.schemas, true);
     let exchanges: Vec<String> = edges
         .iter()
         .filter(|e| e.exchange)
@@ -272,22 +384,29 @@ fn explain(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
     for x in exchanges {
         println!("  {x}");
     }
+    for s in &spec.sources {
+        let Some(source) = inputs.sources.get(&s.name) else { continue };
+        println!("source `{}` reads {} files:", s.name, source.files.len());
+        for rank in 0..world {
+            let share: Vec<String> = source.share(rank, world).iter().map(ToString::to_string).collect();
+            let shown = if share.is_empty() { "(none)".to_string() } else { share.join(", ") };
+            println!("  rank {rank}: {shown}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn validate(file: &std::path::Path, workers: u32) -> anyhow::Result<ExitCode> {
-    let (spec, inputs) = match output::load_checked_pipeline(file, workers) {
+    let checked = match output::load_checked_pipeline(file, workers) {
         Ok(checked) => checked,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let plan = output::plan_for(&spec, workers.max(1), &inputs)?;
+    let plan = output::plan_for(&checked.spec, workers.max(1), &checked.inputs)?;
     println!("{}: ok", file.display());
-    println!("plan for {} workers (stage [phase] <- inputs):", workers.max(1));
-    for line in plan.describe() {
-        println!("  {line}");
-    }
+    println!("plan for {} workers (stage [phase] <- inputs, then the columns it emits):", workers.max(1));
+    print_stages(&plan, &checked.schemas, false);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,12 @@
 //! Loading pipelines and printing job summaries.
 
 use std::path::Path;
+use std::process::ExitCode;
 
+use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
 use updraft_config::{ConfigError, ConfigErrors, PipelineSpec, errors_at, parse_pipeline_with};
 use updraft_operators::inputs::JobInputs;
+use updraft_runtime::FailureClass;
 use updraft_runtime::report::JobReport;
 
 /// Reads and validates a pipeline file.
@@ -14,6 +17,95 @@ pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
     load(path).map(|(spec, _)| spec)
 }
 
+/// A wrong argument or input given to a command: exits with status 2 (see [`failure_exit`]).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Exit status of a failed job whose explaining failure (see [`root_failure`]) has class
+/// `class`: 2 when the input is wrong (`Config`, `Data`: fix the pipeline or the data), 3 when
+/// the infrastructure failed (`Link`, `Rendezvous`, `Timeout`, `Unavailable`, `Commit`: running
+/// again may succeed), 1 otherwise (an operator failed, the job was cancelled, a worker died
+/// without a word).
+pub fn failure_exit(class: Option<FailureClass>) -> ExitCode {
+    match class {
+        Some(FailureClass::Config | FailureClass::Data) => ExitCode::from(2),
+        Some(
+            FailureClass::Link
+            | FailureClass::Rendezvous
+            | FailureClass::Timeout
+            | FailureClass::Unavailable
+            | FailureClass::Commit,
+        ) => ExitCode::from(3),
+        Some(FailureClass::Operator | FailureClass::Cancelled) | None => ExitCode::from(1),
+    }
+}
+
+/// Of each rank's failure (rank, message, class), the one that explains the others: a class a
+/// rerun cannot fix first, then a worker that died without a word, then the first.
+pub fn root_failure(
+    failures: &[(u32, String, Option<FailureClass>)],
+) -> Option<&(u32, String, Option<FailureClass>)> {
+    failures
+        .iter()
+        .find(|(_, _, c)| c.is_some_and(|c| !c.retryable()))
+        .or_else(|| failures.iter().find(|(_, _, c)| c.is_none()))
+        .or_else(|| failures.first())
+}
+
+/// A pipeline that passed every check, with what the checks found.
+pub struct Checked {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// The files and agreed schema of every source that could be read.
+    pub inputs: JobInputs,
+    /// Each stage of rank 0's plan with the schema it emits (a sink: what it writes).
+    pub schemas: Vec<(String, Option<SchemaRef>)>,
+}
+
+/// One line per column: `name  type` (`not null` where the column holds no nulls by its
+/// schema), indented by `indent`.
+pub fn schema_lines(schema: &Schema, indent: &str) -> Vec<String> {
+    let width = schema.fields().iter().map(|f| f.name().chars().count()).max().unwrap_or(0);
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let null = if f.is_nullable() { "" } else { " not null" };
+            format!("{indent}{:<width$}  {}{null}", f.name(), type_name(f.data_type()))
+        })
+        .collect()
+}
+
+/// A type as pipelines spell it where they can (`int64`, `utf8`, `timestamp[us, UTC]`), else
+/// Arrow's own name.
+pub fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                TimeUnit::Second => "s",
+                TimeUnit::Millisecond => "ms",
+                TimeUnit::Microsecond => "us",
+                TimeUnit::Nanosecond => "ns",
+            };
+            tz.as_ref().map_or_else(|| format!("timestamp[{unit}]"), |z| format!("timestamp[{unit}, {z}]"))
+        }
+        DataType::Dictionary(k, v) => format!("dictionary<{}, {}>", type_name(k), type_name(v)),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
+            let bits = if matches!(t, DataType::Decimal128(..)) { 128 } else { 256 };
+            format!("decimal{bits}({p}, {s})")
+        }
+        _ => t.to_string().to_lowercase(),
+    }
+}
+
 /// Reads and validates a pipeline file, then agrees its inputs as a job of `world` workers
 /// would (every file listed and its schema read) and checks its columns and types (see
 /// [`updraft_operators::check`]). Sources that cannot be read because a service cannot be
@@ -21,7 +113,7 @@ pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
 ///
 /// # Errors
 /// Every problem in the file, with its inputs, or with its columns, each at its key path.
-pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<(PipelineSpec, JobInputs), ConfigErrors> {
+pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<Checked, ConfigErrors> {
     let (spec, text) = load(path)?;
     let check = updraft_operators::check::check_columns(&spec, world, crate::registry());
     for u in &check.unchecked {
@@ -35,7 +127,7 @@ pub fn load_checked_pipeline(path: &Path, world: u32) -> Result<(PipelineSpec, J
         problems.push((String::new(), e));
     }
     if problems.is_empty() {
-        return Ok((spec, check.inputs));
+        return Ok(Checked { spec, inputs: check.inputs, schemas: check.schemas });
     }
     Err(errors_at(&text, &path.display().to_string(), &problems))
 }

@@ -49,13 +49,15 @@ pub struct WorkerArgs {
     /// Rendezvous address, HOST:PORT (a name is resolved once, at start).
     #[arg(long, value_parser = resolve)]
     pub rendezvous: SocketAddr,
-    /// Job id (the same on every worker of the job).
+    /// Job id (the same on every worker of the job; default under Slurm, Open MPI or from
+    /// UPDRAFT_JOB).
     #[arg(long)]
     pub job: String,
-    /// This worker's rank.
+    /// This worker's rank (default: from Slurm, Open MPI, PMI, a Kubernetes Indexed Job or
+    /// UPDRAFT_RANK; see README "Clusters").
     #[arg(long)]
     pub rank: u32,
-    /// Number of workers.
+    /// Number of workers (default: from Slurm, Open MPI, PMI or UPDRAFT_WORLD).
     #[arg(long)]
     pub world: u32,
     /// Pipeline file.
@@ -140,7 +142,8 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.world == 0 || args.rank >= args.world {
-        anyhow::bail!("--rank {} is outside 0..{} (--world)", args.rank, args.world);
+        let msg = format!("--rank {} is outside 0..{} (--world)", args.rank, args.world);
+        return Err(output::BadInput(msg).into());
     }
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let out = run(&args, spec, &secret, &stop, true);
@@ -156,7 +159,7 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     } else {
         let _ = writeln!(stdout, "updraft worker {}: done", args.rank);
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed { output::failure_exit(out.error_class) } else { ExitCode::SUCCESS })
 }
 
 /// Tells a running worker to stop; cloned to whoever may need to (a watcher thread, a signal

@@ -20,6 +20,10 @@ pub struct Pricing {
     pub s3: S3Prices,
     /// The VM of the always-on cluster compared against.
     pub vm: VmPrice,
+    /// The always-on host of the rendezvous a Lambda job needs (`[rendezvous]`; a small VM
+    /// when absent).
+    #[serde(default = "VmPrice::rendezvous_default")]
+    pub rendezvous: VmPrice,
 }
 
 /// Lambda prices.
@@ -51,6 +55,16 @@ pub struct VmPrice {
     /// Per hour.
     pub hourly: f64,
 }
+
+impl VmPrice {
+    /// A t4g.nano (2 vCPU, 0.5 GiB), us-east-1 on-demand Linux, recorded 2024-06-01.
+    fn rendezvous_default() -> VmPrice {
+        VmPrice { name: "t4g.nano (2 vCPU, 0.5 GiB)".into(), hourly: 0.0042 }
+    }
+}
+
+/// Hours in a month, as AWS bills always-on instances (365 × 24 / 12).
+pub const HOURS_PER_MONTH: f64 = 730.0;
 
 /// What a run costs, by part.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

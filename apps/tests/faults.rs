@@ -148,7 +148,7 @@ fn a_job_whose_worker_dies_once_completes_with_one_retry_and_one_copy_of_its_out
     let out =
         run_with(dir.path(), JOIN, 3, Some("rank=0,stage=joined,at=1,fault=error"), &["--retries", "3"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "the data's fault: {err}");
     assert!(!err.contains("running the job again"), "{err}");
 }
 
@@ -333,7 +333,7 @@ fn every_rank_names_the_root_cause_even_when_it_fails_before_the_others_start() 
         [sink.s]\nkind = \"summary\"\ninput = \"total\"\n";
     for _ in 0..8 {
         let out = run_with(dir.path(), pipeline, 4, None, &[]);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(2), "an overflow is the data's fault");
         let err = String::from_utf8_lossy(&out.stderr);
         for line in err.lines().filter(|l| l.starts_with("  rank ")) {
             assert!(line.contains("integer sum overflows int64") && line.ends_with("[Data]"), "{line}");

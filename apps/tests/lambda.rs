@@ -185,7 +185,7 @@ fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_ea
          [operator.total]\nkind = \"group_by\"\ninput = \"big\"\nkeys = [\"one\"]\naggregate = { s = \"sum(big)\" }\n\
          [sink.s]\nkind = \"summary\"\ninput = \"total\"\n";
     let out = drive(dir.path(), pipeline, &invoke, &rdv);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "the data's fault");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("failed on") && err.contains("overflow"), "{err}");
 
@@ -196,7 +196,7 @@ fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_ea
         "[source.a]\nkind = \"generate\"\nrows = 10\n[sink.s]\nkind = \"summary\"\ninput = \"a\"\n";
     let t = std::time::Instant::now();
     let out = drive(short.path(), pipeline, &invoke, &rdv);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "a time limit");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("of the invocation left") && err.contains("raise the function timeout"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(4), "refused early: {:?}", t.elapsed());
@@ -260,7 +260,7 @@ fn twenty_jobs_in_a_row_on_four_warm_functions() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if failing {
-            assert_eq!(out.status.code(), Some(1), "job {job}: {stdout}\n{stderr}");
+            assert_eq!(out.status.code(), Some(2), "job {job}: {stdout}\n{stderr}");
             assert!(
                 stderr.contains("UpdraftError.Data") && stderr.contains("overflow"),
                 "job {job}: {stderr}"

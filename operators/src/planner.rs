@@ -119,6 +119,9 @@ pub fn build_plan_with(
         };
         b.push(s.name.clone(), Phase::Read, op, &[]);
     }
+    // Stages whose rows are all on rank 0 by plan: a head, a whole-table aggregate, and
+    // filters and projections of those.
+    let mut on_rank0: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut remaining: Vec<&updraft_config::OperatorSpec> = spec.operators.iter().collect();
     while !remaining.is_empty() {
         let ready = remaining.iter().position(|o| o.kind.inputs().iter().all(|i| b.index.contains_key(*i)));
@@ -129,6 +132,17 @@ pub fn build_plan_with(
             )));
         };
         let o = remaining.remove(pos);
+        let gathered = match &o.kind {
+            OperatorKind::Head { .. } => true,
+            OperatorKind::GroupBy { keys, .. } => keys.is_empty(),
+            OperatorKind::Filter { input, .. } | OperatorKind::Project { input, .. } => {
+                on_rank0.contains(input.as_str())
+            }
+            _ => false,
+        };
+        if gathered {
+            on_rank0.insert(o.name.as_str());
+        }
         match &o.kind {
             OperatorKind::GroupBy { input, keys, aggregates, pre_aggregate } => {
                 let aggs: Vec<Agg> = aggregates
@@ -357,7 +371,12 @@ pub fn build_plan_with(
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SinkKind::Summary => Box::new(SummarySink::default()),
             SinkKind::File { format, compression, .. } => {
-                Box::new(FileSink::new(&s.name, format.clone(), *compression, Arc::clone(ctx.outputs)))
+                let sink = FileSink::new(&s.name, format.clone(), *compression, Arc::clone(ctx.outputs));
+                if ctx.rank != 0 && on_rank0.contains(s.input.as_str()) {
+                    Box::new(sink.held_elsewhere())
+                } else {
+                    Box::new(sink)
+                }
             }
         };
         b.push(s.name.clone(), Phase::Write, op, &[from]);

@@ -97,6 +97,7 @@ pub struct FileSink {
     target: Option<PartTarget>,
     writer: Option<Writer>,
     rows: u64,
+    held_elsewhere: bool,
 }
 
 impl FileSink {
@@ -108,7 +109,24 @@ impl FileSink {
         compression: ParquetCompression,
         outputs: Arc<JobOutputs>,
     ) -> FileSink {
-        FileSink { name: name.to_string(), format, compression, outputs, target: None, writer: None, rows: 0 }
+        FileSink {
+            name: name.to_string(),
+            format,
+            compression,
+            outputs,
+            target: None,
+            writer: None,
+            rows: 0,
+            held_elsewhere: false,
+        }
+    }
+
+    /// For a rank whose input holds no rows by plan (a `head` or a whole-table aggregate
+    /// delivers its rows on rank 0): writes no part file unless rows do arrive.
+    #[must_use]
+    pub fn held_elsewhere(mut self) -> FileSink {
+        self.held_elsewhere = true;
+        self
     }
 
     fn err(&self, e: impl std::fmt::Display) -> OperatorError {
@@ -230,6 +248,9 @@ pub fn check_writable(name: &str, kind: &SinkKind, schema: &SchemaRef) -> Result
 
 impl Operator for FileSink {
     fn on_batch(&mut self, _: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
+        if self.held_elsewhere && self.writer.is_none() && batch.num_rows() == 0 {
+            return Ok(());
+        }
         if self.writer.is_none() {
             self.writer = Some(self.open(&batch)?);
         }

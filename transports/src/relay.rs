@@ -236,7 +236,39 @@ async fn connect(
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(response_timeout);
-    client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("Redis: {e}"))
+    match client.get_multiplexed_async_connection_with_config(&config).await {
+        Ok(con) => Ok(con),
+        Err(e) => Err(match server_refusal(client).await {
+            Some(said) => format!("Redis refused the connection: the server said: {said}"),
+            None => format!("Redis: {e}"),
+        }),
+    }
+}
+
+/// What a Redis server that refuses clients says when one connects: a server in protected
+/// mode, or at its client limit, writes an error line (`-DENIED ...`, `-ERR max number of
+/// clients reached`) and closes, which the client library may report only as a broken pipe.
+/// Read back within a second on a fresh plain TCP connection; `None` when it says nothing.
+async fn server_refusal(client: &redis::Client) -> Option<String> {
+    let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() else { return None };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.ok()?;
+        let mut buf = vec![0u8; 1024];
+        let mut n = 0;
+        while n < buf.len() {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+            if buf[..n].ends_with(b"\r\n") {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf[..n]);
+        let said = line.strip_prefix('-')?.trim_end();
+        (!said.is_empty()).then(|| said.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe).await.ok().flatten()
 }
 
 /// The writing end of one direction.
@@ -452,6 +484,23 @@ mod tests {
         assert_ne!(zero, run_key(7, 5, 0, addr(101), addr(101), &[peer(1, 200)]), "another table");
         assert_ne!(zero, run_key(7, 6, 0, addr(100), addr(100), &[peer(1, 200)]), "another run, same table");
         assert!(zero.starts_with("0000000000000007-"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_clients_is_quoted() {
+        // A stand-in for Redis in protected mode: the refusal line, then close.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let said =
+                    b"-DENIED Redis is running in protected mode because protected mode is enabled\r\n";
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, said).await;
+            }
+        });
+        let client = redis::Client::open(format!("redis://{addr}/")).expect("url");
+        let e = connect(&client, Some(Duration::from_secs(2))).await.map(|_| ()).expect_err("refused");
+        assert!(e.contains("the server said: DENIED Redis is running in protected mode"), "{e}");
     }
 
     #[test]

@@ -281,9 +281,7 @@ async fn invoke_all(
             let out = tokio::time::timeout(limit, call)
                 .await
                 .map_err(|_| (format!("no answer within {limit:?}"), Some(FailureClass::Timeout)))?
-                .map_err(|e| {
-                    (format!("invoke failed: {}", aws_sdk_lambda::error::DisplayErrorContext(e)), None)
-                })?;
+                .map_err(invoke_error)?;
             let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
             if let Some(kind) = out.function_error() {
                 let v = serde_json::from_slice::<serde_json::Value>(&body).ok();
@@ -323,11 +321,79 @@ fn lambda_client() -> anyhow::Result<aws_sdk_lambda::Client> {
     Ok(aws_sdk_lambda::Client::from_conf(config.build()))
 }
 
+/// An Invoke call that failed, as the service or the network said it, with what to check, and
+/// its class: a function that does not exist is the input's fault, anything else the
+/// infrastructure's.
+fn invoke_error(
+    e: aws_sdk_lambda::error::SdkError<aws_sdk_lambda::operation::invoke::InvokeError>,
+) -> (String, Option<FailureClass>) {
+    let missing = e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
+    let hint = if e.as_service_error().is_some() {
+        "check the function name, its region and the caller's permissions"
+    } else {
+        "check the endpoint (AWS_ENDPOINT_URL or the region's), the network and the credentials"
+    };
+    let class = if missing { FailureClass::Config } else { FailureClass::Unavailable };
+    (format!("invoke failed: {}; {hint}", error_chain(&e)), Some(class))
+}
+
+/// An error and its sources, each message once, joined by `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// Every source and sink path of `spec` that is not in S3, at its key path: Lambda functions
+/// cannot read or write the driver's disk.
+fn local_paths(spec: &updraft_config::PipelineSpec) -> Vec<(String, String)> {
+    let why = |p: &str| format!("`{p}` is a local path; Lambda functions read and write only s3:// paths");
+    let mut out = Vec::new();
+    for s in &spec.sources {
+        let updraft_config::SourceKind::Files { files, .. } = &s.kind else { continue };
+        match files {
+            updraft_config::SourceFiles::PerRank(p) if !p.starts_with("s3://") => {
+                out.push((format!("source.{}.path", s.name), why(p)));
+            }
+            updraft_config::SourceFiles::List(list) => {
+                for p in list.iter().filter(|p| !p.starts_with("s3://")) {
+                    out.push((format!("source.{}", s.name), why(p)));
+                }
+            }
+            updraft_config::SourceFiles::PerRank(_) => {}
+        }
+    }
+    for s in &spec.sinks {
+        if let updraft_config::SinkKind::File { path, .. } = &s.kind
+            && !path.starts_with("s3://")
+        {
+            out.push((format!("sink.{}.path", s.name), why(path)));
+        }
+    }
+    out
+}
+
 /// Invokes one function per rank, waits for all, prints the job summary and cost.
 ///
 /// # Errors
 /// The pipeline or the client cannot be set up; failed ranks make the exit code 1.
 pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
+    // Functions see only S3: refuse local paths before anything is invoked.
+    if let Ok(spec) = output::load_pipeline(&run.pipeline) {
+        let local = local_paths(&spec);
+        if !local.is_empty() {
+            let text = std::fs::read_to_string(&run.pipeline).unwrap_or_default();
+            eprintln!("{}", updraft_config::errors_at(&text, &run.pipeline.display().to_string(), &local));
+            return Ok(ExitCode::from(2));
+        }
+    }
     let spec = match output::load_checked_pipeline(&run.pipeline, run.workers) {
         Ok(checked) => checked.spec,
         Err(e) => {

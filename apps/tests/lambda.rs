@@ -179,6 +179,17 @@ fn a_failing_function_fails_the_job_with_its_error_and_short_invocations_fail_ea
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("source.a") && err.contains("no-such-prefix/a-0.parquet"), "{err}");
+    // Local paths are refused before anything is invoked, each at its key path.
+    std::fs::write(dir.path().join("here.csv"), "k\n1\n").expect("csv");
+    let pipeline = "[source.a]\nkind = \"csv\"\npath = \"here.csv\"\n\
+         [sink.s]\nkind = \"parquet\"\ninput = \"a\"\npath = \"out/p-{rank}.parquet\"\n";
+    let out = drive(dir.path(), pipeline, &invoke, &rdv);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (at, path) in [("source.a", "here.csv"), ("sink.s.path", "out/p-{rank}.parquet")] {
+        assert!(err.contains(at) && err.contains(&format!("`{path}` is a local path")), "{err}");
+    }
+    assert!(!err.contains("failed on"), "nothing was invoked: {err}");
     // A function that fails at run time (an int64 sum overflows) fails the job with its error.
     let pipeline = "[source.a]\nkind = \"generate\"\nrows = 100\n\
          [operator.big]\nkind = \"project\"\ninput = \"a\"\ncolumns = { one = \"1\", big = \"9223372036854775807 - key % 2\" }\n\

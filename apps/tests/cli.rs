@@ -407,3 +407,28 @@ fn the_kubernetes_manifest_is_valid_and_consistent() {
     let out = validate_pipeline(dir.path(), "k8s.toml", &pipeline);
     assert!(out.status.success(), "{:?}\n{pipeline}", text(&out));
 }
+
+/// A worker waiting for ranks that never come says so every few seconds, then fails naming
+/// them.
+#[test]
+fn a_waiting_worker_says_what_it_waits_for() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = "waiting-secret-0123456789";
+    let (_rdv, addr) = local_rendezvous(secret);
+    let pipeline = "[runtime]\nrendezvous_timeout = \"7s\"\n\n[source.t]\nkind = \"generate\"\nrows = 10\n\n[sink.s]\nkind = \"summary\"\ninput = \"t\"\n";
+    std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
+    let out = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["worker", "--bind", "127.0.0.1", "--rendezvous", &addr, "--pipeline", "p.toml"])
+        .args(["--job", "lonely", "--rank", "0", "--world", "2"])
+        .env("UPDRAFT_SECRET", secret)
+        .output()
+        .expect("worker");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("registered at") && stderr.contains("waiting for the other ranks of job `lonely`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rank 1 of job `lonely` never registered"), "{stderr}");
+}

@@ -317,7 +317,7 @@ fn ranks_that_never_register_are_named_to_the_others_before_they_give_up() {
     for h in handles {
         let out = h.join().expect("worker thread");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("ranks 3 of job `short` never registered"), "{text}");
+        assert!(text.contains("rank 3 of job `short` never registered"), "{text}");
     }
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }

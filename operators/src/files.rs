@@ -545,7 +545,7 @@ impl FileSource {
                 let schemas = (&self.schema, &self.output);
                 let (reader, (read, skipped)) =
                     open(&self.name, &self.format, &at, self.batch_rows, schemas, &self.tests)?;
-                tracing::debug!(source = %self.name, file = %at, row_groups_skipped = skipped, "reading");
+                tracing::info!(source = %self.name, file = %at, row_groups_skipped = skipped, "reading");
                 self.row_groups.0 += read;
                 self.row_groups.1 += skipped;
                 let label = self.name.clone();

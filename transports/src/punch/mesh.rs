@@ -276,6 +276,8 @@ fn link(
     start: Instant,
 ) {
     let elapsed = start.elapsed();
+    let remote = conn.stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    tracing::info!(peer, %remote, how = how_label(how), ?elapsed, attempts = schedule.attempts(peer), "link made");
     metrics::counter!(names::PUNCH_SUCCESSES, "how" => how_label(how)).increment(1);
     metrics::histogram!(names::PUNCH_SECONDS).record(elapsed.as_secs_f64());
     pairs.retain(|p| p.peer != peer);

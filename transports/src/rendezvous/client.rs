@@ -110,10 +110,58 @@ pub enum RendezvousError {
 /// # Errors
 /// See [`RendezvousError`].
 pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registered, RendezvousError> {
+    let started = Instant::now();
+    let waiting = Waiting(std::sync::Mutex::new(Some("no connection yet".into())));
+    let work = register_until(reg, timeout, &waiting);
+    tokio::pin!(work);
+    let mut note = tokio::time::interval_at(started + WAIT_NOTE_EVERY, WAIT_NOTE_EVERY);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = note.tick() => {
+                let waited = started.elapsed().as_secs();
+                let (addr, rank, job) = (reg.rendezvous, reg.rank, &reg.job);
+                match waiting.last_error() {
+                    Some(err) => tracing::warn!(
+                        "rank {rank}: the rendezvous at {addr} is not reachable yet ({err}); waited {waited} s of {timeout:?}"
+                    ),
+                    None => tracing::warn!(
+                        "rank {rank}: registered at {addr}; waiting for the other ranks of job `{job}` \
+                         (world {}); waited {waited} s of {timeout:?}",
+                        reg.world
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// How often a worker still waiting for its peer table says what it waits for.
+const WAIT_NOTE_EVERY: Duration = Duration::from_secs(5);
+
+/// What a registration is waiting for: the last connect error while the rendezvous is not
+/// reachable, none once connected.
+struct Waiting(std::sync::Mutex<Option<String>>);
+
+impl Waiting {
+    fn set(&self, err: Option<String>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = err;
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+async fn register_until(
+    reg: &Registration,
+    timeout: Duration,
+    waiting: &Waiting,
+) -> Result<Registered, RendezvousError> {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(20);
     loop {
-        match register_once(reg, deadline, timeout).await {
+        match register_once(reg, deadline, timeout, waiting).await {
             Err(Attempt::Dropped(why)) => {
                 if Instant::now() + backoff >= deadline {
                     return Err(RendezvousError::Unreachable {
@@ -149,8 +197,9 @@ async fn register_once(
     reg: &Registration,
     deadline: Instant,
     timeout: Duration,
+    waiting: &Waiting,
 ) -> Result<Registered, Attempt> {
-    let (mut stream, listener) = connect(reg, deadline, timeout).await?;
+    let (mut stream, listener) = connect(reg, deadline, timeout, waiting).await?;
     let local = stream.local_addr().map_err(RendezvousError::Io)?;
     let private = local.to_string();
     let timed_out = || RendezvousError::Timeout { addr: reg.rendezvous, after: timeout, world: reg.world };
@@ -356,6 +405,7 @@ async fn connect(
     reg: &Registration,
     deadline: Instant,
     timeout: Duration,
+    waiting: &Waiting,
 ) -> Result<(TcpStream, TcpListener), RendezvousError> {
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -363,7 +413,10 @@ async fn connect(
         let port = socket.local_addr()?.port();
         let listener = shared_listener(SocketAddr::new(reg.bind.ip(), port))?;
         let err = match tokio::time::timeout_at(deadline, socket.connect(reg.rendezvous)).await {
-            Ok(Ok(stream)) => return Ok((stream, listener)),
+            Ok(Ok(stream)) => {
+                waiting.set(None);
+                return Ok((stream, listener));
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
@@ -371,6 +424,7 @@ async fn connect(
             return Err(RendezvousError::Unreachable { addr: reg.rendezvous, after: timeout, last: err });
         }
         tracing::debug!(%err, "rendezvous not reachable yet; retrying");
+        waiting.set(Some(err.clone()));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }

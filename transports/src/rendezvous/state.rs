@@ -239,7 +239,8 @@ impl RendezvousState {
                 let missing: Vec<String> =
                     (0..j.world).filter(|r| !j.members.contains_key(r)).map(|r| r.to_string()).collect();
                 let reason = format!(
-                    "ranks {} of job `{job}` never registered at the rendezvous (waited {:.1} s)",
+                    "{} {} of job `{job}` never registered at the rendezvous (waited {:.1} s)",
+                    if missing.len() == 1 { "rank" } else { "ranks" },
                     missing.join(", "),
                     now.duration_since(j.since).as_secs_f64()
                 );
@@ -540,7 +541,7 @@ mod tests {
         let out = s.expire(t + Duration::from_secs(10));
         let r = refused(&out);
         assert_eq!(r.len(), 2);
-        assert!(r[0].1.contains("ranks 1 of job `j` never registered"), "{r:?}");
+        assert!(r[0].1.contains("rank 1 of job `j` never registered"), "{r:?}");
         assert_eq!(s.pending_jobs(), 0);
     }
 

@@ -208,14 +208,15 @@ fn join(b: JoinBench) -> anyhow::Result<ExitCode> {
 /// One run of the join benchmark, printed; the loopback baseline measured just before it.
 fn join_once(pipeline: &std::path::Path, b: &JoinBench) -> anyhow::Result<JoinRun> {
     let base = loopback_throughput(b.baseline_bytes).context("loopback baseline")?;
-    let run = crate::cluster::run_local(
-        pipeline,
-        b.workers,
-        Duration::from_secs(900),
-        Duration::from_secs(15),
-        None,
-        1,
-    )?;
+    let opts = crate::cluster::LocalOptions {
+        deadline: Duration::from_secs(900),
+        grace: Duration::from_secs(15),
+        metrics_listen: None,
+        metrics_linger: Duration::ZERO,
+        attempt: 1,
+    };
+    let run =
+        crate::cluster::run_local(pipeline, b.workers, &opts, &crate::progress::Progress::new(false, None))?;
     let Some(job) = run.job else {
         for (rank, e, _) in run.failures {
             eprintln!("  rank {rank}: {e}");

@@ -114,14 +114,15 @@ pub fn run(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             )?;
             for repeat in 0..args.repeats.max(1) {
                 bar.set_message(format!("{mode} scaling, {n} workers, {per_worker} rows/side/worker"));
-                let run = crate::cluster::run_local(
-                    &pipeline,
-                    n,
-                    Duration::from_secs(1800),
-                    Duration::from_secs(15),
-                    args.metrics_listen,
-                    1,
-                )?;
+                let opts = crate::cluster::LocalOptions {
+                    deadline: Duration::from_secs(1800),
+                    grace: Duration::from_secs(15),
+                    metrics_listen: args.metrics_listen,
+                    metrics_linger: Duration::ZERO,
+                    attempt: 1,
+                };
+                let quiet = crate::progress::Progress::new(false, None);
+                let run = crate::cluster::run_local(&pipeline, n, &opts, &quiet)?;
                 let Some(job) = run.job else {
                     let why: Vec<String> =
                         run.failures.iter().map(|(r, e, _)| format!("rank {r}: {e}")).collect();

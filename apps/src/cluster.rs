@@ -10,7 +10,7 @@
 //! workers under a new job id, up to N more times, with a growing pause; outputs are committed
 //! only by a successful attempt, so retries never duplicate or mix them.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Serve every worker's metrics, live, as one `/metrics` here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// With --metrics-listen: keep serving the final metrics this long after the job ends
+    /// (e.g. 15s), so that a scraper sees the end of a short job.
+    #[arg(long, default_value = "0s", value_parser = crate::parse_duration_arg)]
+    pub metrics_linger: Duration,
     /// Write every worker's final metrics (Prometheus text) to this file at the end.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
@@ -114,19 +118,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             retries: args.retries,
         });
     }
-    let spec = match output::load_checked_pipeline(&args.pipeline, args.workers) {
-        Ok(checked) => checked.spec,
+    let (spec, plan) = match output::load_checked_pipeline(&args.pipeline, args.workers) {
+        Ok(checked) => {
+            let plan = output::plan_for(&checked.spec, args.workers, &checked.inputs).ok();
+            (checked.spec, plan)
+        }
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
+    // On a terminal only: the line is redrawn in place.
+    let tty = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
+    let progress = crate::progress::Progress::new(tty && !args.quiet, plan.as_ref());
     let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
     let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
     let mut attempts: Vec<String> = Vec::new();
     let result = loop {
         let attempt = attempts.len() as u32 + 1;
-        let result = run_local(&args.pipeline, args.workers, deadline, grace, args.metrics_listen, attempt)?;
+        let opts = LocalOptions {
+            deadline,
+            grace,
+            metrics_listen: args.metrics_listen,
+            metrics_linger: args.metrics_linger,
+            attempt,
+        };
+        let result = run_local(&args.pipeline, args.workers, &opts, &progress)?;
         if result.failures.is_empty() || !result.retryable() || attempt > args.retries {
             break result;
         }
@@ -190,6 +207,21 @@ pub fn retry_pause(attempt: u32) -> Duration {
         .min(Duration::from_secs(10))
 }
 
+/// How [`run_local`] runs and watches its workers.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalOptions {
+    /// Kill every worker still running after this long.
+    pub deadline: Duration,
+    /// Kill workers still running this long after another one failed.
+    pub grace: Duration,
+    /// Serve every worker's live metrics here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Keep serving the final metrics this long after the job ended.
+    pub metrics_linger: Duration,
+    /// Which attempt (1-based) this is; told to the workers.
+    pub attempt: u32,
+}
+
 /// Starts the rendezvous and `workers` worker processes for `pipeline`, and waits for them.
 /// `attempt` (1-based) is told to the workers (`UPDRAFT_ATTEMPT`).
 ///
@@ -198,11 +230,10 @@ pub fn retry_pause(attempt: u32) -> Duration {
 pub fn run_local(
     pipeline: &Path,
     workers: u32,
-    deadline: Duration,
-    grace: Duration,
-    metrics_listen: Option<SocketAddr>,
-    attempt: u32,
+    opts: &LocalOptions,
+    progress: &crate::progress::Progress,
 ) -> anyhow::Result<LocalRun> {
+    let LocalOptions { deadline, grace, metrics_listen, metrics_linger, attempt } = *opts;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let secret = crate::secret::fresh();
     let server = rt.block_on(RendezvousServer::bind(
@@ -216,7 +247,13 @@ pub fn run_local(
             .with_context(|| format!("cannot listen on {addr}"))?;
         let store = server.metrics_store();
         rt.spawn(crate::telemetry::serve(listener, move || {
-            store.lock().map(|s| s.render()).unwrap_or_default()
+            store
+                .lock()
+                .map(|mut s| {
+                    s.expire(std::time::Instant::now());
+                    s.render()
+                })
+                .unwrap_or_default()
         }));
         eprintln!("updraft: live metrics of every worker at http://{addr}/metrics");
     }
@@ -274,8 +311,14 @@ pub fn run_local(
     let start = Instant::now();
     let mut first_failure: Option<Instant> = None;
     let mut killed: Vec<(u32, String, FailureClass)> = Vec::new();
+    let mut shown = Instant::now();
     loop {
         drain(&rx, Duration::from_millis(20), &mut outputs);
+        if shown.elapsed() >= Duration::from_millis(250) {
+            shown = Instant::now();
+            let running: Vec<u32> = (0..workers).filter(|r| status[*r as usize].is_none()).collect();
+            progress.update(&server.metrics().0, &running, workers);
+        }
         for (rank, child) in children.iter_mut().enumerate() {
             if status[rank].is_none()
                 && let Some(s) = child.try_wait()?
@@ -319,6 +362,11 @@ pub fn run_local(
         drain(&rx, Duration::from_millis(20), &mut outputs);
     }
     drain(&rx, Duration::ZERO, &mut outputs);
+    progress.finish();
+    if let (Some(addr), false) = (metrics_listen, metrics_linger.is_zero()) {
+        eprintln!("updraft: serving the final metrics at http://{addr}/metrics for {metrics_linger:?}");
+        std::thread::sleep(metrics_linger);
+    }
     let (metrics, _) = server.metrics();
     rt.block_on(server.shutdown());
 

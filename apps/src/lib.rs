@@ -28,6 +28,7 @@ mod limits;
 mod output;
 mod placement;
 mod plot;
+mod progress;
 mod secret;
 mod telemetry;
 mod worker;
@@ -89,6 +90,10 @@ enum Command {
         /// Serve the metrics every worker pushes, one `/metrics` for all jobs, here.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// How long a worker's metrics stay on `/metrics` after its last push (e.g. 10m, 30s):
+        /// a finished job's series disappear this long after it ended.
+        #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+        metrics_keep: std::time::Duration,
     },
     /// Check a pipeline file and print its plan; every error is reported with its key path.
     Validate {
@@ -172,8 +177,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Run(args) => cluster::run(args),
         Command::Worker(args) => worker::main(args),
         Command::Lambda => lambda::handler_main(),
-        Command::Rendezvous { listen, secret_file, metrics_listen } => {
-            serve_rendezvous(listen, secret_file, metrics_listen)
+        Command::Rendezvous { listen, secret_file, metrics_listen, metrics_keep } => {
+            serve_rendezvous(listen, secret_file, metrics_listen, metrics_keep)
         }
         Command::Validate { file, workers } => validate(&file, workers),
         Command::Explain { file, workers } => explain(&file, workers),
@@ -298,19 +303,23 @@ fn cost(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A duration argument as pipelines write them (`30s`, `10m`, `1h`).
+pub(crate) fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    updraft_config::parse_duration(text)
+}
+
 fn serve_rendezvous(
     listen: SocketAddr,
     secret_file: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
+    metrics_keep: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     let secret = secret::load(secret_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let server = updraft_transports::rendezvous::RendezvousServer::bind(
-            listen,
-            updraft_transports::rendezvous::ServerConfig::new(secret),
-        )
-        .await?;
+        let mut config = updraft_transports::rendezvous::ServerConfig::new(secret);
+        config.metrics_keep = metrics_keep;
+        let server = updraft_transports::rendezvous::RendezvousServer::bind(listen, config).await?;
         println!("rendezvous listening on {}", server.local_addr());
         if let Some(addr) = metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -319,7 +328,13 @@ fn serve_rendezvous(
             let bound = listener.local_addr()?;
             let store = server.metrics_store();
             tokio::spawn(telemetry::serve(listener, move || {
-                store.lock().map(|s| s.render()).unwrap_or_default()
+                store
+                    .lock()
+                    .map(|mut s| {
+                        s.expire(std::time::Instant::now());
+                        s.render()
+                    })
+                    .unwrap_or_default()
             }));
             println!("job metrics at http://{bound}/metrics");
         }

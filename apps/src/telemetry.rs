@@ -76,8 +76,11 @@ static SCOPED: OnceLock<Option<Arc<JobScoped>>> = OnceLock::new();
 /// If the histogram buckets are refused or the listener cannot be bound.
 pub async fn install(
     listen: Option<SocketAddr>,
+    job_name: &str,
 ) -> anyhow::Result<(PrometheusHandle, Option<tokio::task::JoinHandle<()>>)> {
-    let recorder = PrometheusBuilder::new().set_buckets(BUCKETS)?.build_recorder();
+    // Every sample carries the pipeline's job name; the rendezvous adds the run and the rank.
+    let recorder =
+        PrometheusBuilder::new().set_buckets(BUCKETS)?.add_global_label("job", job_name).build_recorder();
     let handle = recorder.handle();
     let scoped = SCOPED.get_or_init(|| {
         let scoped = Arc::new(JobScoped { current: RwLock::new(Arc::new(recorder_placeholder())) });
@@ -123,6 +126,37 @@ pub fn record_peak_memory() {
     }
 }
 
+/// How often a worker looks for a phase that ended, to push at once.
+const PHASE_CHECK: Duration = Duration::from_millis(250);
+
+/// The samples of `updraft_stages_done_total` in an exposition: they change when a stage, and
+/// so possibly a phase, ends.
+fn phase_signature(exposition: &str) -> String {
+    let name = updraft_runtime::metrics::STAGES_DONE;
+    exposition.lines().filter(|l| l.starts_with(name)).collect::<Vec<_>>().join("\n")
+}
+
+/// Where a job is, for the `updraft_job_state` gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Registered and running.
+    Running,
+    /// Ended with every rank's outputs committed.
+    Succeeded,
+    /// Ended with an error on this rank.
+    Failed,
+}
+
+/// Sets `updraft_job_state{state}`: 1 for `state`, 0 for the others.
+pub fn set_job_state(state: JobState) {
+    for (s, label) in
+        [(JobState::Running, "running"), (JobState::Succeeded, "succeeded"), (JobState::Failed, "failed")]
+    {
+        let v = if s == state { 1.0 } else { 0.0 };
+        metrics::gauge!(updraft_runtime::metrics::JOB_STATE, "state" => label).set(v);
+    }
+}
+
 /// Where and as whom a worker pushes.
 #[derive(Clone)]
 pub struct Pusher {
@@ -152,10 +186,21 @@ impl Pusher {
     pub fn spawn_periodic(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PUSH_INTERVAL);
+            // At once, then whenever a phase ends on this worker, and at least every
+            // PUSH_INTERVAL.
+            let mut tick = tokio::time::interval(PHASE_CHECK);
+            let mut pushed: Option<(tokio::time::Instant, String)> = None;
             loop {
                 tick.tick().await;
-                me.push(PUSH_INTERVAL).await;
+                let phases = phase_signature(&me.handle.render());
+                let due = match &pushed {
+                    None => true,
+                    Some((at, seen)) => at.elapsed() >= PUSH_INTERVAL || *seen != phases,
+                };
+                if due {
+                    me.push(PUSH_INTERVAL).await;
+                    pushed = Some((tokio::time::Instant::now(), phases));
+                }
             }
         })
     }

@@ -352,7 +352,7 @@ async fn run_async(
     mut cancel: tokio::sync::watch::Receiver<Option<String>>,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let (handle, metrics_server) = crate::telemetry::install(args.metrics_listen).await?;
+    let (handle, metrics_server) = crate::telemetry::install(args.metrics_listen, &spec.name).await?;
     let result = run_with_metrics(args, spec, secret, out, &mut cancel, started_at, handle).await;
     if let Some(server) = metrics_server {
         server.abort();
@@ -386,9 +386,14 @@ async fn run_with_metrics(
         async { register(&registration, settings.rendezvous_timeout).await.context("rendezvous") };
     let registered = unless_stopped(cancel, registering).await?;
     let pusher = Pusher { rendezvous: args.rendezvous, job: args.job.clone(), rank: args.rank, key, handle };
+    crate::telemetry::set_job_state(crate::telemetry::JobState::Running);
     let periodic = pusher.spawn_periodic();
     let result = run_registered(args, spec, registered, &pusher, started_at, deadline, out, cancel).await;
     periodic.abort();
+    let failed = result.is_err() || out.error.is_some();
+    let state =
+        if failed { crate::telemetry::JobState::Failed } else { crate::telemetry::JobState::Succeeded };
+    crate::telemetry::set_job_state(state);
     pusher.push(Duration::from_secs(2)).await;
     result
 }

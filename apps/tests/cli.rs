@@ -432,3 +432,28 @@ fn a_waiting_worker_says_what_it_waits_for() {
     );
     assert!(stderr.contains("rank 1 of job `lonely` never registered"), "{stderr}");
 }
+
+/// On a terminal `run` draws a progress line (rows by phase, bytes, ranks still working); with
+/// its output in a pipe or file it draws nothing.
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = generated_join_pipeline(1_000_000, 0.9, "");
+    std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
+    let command = format!("{} run p.toml --workers 2", bin());
+    // `script` gives the command a terminal; its transcript is what the terminal showed.
+    let tty = Command::new("script").current_dir(dir.path()).args(["-qec", &command, "/dev/null"]).output();
+    let Ok(tty) = tty else {
+        panic!("`script` (util-linux) is needed to run a command on a terminal");
+    };
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("rows: read") && shown.contains("over links") && shown.contains("working: rank"),
+        "{shown}"
+    );
+    let piped = updraft(dir.path(), &["run", "p.toml", "--workers", "2"]);
+    let (stdout, stderr) = text(&piped);
+    assert!(piped.status.success(), "{stderr}");
+    assert!(!stdout.contains("over links |") && !stderr.contains("over links |"), "{stdout}\n{stderr}");
+}

@@ -256,7 +256,15 @@ fn a_standalone_rendezvous_serves_the_metrics_of_workers_started_by_hand() {
     let file = dir.path().join("p.toml");
     std::fs::write(&file, generated_join_pipeline(20_000, 0.9, "")).expect("pipeline");
     let mut rdv = Command::new(bin())
-        .args(["rendezvous", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "rendezvous",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-keep",
+            "3s",
+        ])
         .env("UPDRAFT_SECRET", "standalone-secret")
         .stdout(Stdio::piped())
         .spawn()
@@ -291,9 +299,106 @@ fn a_standalone_rendezvous_serves_the_metrics_of_workers_started_by_hand() {
     let text = scrape(&metrics).expect("the rendezvous serves /metrics");
     for rank in 0..2 {
         assert!(
-            text.contains(&format!("worker=\"{rank}\"")) && text.contains("job=\"by-hand\""),
+            text.contains(&format!("worker=\"{rank}\"")) && text.contains("run=\"by-hand\""),
             "worker {rank}'s metrics are missing:\n{}",
             &text[..text.len().min(2000)]
         );
     }
+    // A finished job's series leave the endpoint `--metrics-keep` after its last push.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let later = scrape(&metrics).expect("the rendezvous still serves /metrics");
+    assert!(!later.contains("run=\"by-hand\""), "expired series are still served:\n{later}");
+}
+
+/// A GET of `path` on `addr` (HTTP/1.1, connection closed), the body when the answer is 200.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, rest) = body.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| rest.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A real Prometheus server scrapes a job's live endpoint: every worker's series arrive, named
+/// by the pipeline's job and the run, and the job's state ends as succeeded on every worker.
+#[test]
+fn a_prometheus_server_scrapes_every_worker_of_a_job() {
+    let Ok(version) = Command::new("prometheus").arg("--version").output() else {
+        assert!(
+            std::env::var("UPDRAFT_REQUIRE_PROMTOOL").is_err(),
+            "UPDRAFT_REQUIRE_PROMTOOL is set but there is no prometheus server (Debian: apt install prometheus)"
+        );
+        eprintln!("skipped: no prometheus server installed");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().expect("tmp");
+    let (metrics_port, prom_port) = (free_port(), free_port());
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: updraft\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).expect("config");
+    let prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus");
+    let _prom = Kill(vec![prom]);
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    let ready = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Ready, and scraping the target (it applies discovered targets every few seconds).
+    let scraping = |body: &str| body.contains("\"health\":\"down\"") || body.contains("\"health\":\"up\"");
+    while !http_get(&prom_addr, "/api/v1/targets").is_some_and(|b| scraping(&b)) {
+        assert!(std::time::Instant::now() < ready, "prometheus did not start scraping");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let file = dir.path().join("p.toml");
+    let pipeline = generated_join_pipeline(200_000, 0.9, "").replacen(
+        "[source",
+        "[job]\nname = \"scraped\"\n\n[source",
+        1,
+    );
+    std::fs::write(&file, pipeline).expect("pipeline");
+    let out = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["run", "--quiet", "--workers", "3", "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--metrics-linger", "4s"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Prometheus has scraped during the job and the linger; ask what it holds (over a range:
+    // the series went stale when the endpoint closed).
+    let query = "/api/v1/query?query=max_over_time(updraft_job_state%7Bstate%3D%22succeeded%22%7D%5B5m%5D)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut workers = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline && workers.len() < 3 {
+        if let Some(body) = http_get(&prom_addr, query) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            workers = v["data"]["result"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter(|s| s["metric"]["job"] == "scraped" && s["metric"]["run"].is_string())
+                        .filter(|s| s["value"][1] == "1")
+                        .filter_map(|s| s["metric"]["worker"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            last = body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(workers.len(), 3, "every worker's final state in Prometheus: {last}");
 }

@@ -365,6 +365,7 @@ impl OperatorActor {
             };
             self.reported = true;
             self.stats.end_us = self.setup.started_at.elapsed().as_micros() as u64;
+            metrics::counter!(names::STAGES_DONE, "phase" => self.stats.phase.label()).increment(1);
             self.setup.events.send(JobEvent::OperatorDone {
                 stage: self.setup.stage,
                 stats: self.stats.clone(),

@@ -43,6 +43,11 @@ pub const BYTES_IN_FLIGHT: &str = "updraft_bytes_in_flight";
 pub const ROW_GROUPS_SKIPPED: &str = "updraft_source_row_groups_skipped_total";
 /// Counter: Parquet row groups a source read. Labels: source.
 pub const ROW_GROUPS_READ: &str = "updraft_source_row_groups_read_total";
+/// Counter: stages that finished on this worker. Labels: phase.
+pub const STAGES_DONE: &str = "updraft_stages_done_total";
+/// Gauge: 1 for the state this worker's job is in, 0 for the others. Labels: state
+/// (`running`, `succeeded`, `failed`).
+pub const JOB_STATE: &str = "updraft_job_state";
 /// Histogram: seconds of mesh set-up (rendezvous and punching) on this worker.
 pub const SETUP_SECONDS: &str = "updraft_setup_seconds";
 
@@ -77,5 +82,11 @@ pub fn describe() {
     );
     describe_counter!(ROW_GROUPS_SKIPPED, Unit::Count, "Parquet row groups a source's filters excluded.");
     describe_counter!(ROW_GROUPS_READ, Unit::Count, "Parquet row groups a source read.");
+    describe_counter!(STAGES_DONE, Unit::Count, "Stages that finished on a worker.");
+    describe_gauge!(
+        JOB_STATE,
+        Unit::Count,
+        "1 for the state the job is in on this worker (running, succeeded, failed)."
+    );
     describe_histogram!(SETUP_SECONDS, Unit::Seconds, "Rendezvous and punching time of a worker.");
 }

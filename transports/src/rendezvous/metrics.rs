@@ -41,7 +41,8 @@ impl MetricsStore {
     }
 
     /// One exposition for every worker: `# HELP`/`# TYPE` once per metric family, every sample
-    /// with `job` and `worker` labels first.
+    /// with `run` (the job id workers registered with) and `worker` labels first; workers label
+    /// their samples with the pipeline's `job` name themselves.
     pub fn render(&self) -> String {
         // family name -> (help/type lines, samples)
         let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
@@ -102,9 +103,9 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// `name{a="b"} 1` -> `name{job="j",worker="r",a="b"} 1`; `name 1` -> `name{job="j",worker="r"} 1`.
+/// `name{a="b"} 1` -> `name{run="j",worker="r",a="b"} 1`; `name 1` -> `name{run="j",worker="r"} 1`.
 fn add_labels(line: &str, job: &str, rank: u32) -> String {
-    let ours = format!("job=\"{}\",worker=\"{rank}\"", escape(job));
+    let ours = format!("run=\"{}\",worker=\"{rank}\"", escape(job));
     let name = sample_name(line);
     let rest = &line[name.len()..];
     match rest.strip_prefix('{') {
@@ -128,9 +129,9 @@ mod tests {
         m.push(t, "job1", 1, A.replace(" 5", " 7"));
         let out = m.render();
         assert_eq!(out.matches("# TYPE updraft_rows counter").count(), 1);
-        assert!(out.contains("updraft_rows{job=\"job1\",worker=\"0\",operator=\"j\"} 5"), "{out}");
-        assert!(out.contains("updraft_rows{job=\"job1\",worker=\"1\",operator=\"j\"} 7"), "{out}");
-        assert!(out.contains("up{job=\"job1\",worker=\"1\"} 1"), "{out}");
+        assert!(out.contains("updraft_rows{run=\"job1\",worker=\"0\",operator=\"j\"} 5"), "{out}");
+        assert!(out.contains("updraft_rows{run=\"job1\",worker=\"1\",operator=\"j\"} 7"), "{out}");
+        assert!(out.contains("up{run=\"job1\",worker=\"1\"} 1"), "{out}");
         // Samples of a family stay together, after its HELP and TYPE.
         let type_at = out.find("# TYPE updraft_rows").expect("type");
         let last_sample = out.rfind("updraft_rows{").expect("sample");

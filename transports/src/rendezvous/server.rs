@@ -43,7 +43,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Bounds on connections that have not yet authenticated.
     pub admission: Limits,
+    /// How long a worker's pushed metrics are served after its last push (a finished job's
+    /// series disappear this long after it ended).
+    pub metrics_keep: Duration,
 }
+
+/// Default of [`ServerConfig::metrics_keep`]: 10 minutes, long enough for a scrape interval of
+/// a few minutes to see a finished job's last values.
+pub const METRICS_KEEP: Duration = Duration::from_secs(600);
 
 /// Default bounds on unauthenticated rendezvous connections: 64 per source (a job's workers
 /// behind one NAT register within milliseconds; one refused retries), 1024 in all with the
@@ -72,6 +79,7 @@ impl ServerConfig {
             register_timeout: Duration::from_secs(5),
             max_connections: 8192,
             admission: ADMISSION,
+            metrics_keep: METRICS_KEEP,
         }
     }
 }
@@ -115,7 +123,7 @@ impl RendezvousServer {
         let local = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let registrations = Arc::new(AtomicU64::new(0));
-        let metrics = Arc::new(Mutex::new(MetricsStore::new(Duration::from_secs(600))));
+        let metrics = Arc::new(Mutex::new(MetricsStore::new(config.metrics_keep)));
         let (events, rx) = mpsc::channel::<Event>(1024);
         let shared = Shared { registrations: Arc::clone(&registrations), metrics: Arc::clone(&metrics) };
         let task = tokio::spawn(serve(listener, config, stop_rx, shared, events.clone(), rx));

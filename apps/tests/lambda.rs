@@ -1,5 +1,5 @@
 //! The Lambda backend end to end, locally: `updraft run --backend lambda` invokes functions
-//! through a local implementation of the Invoke API (`lambda_emulator.py`, in this directory),
+//! through a local implementation of the Invoke API (`scripts/lambda_emulator.py`),
 //! each function is the `updraft` binary started as `bootstrap` against a local Runtime API,
 //! the functions punch links to each other through a rendezvous on loopback and join tables
 //! read from, and written to, the local S3-compatible server. Needs `UPDRAFT_TEST_S3_BUCKET`
@@ -52,7 +52,7 @@ fn services(dir: &Path, timeout: u32) -> (Kill, String, String) {
     let mut rdv = Command::new(bin());
     rdv.args(["rendezvous", "--listen", "127.0.0.1:0"]).env("UPDRAFT_SECRET", SECRET).stderr(Stdio::null());
     let (rdv, rdv_addr) = start(rdv, "rendezvous listening on ");
-    let emulator = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lambda_emulator.py"));
+    let emulator = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lambda_emulator.py"));
     let mut emu = Command::new("python3");
     emu.arg(emulator)
         .arg("--handler")
@@ -316,4 +316,25 @@ fn twenty_jobs_in_a_row_on_four_warm_functions() {
             }
         }
     }
+}
+
+/// The documented rehearsal, `scripts/lambda-local`, runs a pipeline through the same Invoke and
+/// Runtime API path as the tests above and prints the job summary.
+#[test]
+fn the_lambda_rehearsal_script_runs_a_pipeline_locally() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = "[job]\nname = \"rehearsal\"\n\n[source.a]\nkind = \"generate\"\nrows = 1000\n\n[sink.s]\nkind = \"summary\"\ninput = \"a\"\n";
+    std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lambda-local");
+    let out = Command::new(script)
+        .current_dir(dir.path())
+        .args(["p.toml", "--workers", "3"])
+        .env("UPDRAFT", bin())
+        .output()
+        .expect("lambda-local");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("job `rehearsal` on 3 workers: ok"), "{stdout}");
+    assert!(stdout.contains("functions: 3 invoked"), "{stdout}");
+    assert!(stdout.contains("sink s") && stdout.contains("rows         3000"), "{stdout}");
 }

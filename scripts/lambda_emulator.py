@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A local stand-in for AWS Lambda, for the tests: the Invoke API that the driver calls and the
+"""A local stand-in for AWS Lambda, for the tests and `scripts/lambda-local`: the Invoke API that the driver calls and the
 Runtime API that function processes poll, following their documented HTTP contracts.
 
 - Invoke API: POST /2015-03-31/functions/{name}/invocations (RequestResponse). The answer is

@@ -457,3 +457,62 @@ fn progress_is_drawn_on_a_terminal_only() {
     assert!(piped.status.success(), "{stderr}");
     assert!(!stdout.contains("over links |") && !stderr.contains("over links |"), "{stdout}\n{stderr}");
 }
+
+/// The shipped batch script under a real Slurm cluster: `scripts/test` starts a one-node
+/// cluster of this machine (slurmctld, slurmd, munged) and sets `SLURM_CONF`.
+#[test]
+fn the_slurm_batch_script_runs_under_slurm() {
+    let slurm =
+        std::env::var("SLURM_CONF").is_ok() && Command::new("sbatch").arg("--version").output().is_ok();
+    if !slurm {
+        assert!(
+            std::env::var("UPDRAFT_REQUIRE_SLURM").is_err(),
+            "UPDRAFT_REQUIRE_SLURM is set but there is no Slurm cluster (SLURM_CONF and sbatch)"
+        );
+        eprintln!("skipped: no Slurm cluster (scripts/test starts one)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = "[source.t]\nkind = \"generate\"\nrows = 300\n\n[sink.out]\nkind = \"csv\"\ninput = \"t\"\npath = \"out/part-{rank}.csv\"\n";
+    std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    // --overcommit: three tasks on this machine whatever its core count.
+    let mut job = Command::new("sbatch")
+        .current_dir(dir.path())
+        .args(["--wait", "--ntasks=3", "--overcommit", "--output=job.out"])
+        .arg(repo_file("config/cluster/updraft.sbatch"))
+        .arg("p.toml")
+        .env("UPDRAFT", bin())
+        .env("UPDRAFT_PORT", port.to_string())
+        .env("UPDRAFT_RENDEZVOUS_HOST", "127.0.0.1")
+        .env("UPDRAFT_RENDEZVOUS_LISTEN", "127.0.0.1")
+        .env("UPDRAFT_WORKER_FLAGS", "--bind 127.0.0.1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sbatch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = job.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = job.kill();
+            panic!("the Slurm job did not end within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(dir.path().join("job.out")).unwrap_or_default();
+    assert!(status.success(), "sbatch: {status}\n{log}");
+    assert!(log.contains("job `updraft-job` on 3 workers: ok"), "{log}");
+    let rows: usize = (0..3)
+        .map(|r| {
+            std::fs::read_to_string(dir.path().join(format!("out/part-{r}.csv")))
+                .expect("part")
+                .lines()
+                .count()
+                - 1
+        })
+        .sum();
+    assert_eq!(rows, 900, "every rank's rows once");
+}

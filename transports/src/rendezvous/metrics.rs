@@ -148,7 +148,7 @@ mod tests {
         m.push(t, "j", 1, "a 3\n".into());
         m.expire(t + Duration::from_secs(12));
         assert_eq!(m.workers(), 1);
-        assert_eq!(m.render(), "a{job=\"j\",worker=\"0\"} 2\n");
+        assert_eq!(m.render(), "a{run=\"j\",worker=\"0\"} 2\n");
     }
 
     #[test]
@@ -159,9 +159,9 @@ mod tests {
         m.push(Instant::now(), "j", 3, text.into());
         let out = m.render();
         assert!(
-            out.starts_with("# TYPE t histogram\nt_bucket{job=\"j\",worker=\"3\",le=\"1\"} 1\n"),
+            out.starts_with("# TYPE t histogram\nt_bucket{run=\"j\",worker=\"3\",le=\"1\"} 1\n"),
             "{out}"
         );
-        assert!(out.contains("t_count{job=\"j\",worker=\"3\"} 1"));
+        assert!(out.contains("t_count{run=\"j\",worker=\"3\"} 1"));
     }
 }

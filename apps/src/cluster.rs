@@ -179,8 +179,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 let pricing = output::load_pricing(args.pricing.as_deref())?;
                 output::print_cost(job, args.memory_gb, 0, 0, &pricing);
                 if let Some(n) = args.show {
+                    // The job succeeded and is committed: a failure to show it is only a note.
                     let rows = |name: &str| job.sinks.iter().find(|s| s.name == name).map(|s| s.summary.rows);
-                    crate::inspect::show_sinks(&spec, n, rows)?;
+                    if let Err(e) = crate::inspect::show_sinks(&spec, n, rows) {
+                        eprintln!("updraft: cannot show the rows written: {e:#}");
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -327,8 +330,12 @@ pub fn run_local(
                 if !s.success() && first_failure.is_none() {
                     first_failure = Some(Instant::now());
                     // Workers still waiting at the rendezvous learn at once which rank is gone.
-                    let class = if s.code() == Some(2) { FailureClass::Config } else { FailureClass::Link };
-                    let reason = format!("rank {rank} exited ({s}) before the job started");
+                    let class = match s.code() {
+                        Some(2) => FailureClass::Config,
+                        Some(3) => FailureClass::Unavailable,
+                        _ => FailureClass::Link,
+                    };
+                    let reason = format!("rank {rank} exited ({s})");
                     rt.block_on(server.fail_job(&job, &reason, class));
                 }
             }

@@ -26,7 +26,7 @@ pub fn format_of(name: Option<&str>, path: &str) -> anyhow::Result<FileFormat> {
         [FileFormat::Parquet, FileFormat::Csv(CsvOptions::default()), FileFormat::Ipc, FileFormat::Json];
     if let Some(name) = name {
         return formats.into_iter().find(|f| f.name() == name).ok_or_else(|| {
-            anyhow::anyhow!("unknown format `{name}`; expected one of: parquet, csv, ipc, json")
+            BadInput(format!("unknown format `{name}`; expected one of: parquet, csv, ipc, json")).into()
         });
     }
     let ext = |p: &str| p.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
@@ -40,9 +40,10 @@ pub fn format_of(name: Option<&str>, path: &str) -> anyhow::Result<FileFormat> {
     }
     let known = |e: &String| formats.iter().find(|f| f.extensions().contains(&e.as_str())).cloned();
     exts.iter().find_map(known).ok_or_else(|| {
-        anyhow::anyhow!(
+        let msg = format!(
             "cannot tell the format of `{path}` from its name: give --format parquet, csv, ipc or json"
-        )
+        );
+        BadInput(msg).into()
     })
 }
 

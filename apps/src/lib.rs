@@ -195,7 +195,12 @@ pub fn main_with(registry: Registry) -> ExitCode {
 /// scheduler's environment where the flags do not give them (see [`placement`]).
 fn parse_cli() -> Result<Cli, ExitCode> {
     let mut command = Cli::command();
-    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let given =
+        |flag: &str| args.iter().any(|a| a == flag || a.to_string_lossy().starts_with(&format!("{flag}=")));
+    let all_given = given("--rank") && given("--world") && given("--job");
+    let help = given("--help") || given("-h");
+    if args.get(1).is_some_and(|a| a == "worker") && !all_given && !help {
         match placement::from_env(|name| std::env::var(name).ok()) {
             Ok(Some(p)) => {
                 tracing::info!(from = p.from, rank = ?p.rank, world = ?p.world, job = ?p.job, "placement from the environment");
@@ -219,7 +224,12 @@ fn parse_cli() -> Result<Cli, ExitCode> {
             }
         }
     }
-    Cli::from_arg_matches(&command.get_matches()).map_err(|e| {
+    let matches = command.try_get_matches_from(args).map_err(|e| {
+        // Help and version are not errors (status 0); a usage error is bad input (2).
+        let _ = e.print();
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    })?;
+    Cli::from_arg_matches(&matches).map_err(|e| {
         let _ = e.print();
         ExitCode::from(2)
     })

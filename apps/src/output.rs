@@ -185,8 +185,8 @@ pub fn load_pricing(path: Option<&Path>) -> anyhow::Result<updraft_config::prici
         None => Pricing::defaults().map_err(anyhow::Error::msg),
         Some(p) => {
             let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
-            Pricing::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                .map_err(|e| BadInput(format!("cannot read {}: {e}", p.display())))?;
+            Pricing::parse(&text).map_err(|e| BadInput(format!("{}: {e}", p.display())).into())
         }
     }
 }

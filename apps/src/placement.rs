@@ -4,14 +4,16 @@
 //! | started by | rank | world size | job id |
 //! |---|---|---|---|
 //! | anything (explicit) | `UPDRAFT_RANK` | `UPDRAFT_WORLD` | `UPDRAFT_JOB` |
-//! | Slurm (`srun`) | `SLURM_PROCID` | `SLURM_NTASKS` | `slurm-$SLURM_JOB_ID.$SLURM_STEP_ID` |
 //! | Open MPI (`mpirun`) | `OMPI_COMM_WORLD_RANK` | `OMPI_COMM_WORLD_SIZE` | `mpi-$PMIX_NAMESPACE` when set |
 //! | MPICH, Intel MPI (Hydra, PMI) | `PMI_RANK` | `PMI_SIZE` | (give `--job`) |
+//! | Slurm (`srun`) | `SLURM_PROCID` | `SLURM_NTASKS` | `slurm-$SLURM_JOB_ID.$SLURM_STEP_ID` |
 //! | Kubernetes Indexed Job | `JOB_COMPLETION_INDEX` | `UPDRAFT_WORLD` (the Job's completions) | `UPDRAFT_JOB` |
 //!
 //! Variable names are those documented by Slurm (`srun(1)`, "OUTPUT ENVIRONMENT VARIABLES"),
 //! Open MPI (`mpirun(1)`, "Exported Environment Variables"), the Hydra process manager of MPICH
-//! and Kubernetes ("Indexed Job" completion mode). Command-line flags win over all of them.
+//! and Kubernetes ("Indexed Job" completion mode), checked in the order of the table (an MPI
+//! launcher inside a Slurm allocation is the MPI launcher). Command-line flags win over all of
+//! them: when `--rank`, `--world` and `--job` are all given, the environment is not read.
 
 /// Where a worker sits in its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +46,16 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Placement
     };
     let explicit_world = number("UPDRAFT_WORLD")?;
     let explicit_job = get("UPDRAFT_JOB").filter(|j| !j.is_empty());
+    // MPI launchers before Slurm: `mpirun` inside an sbatch script starts processes that
+    // inherit the batch script's SLURM_PROCID (0 for all of them).
     let found = if let Some(rank) = number("UPDRAFT_RANK")? {
         Some(Placement { rank: Some(rank), world: explicit_world, job: None, from: "UPDRAFT_RANK" })
+    } else if let Some(rank) = number("OMPI_COMM_WORLD_RANK")? {
+        let job = get("PMIX_NAMESPACE").map(|ns| format!("mpi-{ns}"));
+        let world = number("OMPI_COMM_WORLD_SIZE")?;
+        Some(Placement { rank: Some(rank), world, job, from: "Open MPI (OMPI_COMM_WORLD_RANK)" })
+    } else if let Some(rank) = number("PMI_RANK")? {
+        Some(Placement { rank: Some(rank), world: number("PMI_SIZE")?, job: None, from: "PMI (PMI_RANK)" })
     } else if let Some(rank) = number("SLURM_PROCID")? {
         let world = match number("SLURM_NTASKS")? {
             Some(n) => Some(n),
@@ -56,12 +66,6 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Placement
             None => format!("slurm-{id}"),
         });
         Some(Placement { rank: Some(rank), world, job, from: "Slurm (SLURM_PROCID)" })
-    } else if let Some(rank) = number("OMPI_COMM_WORLD_RANK")? {
-        let job = get("PMIX_NAMESPACE").map(|ns| format!("mpi-{ns}"));
-        let world = number("OMPI_COMM_WORLD_SIZE")?;
-        Some(Placement { rank: Some(rank), world, job, from: "Open MPI (OMPI_COMM_WORLD_RANK)" })
-    } else if let Some(rank) = number("PMI_RANK")? {
-        Some(Placement { rank: Some(rank), world: number("PMI_SIZE")?, job: None, from: "PMI (PMI_RANK)" })
     } else if let Some(rank) = number("JOB_COMPLETION_INDEX")? {
         if explicit_world.is_none() {
             return Err(
@@ -128,6 +132,9 @@ mod tests {
         assert_eq!(placed(&k8s), (Some(5), Some(16), Some("nightly".into())));
         let explicit = [("UPDRAFT_RANK", "2"), ("UPDRAFT_WORLD", "3"), ("SLURM_PROCID", "9")];
         assert_eq!(placed(&explicit).0, Some(2), "UPDRAFT_RANK wins over a scheduler");
+        // mpirun inside an sbatch script: the batch script's SLURM_PROCID is inherited.
+        let nested = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("PMI_RANK", "5"), ("PMI_SIZE", "8")];
+        assert_eq!(placed(&nested).0, Some(5), "the MPI launcher's rank wins over Slurm's");
         assert_eq!(from_env(env(&[("HOME", "/root")])).expect("valid"), None);
     }
 

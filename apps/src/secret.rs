@@ -2,8 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-
 /// Environment variable holding the secret.
 pub const ENV: &str = "UPDRAFT_SECRET";
 
@@ -16,23 +14,23 @@ pub const MIN_LEN: usize = 16;
 /// # Errors
 /// When neither gives a secret, or it is shorter than [`MIN_LEN`] bytes.
 pub fn load(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let bad = |msg: String| anyhow::Error::new(crate::output::BadInput(msg));
     let secret = match file {
-        Some(path) => {
-            std::fs::read(path).with_context(|| format!("cannot read the secret file {}", path.display()))?
-        }
+        Some(path) => std::fs::read(path)
+            .map_err(|e| bad(format!("cannot read the secret file {}: {e}", path.display())))?,
         None => std::env::var(ENV).map(String::into_bytes).unwrap_or_default(),
     };
     let trimmed = secret.trim_ascii().to_vec();
     if trimmed.is_empty() {
-        bail!(
+        return Err(bad(format!(
             "no shared secret: set {ENV} or pass --secret-file (every worker and the rendezvous need the same one)"
-        );
+        )));
     }
     if trimmed.len() < MIN_LEN {
-        bail!(
+        return Err(bad(format!(
             "the shared secret is {} bytes; use at least {MIN_LEN} (e.g. the output of `openssl rand -hex 16`)",
             trimmed.len()
-        );
+        )));
     }
     Ok(trimmed)
 }

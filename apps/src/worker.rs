@@ -131,7 +131,8 @@ pub fn main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             note("updraft worker: the launcher went away; stopping");
             stop.stop("the launcher went away");
             std::thread::sleep(LAUNCHER_GONE_GRACE);
-            std::process::exit(3);
+            // Cancelled (status 1), as when the stop is handled in time.
+            std::process::exit(1);
         });
     }
     let spec = match output::load_pipeline(&args.pipeline) {

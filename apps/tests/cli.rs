@@ -146,6 +146,20 @@ fn run_shows_rows_and_quiet_prints_exactly_the_json_report() {
 fn exit_codes_say_whose_problem_it_is() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    // 0: help is not an error, even with a scheduler's environment that is.
+    assert_eq!(updraft(dir.path(), &["--help"]).status.code(), Some(0));
+    let help =
+        Command::new(bin()).args(["worker", "--help"]).env("SLURM_PROCID", "x").output().expect("help");
+    assert_eq!(help.status.code(), Some(0), "{:?}", text(&help));
+    // 2: a usage error, a missing secret.
+    assert_eq!(updraft(dir.path(), &["run"]).status.code(), Some(2));
+    let no_secret = Command::new(bin())
+        .current_dir(dir.path())
+        .args(["rendezvous", "--listen", "127.0.0.1:0"])
+        .env_remove("UPDRAFT_SECRET")
+        .output()
+        .expect("rendezvous");
+    assert_eq!(no_secret.status.code(), Some(2), "{:?}", text(&no_secret));
     // 2: the pipeline is wrong.
     std::fs::write(dir.path().join("bad.toml"), "[source.t]\nkind = \"nope\"\n").expect("write");
     assert_eq!(updraft(dir.path(), &["run", "bad.toml"]).status.code(), Some(2));
@@ -289,12 +303,7 @@ fn workers_take_rank_world_and_job_from_their_scheduler() {
             assert!(o.status.success(), "{name}, rank {r}: {:?}", text(o));
         }
         // Three ranks, each its own part, every generated row once (500 per rank).
-        let mut lines = 0;
-        for r in 0..3 {
-            let part = std::fs::read_to_string(dir.path().join(format!("out/part-{r}.csv"))).expect("part");
-            lines += part.lines().count() - 1;
-        }
-        assert_eq!(lines, 1500, "{name}");
+        assert_eq!(csv_rows(dir.path(), 3), 1500, "{name}");
     }
     // A Kubernetes index without the world size is refused, naming what to set.
     let outs = placed_workers(
@@ -306,6 +315,19 @@ fn workers_take_rank_world_and_job_from_their_scheduler() {
     );
     assert_eq!(outs[0].status.code(), Some(2));
     assert!(text(&outs[0]).1.contains("UPDRAFT_WORLD"), "{:?}", text(&outs[0]));
+}
+
+/// 300 generated rows per rank, one CSV part file per rank.
+const PARTS: &str = "[source.t]\nkind = \"generate\"\nrows = 300\n\n[sink.out]\nkind = \"csv\"\ninput = \"t\"\npath = \"out/part-{rank}.csv\"\n";
+
+/// Rows in the CSV part files `out/part-0.csv` .. of `ranks` ranks (headers not counted).
+fn csv_rows(dir: &Path, ranks: u32) -> usize {
+    (0..ranks)
+        .map(|r| {
+            let part = std::fs::read_to_string(dir.join(format!("out/part-{r}.csv"))).expect("part");
+            part.lines().count() - 1
+        })
+        .sum()
 }
 
 fn repo_file(path: &str) -> std::path::PathBuf {
@@ -323,7 +345,7 @@ fn the_slurm_batch_script_runs_a_job_with_ranks_from_srun() {
     let srun = "#!/bin/bash\nwhile [[ \"$1\" == --* ]]; do shift; done\npids=()\nfor ((i = 0; i < SLURM_NTASKS; i++)); do\n  SLURM_PROCID=$i SLURM_STEP_ID=0 \"$@\" > \"task-$i.log\" 2>&1 &\n  pids+=($!)\ndone\nstatus=0\nfor p in \"${pids[@]}\"; do wait \"$p\" || status=1; done\nexit $status\n";
     std::fs::write(fake.join("srun"), srun).expect("srun");
     std::process::Command::new("chmod").arg("+x").arg(fake.join("srun")).status().expect("chmod");
-    let pipeline = "[source.t]\nkind = \"generate\"\nrows = 300\n\n[sink.out]\nkind = \"csv\"\ninput = \"t\"\npath = \"out/part-{rank}.csv\"\n";
+    let pipeline = PARTS;
     std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
@@ -347,16 +369,7 @@ fn the_slurm_batch_script_runs_a_job_with_ranks_from_srun() {
     assert!(out.status.success(), "{:?}\n{logs:#?}", text(&out));
     // The three tasks met as one job (the Slurm job and step id) with ranks from SLURM_PROCID.
     assert!(logs[0].contains("on 3 workers: ok"), "rank 0 reports the job: {}", logs[0]);
-    let rows: usize = (0..3)
-        .map(|r| {
-            std::fs::read_to_string(dir.path().join(format!("out/part-{r}.csv")))
-                .expect("part")
-                .lines()
-                .count()
-                - 1
-        })
-        .sum();
-    assert_eq!(rows, 900, "every rank's rows once");
+    assert_eq!(csv_rows(dir.path(), 3), 900, "every rank's rows once");
 }
 
 /// The shipped Kubernetes manifest: valid against the Kubernetes schemas (offline), its
@@ -427,7 +440,8 @@ fn a_waiting_worker_says_what_it_waits_for() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("registered at") && stderr.contains("waiting for the other ranks of job `lonely`"),
+        stderr.contains("connected to the rendezvous")
+            && stderr.contains("waiting for the other ranks of job `lonely`"),
         "{stderr}"
     );
     assert!(stderr.contains("rank 1 of job `lonely` never registered"), "{stderr}");
@@ -473,7 +487,7 @@ fn the_slurm_batch_script_runs_under_slurm() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let pipeline = "[source.t]\nkind = \"generate\"\nrows = 300\n\n[sink.out]\nkind = \"csv\"\ninput = \"t\"\npath = \"out/part-{rank}.csv\"\n";
+    let pipeline = PARTS;
     std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     // --overcommit: three tasks on this machine whatever its core count.
@@ -505,14 +519,5 @@ fn the_slurm_batch_script_runs_under_slurm() {
     let log = std::fs::read_to_string(dir.path().join("job.out")).unwrap_or_default();
     assert!(status.success(), "sbatch: {status}\n{log}");
     assert!(log.contains("job `updraft-job` on 3 workers: ok"), "{log}");
-    let rows: usize = (0..3)
-        .map(|r| {
-            std::fs::read_to_string(dir.path().join(format!("out/part-{r}.csv")))
-                .expect("part")
-                .lines()
-                .count()
-                - 1
-        })
-        .sum();
-    assert_eq!(rows, 900, "every rank's rows once");
+    assert_eq!(csv_rows(dir.path(), 3), 900, "every rank's rows once");
 }

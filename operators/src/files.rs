@@ -308,18 +308,31 @@ fn row_groups_to_read<T>(
     let mut skip = vec![false; meta.num_row_groups()];
     for t in tests {
         let Ok(field) = agreed.field_with_name(&t.column) else { continue };
-        if !prunable(field.data_type()) {
+        // The file's own type must be prunable too (a UInt32 file column agreed as Int64 is not).
+        let Some((leaf, in_file)) =
+            parquet::arrow::parquet_column(builder.parquet_schema(), builder.schema(), &t.column)
+        else {
+            continue;
+        };
+        if !prunable(field.data_type()) || !prunable(in_file.data_type()) {
             continue;
         }
         let Ok(stats) = StatisticsConverter::try_new(&t.column, builder.schema(), builder.parquet_schema())
         else {
             continue;
         };
+        // Statistics in the deprecated `min`/`max` fields may be in signed byte order (writers
+        // before the format's column orders): never skip by them.
+        let trusted: Vec<bool> = meta
+            .row_groups()
+            .iter()
+            .map(|rg| rg.column(leaf).statistics().is_some_and(|s| !s.is_min_max_deprecated()))
+            .collect();
         let maxes = t.at_max.as_ref().and_then(|e| Some((e, stats.row_group_maxes(meta.row_groups()).ok()?)));
         let mins = t.at_min.as_ref().and_then(|e| Some((e, stats.row_group_mins(meta.row_groups()).ok()?)));
         for (test, bounds) in maxes.into_iter().chain(mins) {
             if let Some(no) = false_at(test, field, &bounds) {
-                skip.iter_mut().zip(no).for_each(|(s, n)| *s |= n);
+                skip.iter_mut().zip(no).zip(&trusted).for_each(|((s, n), ok)| *s |= n && *ok);
             }
         }
     }
@@ -514,8 +527,8 @@ impl FileSource {
         }
     }
 
-    /// Emits only the columns of `scan` (in the agreed order; every column when it names
-    /// none it knows of, e.g. `None`) and skips Parquet row groups its filters exclude.
+    /// Emits only the columns of `scan` that the agreed schema has, in its order (every column
+    /// when `scan.columns` is `None`), and skips Parquet row groups its filters exclude.
     #[must_use]
     pub fn with_scan(mut self, scan: &Scan) -> FileSource {
         self.output = scan.project(&self.schema);
@@ -741,6 +754,37 @@ mod tests {
             let (_, _, _, groups) = scan(&at, None, &[f]);
             assert_eq!(groups, (4, 0), "{f}");
         }
+    }
+
+    #[test]
+    fn a_column_unsigned_in_the_file_is_not_pruned_even_when_agreed_signed() {
+        use arrow_array::UInt32Array;
+        let dir = tempfile::tempdir().expect("tmp");
+        let u: Vec<u32> = (0..200).map(|i| if i < 100 { i } else { u32::MAX - i }).collect();
+        let batch = RecordBatch::try_from_iter(vec![("u", Arc::new(UInt32Array::from(u)) as ArrayRef)])
+            .expect("batch");
+        let pq = dir.path().join("u.parquet");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            File::create(&pq).expect("create"),
+            batch.schema(),
+            Some(props),
+        )
+        .expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+        // Agreed as int64 (as with an int32 file beside it).
+        let agreed = Arc::new(Schema::new(vec![Field::new("u", DataType::Int64, true)]));
+        let scan = Scan {
+            columns: None,
+            filters: vec![updraft_config::expr::parse_expr("u > 1000").expect("expr")],
+        };
+        let mut s =
+            FileSource::new("t", FileFormat::Parquet, vec![Location::Local(pq)], agreed, 64).with_scan(&scan);
+        let rows: usize = read_all(&mut s).expect("read").iter().map(RecordBatch::num_rows).sum();
+        assert_eq!((rows, s.row_groups()), (200, (2, 0)));
     }
 
     #[test]

@@ -126,8 +126,8 @@ pub async fn register(reg: &Registration, timeout: Duration) -> Result<Registere
                         "rank {rank}: the rendezvous at {addr} is not reachable yet ({err}); waited {waited} s of {timeout:?}"
                     ),
                     None => tracing::warn!(
-                        "rank {rank}: registered at {addr}; waiting for the other ranks of job `{job}` \
-                         (world {}); waited {waited} s of {timeout:?}",
+                        "rank {rank}: connected to the rendezvous at {addr}; waiting for the other ranks of \
+                         job `{job}` (world {}); waited {waited} s of {timeout:?}",
                         reg.world
                     ),
                 }

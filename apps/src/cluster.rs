@@ -210,6 +210,24 @@ pub fn retry_pause(attempt: u32) -> Duration {
         .min(Duration::from_secs(10))
 }
 
+/// The program (and the arguments before `worker ...`) that starts a worker: this executable,
+/// or what `UPDRAFT_WORKER_COMMAND` gives as a JSON array of strings (a host program such as
+/// the Python package, whose executable is not the `updraft` command line, sets it).
+fn worker_command() -> anyhow::Result<(PathBuf, Vec<String>)> {
+    match std::env::var("UPDRAFT_WORKER_COMMAND") {
+        Ok(json) => {
+            let parts: Vec<String> = serde_json::from_str(&json).map_err(|e| {
+                crate::output::BadInput(format!("UPDRAFT_WORKER_COMMAND is not a JSON list of strings: {e}"))
+            })?;
+            let (first, rest) = parts
+                .split_first()
+                .ok_or_else(|| crate::output::BadInput("UPDRAFT_WORKER_COMMAND is an empty list".into()))?;
+            Ok((PathBuf::from(first), rest.to_vec()))
+        }
+        Err(_) => Ok((std::env::current_exe().context("cannot find the updraft executable")?, Vec::new())),
+    }
+}
+
 /// How [`run_local`] runs and watches its workers.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalOptions {
@@ -265,13 +283,14 @@ pub fn run_local(
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
     );
-    let exe = std::env::current_exe().context("cannot find the updraft executable")?;
+    let (exe, prefix) = worker_command()?;
     let (tx, rx) = crossbeam_channel::bounded::<Line>(1024);
     // Killed if the launcher fails before it watches them: no worker outlives a failed start.
     let mut children = Children(Vec::new());
     let mut readers = Vec::new();
     for rank in 0..workers {
         let mut child = Command::new(&exe)
+            .args(&prefix)
             .args(["worker", "--json", "--watch-stdin", "--bind", "127.0.0.1"])
             .arg("--rendezvous")
             .arg(rendezvous.to_string())

@@ -151,22 +151,40 @@ enum Command {
 
 /// Runs the `updraft` command line with the operators in `registry` available to pipelines.
 pub fn main_with(registry: Registry) -> ExitCode {
+    ExitCode::from(run_cli(registry, std::env::args_os().collect()))
+}
+
+/// Runs the `updraft` command line on `args` (`args[0]` is the program name) with the operators
+/// in `registry`, and returns its exit status (see README "Commands": 0 ok, 1 job failed, 2 bad
+/// input, 3 infrastructure). For a host program (the Python extension) that is not the
+/// `updraft` binary; it may be called more than once in a process.
+pub fn run_cli(registry: Registry, args: Vec<std::ffi::OsString>) -> u8 {
+    status_of(main_on(registry, args))
+}
+
+/// The number an [`ExitCode`] stands for.
+fn status_of(code: ExitCode) -> u8 {
+    (0..=u8::MAX).find(|k| code == ExitCode::from(*k)).unwrap_or(1)
+}
+
+fn main_on(registry: Registry, args: Vec<std::ffi::OsString>) -> ExitCode {
     // Set once per process; a second call keeps the first registry.
     let _ = REGISTRY.set(registry);
     let filter = tracing_subscriber::EnvFilter::try_from_env("UPDRAFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    // A second call in one process keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .init();
+        .try_init();
     // Deployed to Lambda as `bootstrap`, the binary is the function's runtime.
-    let exe = std::env::args_os().next().map(PathBuf::from);
+    let exe = args.first().map(PathBuf::from);
     if exe.as_deref().and_then(std::path::Path::file_name).is_some_and(|n| n == "bootstrap") {
         return finish(lambda::handler_main());
     }
-    let cli = match parse_cli() {
+    let cli = match parse_cli(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -193,9 +211,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
 
 /// Parses the command line; `updraft worker` takes its rank, world size and job id from a
 /// scheduler's environment where the flags do not give them (see [`placement`]).
-fn parse_cli() -> Result<Cli, ExitCode> {
+fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Cli, ExitCode> {
     let mut command = Cli::command();
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let given =
         |flag: &str| args.iter().any(|a| a == flag || a.to_string_lossy().starts_with(&format!("{flag}=")));
     let all_given = given("--rank") && given("--world") && given("--job");

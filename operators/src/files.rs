@@ -688,18 +688,23 @@ mod tests {
         ])
         .expect("batch");
         let pq = dir.join("groups.parquet");
+        write_row_groups(&pq, &batch, 100);
+        Location::Local(pq)
+    }
+
+    /// Writes `batch` to `path` in row groups of `rows` rows.
+    fn write_row_groups(path: &std::path::Path, batch: &RecordBatch, rows: usize) {
         let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(100))
+            .set_max_row_group_row_count(Some(rows))
             .build();
         let mut w = parquet::arrow::ArrowWriter::try_new(
-            File::create(&pq).expect("create"),
+            File::create(path).expect("create"),
             batch.schema(),
             Some(props),
         )
         .expect("writer");
-        w.write(&batch).expect("write");
+        w.write(batch).expect("write");
         w.close().expect("close");
-        Location::Local(pq)
     }
 
     /// Reads the file through a scan of `columns` (`None`: all) under `filters`; returns the
@@ -764,17 +769,7 @@ mod tests {
         let batch = RecordBatch::try_from_iter(vec![("u", Arc::new(UInt32Array::from(u)) as ArrayRef)])
             .expect("batch");
         let pq = dir.path().join("u.parquet");
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(100))
-            .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            File::create(&pq).expect("create"),
-            batch.schema(),
-            Some(props),
-        )
-        .expect("writer");
-        w.write(&batch).expect("write");
-        w.close().expect("close");
+        write_row_groups(&pq, &batch, 100);
         // Agreed as int64 (as with an int32 file beside it).
         let agreed = Arc::new(Schema::new(vec![Field::new("u", DataType::Int64, true)]));
         let scan = Scan {

@@ -17,34 +17,5 @@ problem with its key path, as ``updraft validate`` reports them) and :class:`Job
 failed; each rank's error and its class).
 """
 
-from updraft._frame import (
-    Col,
-    Frame,
-    GroupBy,
-    JobError,
-    Pipeline,
-    ValidationError,
-    col,
-    from_arrow,
-    from_pandas,
-    read_csv,
-    read_ipc,
-    read_json,
-    read_parquet,
-)
-
-__all__ = [
-    "Col",
-    "Frame",
-    "GroupBy",
-    "JobError",
-    "Pipeline",
-    "ValidationError",
-    "col",
-    "from_arrow",
-    "from_pandas",
-    "read_csv",
-    "read_ipc",
-    "read_json",
-    "read_parquet",
-]
+from updraft._frame import *  # noqa: F401,F403 (the names in updraft._frame.__all__)
+from updraft._frame import __all__  # noqa: F401

@@ -18,6 +18,7 @@ import pyarrow.ipc
 
 from updraft import _native
 
+# What the package exports: updraft/__init__.py re-exports exactly these.
 __all__ = [
     "Col",
     "Frame",

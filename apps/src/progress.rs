@@ -58,11 +58,12 @@ impl Progress {
             .filter(|(p, _)| *p != "write")
             .map(|(p, n)| format!("{p} {}", count(*n)))
             .collect();
+        let received = sum_by_label(exposition, names::OPERATOR_ROWS_IN, "operator");
         let written: f64 = self
             .stages
             .iter()
             .filter(|(_, p)| *p == "write")
-            .filter_map(|(s, _)| rows_in(exposition, s))
+            .filter_map(|(s, _)| received.get(s).copied())
             .fold(0.0, |a, b| a + b);
         let sent = sum_by_label(exposition, names::LINK_BYTES_SENT, "").values().fold(0.0, |a, b| a + b);
         let working = if running.is_empty() {
@@ -86,11 +87,6 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
-}
-
-/// Rows a sink stage received, summed over workers.
-fn rows_in(exposition: &str, stage: &str) -> Option<f64> {
-    sum_by_label(exposition, names::OPERATOR_ROWS_IN, "operator").get(stage).copied()
 }
 
 /// The values of `metric` in a Prometheus text exposition, summed by the value of `label`

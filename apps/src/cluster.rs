@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Run a job that failed for a retryable reason again, up to this many more times.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
+    /// Print the progress line on stderr once a second as plain lines starting with
+    /// `progress: ` (for programs that show it themselves; local workers only).
+    #[arg(long)]
+    pub progress_lines: bool,
 }
 
 /// Outcome of a local run.
@@ -114,6 +118,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             workers: args.workers,
             rendezvous: args.rendezvous.clone().unwrap_or_default(),
             report: args.report.clone(),
+            quiet: args.quiet,
             pricing: args.pricing.clone(),
             retries: args.retries,
         });
@@ -130,7 +135,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // On a terminal only: the line is redrawn in place.
     let tty = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
-    let progress = crate::progress::Progress::new(tty && !args.quiet, plan.as_ref());
+    let progress = if args.progress_lines {
+        crate::progress::Progress::lines(plan.as_ref())
+    } else {
+        crate::progress::Progress::new(tty && !args.quiet, plan.as_ref())
+    };
     let deadline = spec.runtime.job_timeout + spec.runtime.rendezvous_timeout + Duration::from_secs(10);
     let grace = spec.runtime.peer_timeout + Duration::from_secs(5);
     let mut attempts: Vec<String> = Vec::new();

@@ -238,6 +238,8 @@ pub struct LambdaRun {
     pub rendezvous: String,
     /// Write the job report here.
     pub report: Option<PathBuf>,
+    /// Print the job report as JSON on stdout instead of the summary.
+    pub quiet: bool,
     /// Prices for the cost lines.
     pub pricing: Option<PathBuf>,
     /// Run a job that failed for a retryable reason again, up to this many more times.
@@ -457,6 +459,10 @@ pub fn drive(run: LambdaRun) -> anyhow::Result<ExitCode> {
     if let Some(path) = &run.report {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if run.quiet {
+        println!("{}", serde_json::to_string_pretty(&job_report)?);
+        return Ok(ExitCode::SUCCESS);
     }
     output::print_job(&job_report);
     let billed_s: f64 = results.iter().map(|r| r.billed_ms_estimate as f64 / 1000.0).fold(0.0, f64::max);

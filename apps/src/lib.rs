@@ -26,7 +26,7 @@ mod inspect;
 mod lambda;
 mod limits;
 mod output;
-mod placement;
+pub mod placement;
 mod plot;
 mod progress;
 mod secret;

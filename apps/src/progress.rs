@@ -12,6 +12,8 @@ use updraft_runtime::plan::PhysicalPlan;
 /// A progress line, or nothing when it is off.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Plain lines on stderr instead of a bar: when the last one was printed.
+    lines: Option<std::sync::Mutex<Option<std::time::Instant>>>,
     /// (stage name, phase label) of every stage, in plan order.
     stages: Vec<(String, &'static str)>,
 }
@@ -31,7 +33,13 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Progress { bar, stages }
+        Progress { bar, lines: None, stages }
+    }
+
+    /// The progress line as plain text on stderr, `progress: ...` at most once a second, for a
+    /// program that reads it from a pipe and shows it itself (the Python package does).
+    pub fn lines(plan: Option<&PhysicalPlan>) -> Progress {
+        Progress { lines: Some(std::sync::Mutex::new(None)), ..Progress::new(false, plan) }
     }
 
     /// Shows the state described by `exposition` (every worker's pushed metrics) with the
@@ -39,6 +47,12 @@ impl Progress {
     pub fn update(&self, exposition: &str, running: &[u32], world: u32) {
         if let Some(bar) = &self.bar {
             bar.set_message(self.line(exposition, running, world));
+        }
+        if let Some(Ok(mut last)) = self.lines.as_ref().map(|l| l.lock())
+            && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            *last = Some(std::time::Instant::now());
+            eprintln!("progress: {}", self.line(exposition, running, world));
         }
     }
 
@@ -152,6 +166,7 @@ updraft_link_bytes_sent_total{job=\"j\",worker=\"1\",peer=\"0\",link=\"direct\"}
     fn the_line_sums_workers_by_phase() {
         let p = Progress {
             bar: None,
+            lines: None,
             stages: vec![("left".into(), "read"), ("joined".into(), "join"), ("out".into(), "write")],
         };
         assert_eq!(

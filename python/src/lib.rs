@@ -61,12 +61,29 @@ fn columns(py: Python<'_>, text: &str, stage: &str) -> Vec<String> {
     })
 }
 
+/// This process's rank, world size and job id as `updraft worker` finds them in the
+/// environment of the scheduler that started it (Slurm, Open MPI, PMI, a Kubernetes Indexed
+/// Job or `UPDRAFT_RANK`/`UPDRAFT_WORLD`/`UPDRAFT_JOB`; see README "Clusters"): each is `None`
+/// when the environment does not give it.
+///
+/// # Errors
+/// `ValueError` naming the variable when one is set but malformed.
+#[pyfunction]
+fn placement() -> PyResult<(Option<u32>, Option<u32>, Option<String>)> {
+    match updraft::placement::from_env(|name| std::env::var(name).ok()) {
+        Ok(Some(p)) => Ok((p.rank, p.world, p.job)),
+        Ok(None) => Ok((None, None, None)),
+        Err(e) => Err(pyo3::exceptions::PyValueError::new_err(e)),
+    }
+}
+
 /// The `updraft._native` module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
+    m.add_function(wrap_pyfunction!(placement, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.ipc
 
 from updraft import _native
+from updraft._errors import JobError, Problem, ValidationError
+from updraft._run import Target, checked, local_parts, problems, run_cli
 
 # What the package exports: updraft/__init__.py re-exports exactly these.
 __all__ = [
@@ -34,45 +33,6 @@ __all__ = [
     "read_json",
     "read_parquet",
 ]
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Problem:
-    """One problem of a pipeline: where (`path`, e.g. ``operator.o1.on[0]``; `line` and
-    `column` in the rendered TOML, 1-based, 0 when it has no place) and what (`message`)."""
-
-    path: str
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return f"{where}{self.message}"
-
-
-class ValidationError(ValueError):
-    """The pipeline or its inputs are wrong; ``problems`` lists every problem found, with the
-    key paths and messages of ``updraft validate``."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-class JobError(RuntimeError):
-    """The job failed. ``exit_code`` is the command's status (1 the job failed, 2 bad input or
-    data, 3 infrastructure); ``ranks`` maps each failed rank to its error (with its class in
-    brackets, e.g. ``[Data]``); ``message`` is what the launcher printed."""
-
-    def __init__(self, message: str, exit_code: int, ranks: Dict[int, str]):
-        self.message = message
-        self.exit_code = exit_code
-        self.ranks = ranks
-        super().__init__(message)
 
 
 # --- expressions ------------------------------------------------------------------------------
@@ -267,15 +227,14 @@ def _toml_value(v: Any) -> str:
 
 
 class _Render:
-    """Names every node once and writes the pipeline; in-memory tables go to files under
-    `data_dir`, split in `parts` files (one per worker)."""
+    """Names every node once and writes the pipeline; in-memory tables are handed to
+    `tables` (name, table) -> the path the pipeline reads them from."""
 
-    def __init__(self, data_dir: Optional[Path], parts: int):
+    def __init__(self, tables: Optional[Callable[[str, pa.Table], str]]):
         self.names: Dict[int, str] = {}
         self.sources: List[str] = []
         self.operators: List[str] = []
-        self.data_dir = data_dir
-        self.parts = max(parts, 1)
+        self.tables = tables
 
     def name(self, node: _Node) -> str:
         if id(node) in self.names:
@@ -299,112 +258,71 @@ class _Render:
         return n
 
     def _write_table(self, name: str, table: pa.Table) -> str:
-        if self.data_dir is None:
+        if self.tables is None:
             raise ValueError(
                 "this frame holds an in-memory table: to_toml(data_dir=...) writes it to files the pipeline can read"
             )
-        d = self.data_dir / f"table-{name}"
-        d.mkdir(parents=True, exist_ok=True)
-        n = table.num_rows
-        for i in range(self.parts):
-            lo, hi = n * i // self.parts, n * (i + 1) // self.parts
-            with pa.OSFile(str(d / f"part-{i:05d}.arrow"), "wb") as f:
-                with pa.ipc.new_file(f, table.schema) as w:
-                    w.write_table(table.slice(lo, hi - lo))
-        return str(d) + "/"
+        return self.tables(name, table)
 
     def document(self, sinks: str, job: str) -> str:
         parts = [f"[job]\nname = {_toml_value(job)}", *self.sources, *self.operators, sinks]
         return "\n\n".join(parts) + "\n"
 
 
-def _worker_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    # The launcher starts workers as this interpreter running the engine's command line.
-    env["UPDRAFT_WORKER_COMMAND"] = json.dumps([sys.executable, "-m", "updraft._cli"])
-    return env
-
-
-def _cli(args: Sequence[str], capture: bool = True) -> subprocess.CompletedProcess:
-    """Runs ``updraft ARGS`` in a child process; Ctrl-C stops it (and so its workers)."""
-    command = [sys.executable, "-m", "updraft._cli", *args]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.PIPE,
-        env=_worker_env(),
-        text=True,
-    )
-    try:
-        out, err = proc.communicate()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
-def _problems(text: str, workers: int) -> List[Problem]:
-    return [Problem(p, line, column, m) for (p, line, column, m) in _native.check(text, workers)]
-
-
-def _job_error(proc: subprocess.CompletedProcess) -> JobError:
-    ranks: Dict[int, str] = {}
-    for line in (proc.stderr or "").splitlines():
-        m = re.match(r"\s+rank (\d+): (.*)", line)
-        if m:
-            ranks[int(m.group(1))] = m.group(2)
-    lines = [l for l in (proc.stderr or "").splitlines() if not l.startswith("updraft: ") or "failed" in l]
-    message = "\n".join(lines).strip() or f"updraft exited with status {proc.returncode}"
-    return JobError(message, proc.returncode, ranks)
-
-
 class Pipeline:
-    """A pipeline file as it is: ``Pipeline.from_toml("p.toml").run(workers=4)``."""
+    """A pipeline file as it is: ``Pipeline.from_toml("p.toml").run(workers=4)``. Relative
+    paths in it are relative to the current directory, as for the command line."""
 
-    def __init__(self, text: str, base: Optional[Path] = None):
+    def __init__(self, text: str):
         self.text = text
-        self.base = base
 
     @staticmethod
     def from_toml(path: Union[str, os.PathLike]) -> "Pipeline":
-        p = Path(path)
-        return Pipeline(p.read_text(), p.resolve().parent)
+        return Pipeline(Path(path).read_text())
 
     def validate(self, workers: int = 4) -> None:
         """Raises :class:`ValidationError` with every problem, or returns."""
-        problems = _problems(self.text, workers)
-        if problems:
-            raise ValidationError(problems)
+        found = problems(self.text, workers)
+        if found:
+            raise ValidationError(found)
 
     def explain(self, workers: int = 4) -> str:
         """The plan every worker runs, with each stage's columns and each rank's files."""
-        return self._with_file(lambda f: self._checked(_cli(["explain", f, "--workers", str(workers)])).stdout)
+        with tempfile.TemporaryDirectory(prefix="updraft-") as d:
+            path = Path(d) / "pipeline.toml"
+            path.write_text(self.text)
+            return checked(run_cli(["explain", str(path), "--workers", str(workers)])).stdout
 
-    def run(self, workers: int = 4) -> Dict[str, Any]:
-        """Runs the pipeline on `workers` local worker processes; returns the job report (the
-        JSON of ``updraft run --quiet``: rows and checksums per sink, phases, bytes)."""
-        self.validate(workers)
-        proc = self._with_file(lambda f: _cli(["run", f, "--workers", str(workers), "--quiet"]))
-        return json.loads(self._checked(proc).stdout)
+    def run(
+        self,
+        workers: Optional[int] = None,
+        *,
+        rendezvous: Optional[str] = None,
+        backend: str = "local",
+        function: Optional[str] = None,
+        rank: Optional[int] = None,
+        job: Optional[str] = None,
+        progress: Optional[bool] = None,
+    ) -> Dict[str, Any]:
+        """Runs the pipeline and returns the job report: the JSON of ``updraft run --quiet``
+        (rows and checksums per sink, phases, bytes; README "Machine-readable output"), or of
+        ``updraft worker --json`` for one rank of separate workers.
 
-    def _with_file(self, f):
-        fd, path = tempfile.mkstemp(suffix=".toml", prefix="updraft-")
+        Where it runs: `workers` worker processes on this machine (default 4) with an
+        embedded rendezvous; or, with `rendezvous` ("HOST:PORT"), this process runs rank `rank`
+        of job `job` of `workers` ranks whose other ranks run elsewhere (each defaults to what
+        Slurm, MPI, a Kubernetes Indexed Job or UPDRAFT_RANK/UPDRAFT_WORLD/UPDRAFT_JOB give);
+        or, with ``backend="lambda"``, `workers` invocations of the Lambda function `function`
+        meeting at `rendezvous`. `progress` shows the progress line (None: on a terminal or in
+        Jupyter; local workers only).
+
+        Raises :class:`ValidationError` (the pipeline or its inputs are wrong),
+        :class:`JobError` (the job failed), ``ValueError`` (arguments that do not fit)."""
+        target = Target(workers, rendezvous, backend, function, rank, job, None, progress)
         try:
-            with os.fdopen(fd, "w") as out:
-                out.write(self.text)
-            return f(path)
+            return target.run(self.text, cwd=Path.cwd())
         finally:
-            os.unlink(path)
-
-    @staticmethod
-    def _checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-        if proc.returncode != 0:
-            raise _job_error(proc)
-        return proc
+            target.close()
 
 
 class Frame:
@@ -510,82 +428,125 @@ class Frame:
 
     # --- looking at it ---
     def to_toml(self, data_dir: Optional[Union[str, os.PathLike]] = None, workers: int = 4) -> str:
-        """The pipeline, with a ``summary`` sink; in-memory tables are written to `data_dir`."""
-        return self._render(Path(data_dir) if data_dir else None, workers, _summary_sink())
+        """The pipeline, with a ``summary`` sink; in-memory tables are written to `data_dir`
+        (split in `workers` Arrow IPC files)."""
+        if data_dir is None:
+            return self._render(None, _summary_sink())
+        folder = Path(data_dir).resolve()
+
+        def write(name: str, table: pa.Table) -> str:
+            return local_parts(folder / f"table-{name}", table, workers)
+
+        return self._render(write, _summary_sink())
 
     def validate(self, workers: int = 4) -> None:
         """Raises :class:`ValidationError` with every problem, or returns."""
         with tempfile.TemporaryDirectory(prefix="updraft-") as d:
-            Pipeline(self._render(Path(d), workers, _summary_sink())).validate(workers)
+            Pipeline(self.to_toml(d, workers)).validate(workers)
 
     def explain(self, workers: int = 4) -> str:
+        """The plan every worker runs (``updraft explain``): stages with their columns and
+        types, phases, where rows cross ranks, each rank's files."""
         with tempfile.TemporaryDirectory(prefix="updraft-") as d:
-            return Pipeline(self._render(Path(d), workers, _summary_sink())).explain(workers)
+            return Pipeline(self.to_toml(d, workers)).explain(workers)
 
     def columns(self) -> List[str]:
         """The names of this frame's columns, found as ``validate`` finds them (from the files)."""
         with tempfile.TemporaryDirectory(prefix="updraft-") as d:
-            text = self._render(Path(d), 1, _summary_sink())
-            problems = _problems(text, 1)
-            if problems:
-                raise ValidationError(problems)
+            text = self.to_toml(d, 1)
+            found = problems(text, 1)
+            if found:
+                raise ValidationError(found)
             return list(_native.columns(text, "result"))
 
     # --- running ---
-    def collect(self, workers: int = 4) -> pa.Table:
-        """Runs the plan on `workers` local worker processes and returns the result as a
-        ``pyarrow.Table`` (rank order; memory-mapped from the Arrow IPC files the workers
-        wrote, not copied). The job report is kept in :attr:`last_report`."""
-        tmp = Path(tempfile.mkdtemp(prefix="updraft-"))
+    def collect(
+        self,
+        workers: Optional[int] = None,
+        *,
+        rendezvous: Optional[str] = None,
+        backend: str = "local",
+        function: Optional[str] = None,
+        rank: Optional[int] = None,
+        job: Optional[str] = None,
+        scratch: Optional[str] = None,
+        progress: Optional[bool] = None,
+    ) -> pa.Table:
+        """Runs the plan and returns the result as a ``pyarrow.Table``, ranks in order (rank 0
+        first: after a sort, the sorted table). The job report is kept in :attr:`last_report`.
+
+        Where it runs is :meth:`Pipeline.run`'s choice: local workers (default 4; the result is
+        memory-mapped from the Arrow IPC files they wrote, not copied); one rank of separate
+        workers with `rendezvous` (in-memory tables are this rank's rows, and the table
+        returned is this rank's part); Lambda with ``backend="lambda"``, in-memory tables and
+        the result passing through the ``s3://`` prefix `scratch`, removed afterwards.
+
+        Raises :class:`ValidationError`, :class:`JobError` or ``ValueError`` as
+        :meth:`Pipeline.run` does."""
+        target = Target(workers, rendezvous, backend, function, rank, job, scratch, progress)
         try:
-            out = tmp / "result"
-            sink = f'[sink.result]\nkind = "ipc"\ninput = "{{input}}"\npath = {_toml_value(str(out / "part-{rank}.arrow"))}'
-            text = self._render(tmp / "in", workers, sink)
-            self.last_report = Pipeline(text).run(workers)
-            files = sorted(out.glob("part-*.arrow"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-            tables = [pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
-            if not tables:
-                raise JobError("the job wrote no result file", 0, {})
-            return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            sink = _sink("ipc", target.result_path(), "overwrite")
+            self.last_report = target.run(self._render(target.write_table, sink))
+            return target.read_result()
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            target.close()
 
-    def to_pandas(self, workers: int = 4):
-        return self.collect(workers).to_pandas()
+    def to_pandas(self, workers: Optional[int] = None, **where: Any):
+        """:meth:`collect`, as a pandas DataFrame."""
+        return self.collect(workers, **where).to_pandas()
 
-    def write_parquet(self, path: str, workers: int = 4, mode: str = "overwrite") -> Dict[str, Any]:
-        """Writes one Parquet part per rank (``{rank}`` in `path`, e.g. ``out/part-{rank}.parquet``)
-        and returns the job report."""
-        return self._write("parquet", path, workers, mode)
+    def write_parquet(self, path: str, workers: Optional[int] = None, mode: str = "overwrite", **where: Any) -> Dict[str, Any]:
+        """Writes one Parquet part per rank (``{rank}`` in `path`, e.g. ``out/part-{rank}.parquet``,
+        or an ``s3://`` URL) and returns the job report; `mode` is overwrite, append or
+        error_if_exists; `where` as for :meth:`collect`."""
+        return self._write("parquet", path, workers, mode, where)
 
-    def write_csv(self, path: str, workers: int = 4, mode: str = "overwrite") -> Dict[str, Any]:
-        return self._write("csv", path, workers, mode)
+    def write_csv(self, path: str, workers: Optional[int] = None, mode: str = "overwrite", **where: Any) -> Dict[str, Any]:
+        """:meth:`write_parquet`, writing CSV with a header line."""
+        return self._write("csv", path, workers, mode, where)
 
-    def write_ipc(self, path: str, workers: int = 4, mode: str = "overwrite") -> Dict[str, Any]:
-        return self._write("ipc", path, workers, mode)
+    def write_ipc(self, path: str, workers: Optional[int] = None, mode: str = "overwrite", **where: Any) -> Dict[str, Any]:
+        """:meth:`write_parquet`, writing Arrow IPC files."""
+        return self._write("ipc", path, workers, mode, where)
 
-    def write_json(self, path: str, workers: int = 4, mode: str = "overwrite") -> Dict[str, Any]:
-        return self._write("json", path, workers, mode)
+    def write_json(self, path: str, workers: Optional[int] = None, mode: str = "overwrite", **where: Any) -> Dict[str, Any]:
+        """:meth:`write_parquet`, writing JSON lines."""
+        return self._write("json", path, workers, mode, where)
 
-    def _write(self, kind: str, path: str, workers: int, mode: str) -> Dict[str, Any]:
+    def _write(self, kind: str, path: str, workers: Optional[int], mode: str, where: Dict[str, Any]) -> Dict[str, Any]:
         if "{rank}" not in path:
             raise ValueError(f"path {path!r} needs {{rank}}: each rank writes its own part")
-        tmp = Path(tempfile.mkdtemp(prefix="updraft-"))
+        target = Target(
+            workers,
+            where.pop("rendezvous", None),
+            where.pop("backend", "local"),
+            where.pop("function", None),
+            where.pop("rank", None),
+            where.pop("job", None),
+            where.pop("scratch", None),
+            where.pop("progress", None),
+        )
         try:
-            sink = f'[sink.result]\nkind = "{kind}"\ninput = "{{input}}"\npath = {_toml_value(path)}\nmode = {_toml_value(mode)}'
-            self.last_report = Pipeline(self._render(tmp / "in", workers, sink)).run(workers)
+            if where:
+                raise TypeError(f"unexpected argument {', '.join(where)}")
+            sink = _sink(kind, target.user_path(path), mode)
+            self.last_report = target.run(self._render(target.write_table, sink))
             return self.last_report
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            target.close()
 
-    def _render(self, data_dir: Optional[Path], workers: int, sink: str) -> str:
-        r = _Render(data_dir, workers)
+    def _render(self, tables: Optional[Callable[[str, pa.Table], str]], sink: str) -> str:
+        r = _Render(tables)
         last = r.name(self._node)
         return r.document(sink.replace("{input}", last), "python")
 
 
 def _summary_sink() -> str:
     return '[sink.result]\nkind = "summary"\ninput = "{input}"'
+
+
+def _sink(kind: str, path: str, mode: str) -> str:
+    return f'[sink.result]\nkind = "{kind}"\ninput = "{{input}}"\npath = {_toml_value(path)}\nmode = {_toml_value(mode)}'
 
 
 class GroupBy:
@@ -608,8 +569,13 @@ class GroupBy:
 
 def _paths(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> Dict[str, Any]:
     if isinstance(paths, (str, os.PathLike)):
-        return {"path": os.fspath(paths)}
-    return {"paths": [os.fspath(p) for p in paths]}
+        return {"path": _absolute(os.fspath(paths))}
+    return {"paths": [_absolute(os.fspath(p)) for p in paths]}
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute now (a job may run in another directory); URLs as given."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _source(kind: str, paths, **options: Any) -> Frame:

@@ -1,6 +1,6 @@
 """The engine inside the extension module (see python/src/lib.rs)."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 __version__: str
 
@@ -11,6 +11,10 @@ def cli(argv: List[str]) -> int:
 def check(text: str, workers: int) -> List[Tuple[str, int, int, str]]:
     """Every problem of pipeline `text` for `workers` workers as (key path, line, column,
     message); empty when it is valid."""
+
+def placement() -> Tuple[Optional[int], Optional[int], Optional[str]]:
+    """(rank, world, job) from the scheduler's environment, as ``updraft worker`` reads it; each
+    None when not given. Raises ValueError naming a malformed variable."""
 
 def columns(text: str, stage: str) -> List[str]:
     """The column names stage `stage` of pipeline `text` emits; empty when unknown before a run."""

@@ -1,6 +1,8 @@
-//! The join's hash table: bucket heads indexed by the top bits of a key hash, with the rows of
-//! a bucket chained through a `next` array (row ids, `u32`). Two arrays of 4 bytes a row, no
-//! per-key allocation; a probe walks one short chain comparing keys.
+//! The join's hash table, radix-partitioned: both sides' rows are grouped by the top bits of
+//! their key hash ([`Partitions`]), then each build partition gets a small chained table
+//! ([`PartitionTable`]: bucket heads indexed by the next hash bits, rows of a bucket chained
+//! through a `next` array) that stays in cache while the probe rows of the same partition are
+//! matched against it. No per-key allocation; one pass over each side to partition it.
 //!
 //! Keys are either one integer column (any width, compared as i64, hashed by a multiply) or
 //! any other key set, compared in Arrow's row format and hashed with XXH3. Key columns are
@@ -200,6 +202,13 @@ impl JoinKeys {
         (valid, nulls)
     }
 
+    /// True when equal hashes mean equal keys: one integer key, whose hash (a multiplication
+    /// by an odd constant modulo 2^64) is a bijection.
+    #[inline]
+    pub fn hash_decides(&self) -> bool {
+        matches!(self, JoinKeys::Int { .. })
+    }
+
     #[inline]
     fn equal(&self, i: usize, other: &JoinKeys, j: usize) -> bool {
         match (self, other) {
@@ -212,64 +221,154 @@ impl JoinKeys {
     }
 }
 
-/// A built table over one side's keys.
-pub struct ChainTable {
-    shift: u32,
-    heads: Vec<u32>,
-    next: Vec<u32>,
-    keys: JoinKeys,
+/// Rows per build partition that [`partition_bits`] aims at: a partition's table (bucket
+/// heads, chain links, hashes and row ids: about 24 bytes a row) then stays in a core's L2
+/// cache while its probe rows are matched.
+const ROWS_PER_PARTITION: usize = 8192;
+
+/// How many top hash bits split a build side of `rows` rows into partitions of about
+/// [`ROWS_PER_PARTITION`] rows (at most 2^14 partitions).
+pub fn partition_bits(rows: usize) -> u32 {
+    let parts = rows.div_ceil(ROWS_PER_PARTITION).next_power_of_two();
+    parts.trailing_zeros().min(14)
 }
 
-impl ChainTable {
-    /// Builds the table; rows with a null key are left out (they never match).
+/// The rows of one join side with a valid key, grouped by the top `bits` bits of their key hash
+/// (a radix partitioning, as in the partitioned hash joins of Manegold et al., "Optimizing
+/// Main-Memory Join on Modern Hardware", 2002): hashes and row ids partition by partition, rows
+/// ascending within one. Rows with a null key are listed apart; they never match.
+pub struct Partitions {
+    bits: u32,
+    offsets: Vec<usize>,
+    hashes: Vec<u64>,
+    rows: Vec<u32>,
+    /// Rows with a null in a key column.
+    pub nulls: Vec<u32>,
+}
+
+impl Partitions {
+    /// Partitions the rows of `keys` by the top `bits` bits of their hash.
     ///
     /// # Errors
     /// More rows than a `u32` row id can name.
-    pub fn build(keys: JoinKeys) -> Result<ChainTable, OperatorError> {
+    pub fn new(keys: &JoinKeys, bits: u32) -> Result<Partitions, OperatorError> {
         let n = keys.len();
         if n >= END as usize {
             return Err(OperatorError::Invalid(format!(
                 "a join side of {n} rows on one worker is too large; use more workers"
             )));
         }
-        let buckets = n.next_power_of_two().max(2);
-        let shift = 64 - buckets.trailing_zeros();
-        let mut heads = vec![END; buckets];
-        let mut next = vec![END; n];
-        // Insert in reverse so that chains list rows in ascending order.
-        for i in (0..n).rev() {
+        let part = |h: u64| if bits == 0 { 0 } else { (h >> (64 - bits)) as usize };
+        let mut offsets = vec![0usize; (1 << bits) + 1];
+        let mut nulls = Vec::new();
+        for i in 0..n {
             if keys.valid(i) {
-                let b = (keys.hash(i) >> shift) as usize;
-                next[i] = heads[b];
-                heads[b] = i as u32;
+                offsets[part(keys.hash(i)) + 1] += 1;
+            } else {
+                nulls.push(i as u32);
             }
         }
-        Ok(ChainTable { shift, heads, next, keys })
-    }
-
-    /// The first build row whose key equals probe row `j`, or [`END`].
-    #[inline]
-    pub fn first(&self, probe: &JoinKeys, j: usize) -> u32 {
-        if !probe.valid(j) {
-            return END;
+        for p in 1..offsets.len() {
+            offsets[p] += offsets[p - 1];
         }
-        self.skip(self.heads[(probe.hash(j) >> self.shift) as usize], probe, j)
-    }
-
-    /// The next build row after `i` whose key equals probe row `j`, or [`END`]. With
-    /// [`ChainTable::first`] this walks the matches of one probe row a step at a time, so a key
-    /// with millions of matches can be emitted in bounded batches.
-    #[inline]
-    pub fn next_match(&self, i: u32, probe: &JoinKeys, j: usize) -> u32 {
-        self.skip(self.next[i as usize], probe, j)
-    }
-
-    #[inline]
-    fn skip(&self, mut i: u32, probe: &JoinKeys, j: usize) -> u32 {
-        while i != END && !self.keys.equal(i as usize, probe, j) {
-            i = self.next[i as usize];
+        let total = offsets[offsets.len() - 1];
+        let mut fill = offsets.clone();
+        let mut hashes = vec![0u64; total];
+        let mut rows = vec![0u32; total];
+        for i in 0..n {
+            if keys.valid(i) {
+                let h = keys.hash(i);
+                let at = &mut fill[part(h)];
+                hashes[*at] = h;
+                rows[*at] = i as u32;
+                *at += 1;
+            }
         }
-        i
+        Ok(Partitions { bits, offsets, hashes, rows, nulls })
+    }
+
+    /// Number of partitions.
+    pub fn count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The positions of partition `p`'s rows (indices for [`Partitions::row`]).
+    pub fn range(&self, p: usize) -> std::ops::Range<usize> {
+        self.offsets[p]..self.offsets[p + 1]
+    }
+
+    /// The row id at position `at`.
+    #[inline]
+    pub fn row(&self, at: usize) -> u32 {
+        self.rows[at]
+    }
+}
+
+/// The hash table of one build partition: bucket heads indexed by the hash bits below the
+/// partition bits, rows of a bucket chained through `next` (positions within the partition).
+/// Rebuilt for each partition in the same allocations.
+#[derive(Default)]
+pub struct PartitionTable {
+    part: Option<usize>,
+    start: usize,
+    shift: u32,
+    heads: Vec<u32>,
+    next: Vec<u32>,
+}
+
+impl PartitionTable {
+    /// Makes this the table of partition `p` of `build` (nothing to do when it already is).
+    pub fn build(&mut self, build: &Partitions, p: usize) {
+        if self.part == Some(p) {
+            return;
+        }
+        let range = build.range(p);
+        let m = range.len();
+        let buckets = (2 * m).next_power_of_two().max(2);
+        self.part = Some(p);
+        self.start = range.start;
+        self.shift = 64 - buckets.trailing_zeros();
+        self.heads.clear();
+        self.heads.resize(buckets, END);
+        self.next.clear();
+        self.next.resize(m, END);
+        // In reverse, so that chains list rows in ascending order.
+        for local in (0..m).rev() {
+            let b = self.bucket(build.bits, build.hashes[range.start + local]);
+            self.next[local] = self.heads[b];
+            self.heads[b] = local as u32;
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, bits: u32, h: u64) -> usize {
+        ((h << bits) >> self.shift) as usize
+    }
+
+    /// The first entry of the chain of probe position `at` (of `probe`, in the partition this
+    /// table was built for), or [`END`].
+    #[inline]
+    pub fn head(&self, probe: &Partitions, at: usize) -> u32 {
+        self.heads[self.bucket(probe.bits, probe.hashes[at])]
+    }
+
+    /// Whether chain entry `local` matches probe position `at` (keys compared through
+    /// `build_keys`/`probe_keys` unless the hash decides), its build row, and the chain's next
+    /// entry.
+    #[inline]
+    pub fn step(
+        &self,
+        local: u32,
+        (build, build_keys): (&Partitions, &JoinKeys),
+        (probe, probe_keys): (&Partitions, &JoinKeys),
+        at: usize,
+    ) -> (bool, u32, u32) {
+        let b = self.start + local as usize;
+        let row = build.rows[b];
+        let equal = build.hashes[b] == probe.hashes[at]
+            && (build_keys.hash_decides()
+                || build_keys.equal(row as usize, probe_keys, probe.rows[at] as usize));
+        (equal, row, self.next[local as usize])
     }
 }
 
@@ -279,14 +378,32 @@ mod tests {
     use arrow_array::{Int32Array, Int64Array, StringArray};
     use std::sync::Arc;
 
-    fn matches(t: &ChainTable, p: &JoinKeys, j: usize) -> Vec<u32> {
-        let mut v = Vec::new();
-        let mut i = t.first(p, j);
-        while i != END {
-            v.push(i);
-            i = t.next_match(i, p, j);
+    /// The build rows matching probe row `j`, found through partitions of 0 and of 2 bits
+    /// (which must agree).
+    fn matches(b: &JoinKeys, p: &JoinKeys, j: usize) -> Vec<u32> {
+        let mut found = Vec::new();
+        for bits in [0, 2] {
+            let bp = Partitions::new(b, bits).expect("build partitions");
+            let pp = Partitions::new(p, bits).expect("probe partitions");
+            let mut table = PartitionTable::default();
+            let mut v = Vec::new();
+            for part in 0..pp.count() {
+                for at in pp.range(part).filter(|&at| pp.row(at) as usize == j) {
+                    table.build(&bp, part);
+                    let mut c = table.head(&pp, at);
+                    while c != END {
+                        let (equal, row, next) = table.step(c, (&bp, b), (&pp, p), at);
+                        if equal {
+                            v.push(row);
+                        }
+                        c = next;
+                    }
+                }
+            }
+            found.push(v);
         }
-        v
+        assert_eq!(found[0], found[1], "partitioning changes no match");
+        found.swap_remove(0)
     }
 
     #[test]
@@ -294,10 +411,9 @@ mod tests {
         let build: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(1), None]));
         let probe: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(3)]));
         let (b, p) = join_keys(&[build], &[probe], "j", (&[], &[])).expect("keys");
-        let t = ChainTable::build(b).expect("table");
-        assert_eq!(matches(&t, &p, 0), vec![0, 2]);
-        assert!(matches(&t, &p, 1).is_empty());
-        assert!(matches(&t, &p, 2).is_empty());
+        assert_eq!(matches(&b, &p, 0), vec![0, 2]);
+        assert!(matches(&b, &p, 1).is_empty());
+        assert!(matches(&b, &p, 2).is_empty());
     }
 
     #[test]
@@ -305,10 +421,9 @@ mod tests {
         let names: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("b"), None, Some("a")]));
         let probe: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("c"), None]));
         let (b, p) = join_keys(&[names], &[probe], "j", (&[], &[])).expect("keys");
-        let t = ChainTable::build(b).expect("table");
-        assert_eq!(matches(&t, &p, 0), vec![0, 3]);
-        assert!(matches(&t, &p, 1).is_empty());
-        assert!(matches(&t, &p, 2).is_empty(), "a null key matches nothing, not even a null");
+        assert_eq!(matches(&b, &p, 0), vec![0, 3]);
+        assert!(matches(&b, &p, 1).is_empty());
+        assert!(matches(&b, &p, 2).is_empty(), "a null key matches nothing, not even a null");
     }
 
     #[test]
@@ -316,7 +431,6 @@ mod tests {
         let empty: ArrayRef = Arc::new(Int64Array::from(Vec::<i64>::new()));
         let probe: ArrayRef = Arc::new(Int64Array::from(vec![1]));
         let (b, p) = join_keys(&[empty], &[probe], "j", (&[], &[])).expect("keys");
-        let t = ChainTable::build(b).expect("table");
-        assert!(matches(&t, &p, 0).is_empty());
+        assert!(matches(&b, &p, 0).is_empty());
     }
 }

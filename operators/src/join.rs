@@ -9,8 +9,9 @@
 //!                                      by key                                 batch per call)
 //! ```
 //!
-//! The hash join probes with the larger side, so its output follows that side's row order. The
-//! sort-merge join walks both sorted sides together and emits in key order (rows with a null
+//! The hash join builds on the smaller side and probes with the larger one, both split into
+//! partitions by key hash so that each partition's table stays in cache (see `Probe`); its
+//! output comes partition by partition. The sort-merge join walks both sorted sides together and emits in key order (rows with a null
 //! key last); it needs no table and its output is sorted, at the cost of two sorts.
 //!
 //! Output columns: every left column, then every right column except right keys that share
@@ -30,7 +31,7 @@ use arrow_select::zip::zip;
 use updraft_config::{JoinAlgorithm, JoinHow};
 use updraft_runtime::{Flow, Operator, OperatorError, Output};
 
-use crate::hash_table::{ChainTable, END, JoinKeys, join_keys};
+use crate::hash_table::{END, JoinKeys, PartitionTable, Partitions, join_keys, partition_bits};
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
 
 /// Join parameters.
@@ -94,16 +95,27 @@ impl Matcher {
     }
 }
 
-/// Hash matching: a table on the build side, probed row by row.
+/// Hash matching, radix-partitioned ([`crate::hash_table`]): both sides are split by the top
+/// bits of their key hash; partition by partition, a small table is built over the build rows
+/// and the probe rows of the same partition walk its chains. Every table access then hits the
+/// cache, where one table over a whole side of millions of rows would miss on nearly every
+/// probe. Output follows partitions, not the probe side's row order; a key with millions of
+/// matches still leaves in bounded batches.
 struct Probe {
     build_is_left: bool,
-    table: ChainTable,
+    build_keys: JoinKeys,
     probe_keys: JoinKeys,
-    /// Next probe row to start.
-    cursor: usize,
-    /// Next match of probe row `cursor - 1`, or END.
-    chain: u32,
-    probe_len: usize,
+    build: Partitions,
+    probe: Partitions,
+    table: PartitionTable,
+    /// Partition being probed, and its next probe position.
+    part: usize,
+    at: usize,
+    /// The probe position being walked, its next chain entry (END: walked to the end) and
+    /// whether it matched.
+    walking: Option<(usize, u32, bool)>,
+    /// Next probe row with a null key to emit unmatched (when the probe side is kept).
+    null_cursor: usize,
     /// Probe rows without a match are emitted (their side is preserved).
     keep_probe: bool,
     /// Build rows never matched are emitted after probing (their side is preserved).
@@ -198,20 +210,7 @@ impl Join {
                     if build_is_left { (left_keys, right_keys) } else { (right_keys, left_keys) };
                 let (keep_build, keep_probe) =
                     if build_is_left { (keep_left, keep_right) } else { (keep_right, keep_left) };
-                let probe_len = probe_keys.len();
-                let build_len = build_keys.len();
-                Matcher::Hash(Probe {
-                    build_is_left,
-                    table: ChainTable::build(build_keys)?,
-                    probe_keys,
-                    cursor: 0,
-                    chain: END,
-                    probe_len,
-                    keep_probe,
-                    keep_build,
-                    matched: if keep_build { vec![false; build_len] } else { Vec::new() },
-                    build_cursor: 0,
-                })
+                Matcher::Hash(Probe::new((build_keys, probe_keys), build_is_left, (keep_build, keep_probe))?)
             }
             JoinAlgorithm::SortMerge => {
                 Matcher::Merge(Merge::new(left_keys, right_keys, keep_left, keep_right))
@@ -296,10 +295,39 @@ fn output_schema(
 }
 
 impl Probe {
+    fn new(
+        (build_keys, probe_keys): (JoinKeys, JoinKeys),
+        build_is_left: bool,
+        (keep_build, keep_probe): (bool, bool),
+    ) -> Result<Probe, OperatorError> {
+        let bits = partition_bits(build_keys.len());
+        let build = Partitions::new(&build_keys, bits)?;
+        let probe = Partitions::new(&probe_keys, bits)?;
+        let matched = if keep_build { vec![false; build_keys.len()] } else { Vec::new() };
+        let at = probe.range(0).start;
+        Ok(Probe {
+            build_is_left,
+            build_keys,
+            probe_keys,
+            build,
+            probe,
+            table: PartitionTable::default(),
+            part: 0,
+            at,
+            walking: None,
+            null_cursor: 0,
+            keep_probe,
+            keep_build,
+            matched,
+            build_cursor: 0,
+        })
+    }
+
     /// True when every probe row, and every preserved unmatched build row, has been emitted.
     fn done(&self) -> bool {
-        self.cursor >= self.probe_len
-            && self.chain == END
+        self.part >= self.probe.count()
+            && self.walking.is_none()
+            && (!self.keep_probe || self.null_cursor >= self.probe.nulls.len())
             && (!self.keep_build || self.build_cursor >= self.matched.len())
     }
 
@@ -309,21 +337,45 @@ impl Probe {
         let mut probe_idx = Vec::with_capacity(limit);
         let mut build_idx = Vec::with_capacity(limit);
         while probe_idx.len() < limit {
-            if self.chain != END {
-                let j = self.cursor - 1;
-                probe_idx.push(Some(j as u32));
-                build_idx.push(Some(self.chain));
-                if self.keep_build {
-                    self.matched[self.chain as usize] = true;
+            if let Some((at, entry, any)) = self.walking {
+                if entry == END {
+                    if self.keep_probe && !any {
+                        probe_idx.push(Some(self.probe.row(at)));
+                        build_idx.push(None);
+                    }
+                    self.walking = None;
+                    continue;
                 }
-                self.chain = self.table.next_match(self.chain, &self.probe_keys, j);
-            } else if self.cursor < self.probe_len {
-                self.chain = self.table.first(&self.probe_keys, self.cursor);
-                if self.chain == END && self.keep_probe {
-                    probe_idx.push(Some(self.cursor as u32));
-                    build_idx.push(None);
+                let (equal, row, next) = self.table.step(
+                    entry,
+                    (&self.build, &self.build_keys),
+                    (&self.probe, &self.probe_keys),
+                    at,
+                );
+                if equal {
+                    probe_idx.push(Some(self.probe.row(at)));
+                    build_idx.push(Some(row));
+                    if self.keep_build {
+                        self.matched[row as usize] = true;
+                    }
                 }
-                self.cursor += 1;
+                self.walking = Some((at, next, any || equal));
+            } else if self.part < self.probe.count() {
+                let range = self.probe.range(self.part);
+                if self.at < range.end {
+                    self.table.build(&self.build, self.part);
+                    self.walking = Some((self.at, self.table.head(&self.probe, self.at), false));
+                    self.at += 1;
+                } else {
+                    self.part += 1;
+                    if self.part < self.probe.count() {
+                        self.at = self.probe.range(self.part).start;
+                    }
+                }
+            } else if self.keep_probe && self.null_cursor < self.probe.nulls.len() {
+                probe_idx.push(Some(self.probe.nulls[self.null_cursor]));
+                build_idx.push(None);
+                self.null_cursor += 1;
             } else if self.keep_build && self.build_cursor < self.matched.len() {
                 if !self.matched[self.build_cursor] {
                     probe_idx.push(None);
@@ -473,15 +525,25 @@ impl Merge {
     }
 }
 
+/// Row ids for `take`; `None` (the missing row of an outer join) becomes a null. Without one,
+/// the ids are one plain buffer (no validity to build).
+fn indices(idx: Vec<Option<u32>>) -> UInt32Array {
+    if idx.iter().all(Option::is_some) {
+        UInt32Array::from(idx.into_iter().map(|i| i.unwrap_or_default()).collect::<Vec<u32>>())
+    } else {
+        UInt32Array::from(idx)
+    }
+}
+
 impl Matching {
     fn batch(
         &self,
         left_idx: Vec<Option<u32>>,
         right_idx: Vec<Option<u32>>,
     ) -> Result<RecordBatch, OperatorError> {
-        let has_left = BooleanArray::from(left_idx.iter().map(Option::is_some).collect::<Vec<bool>>());
-        let li = UInt32Array::from(left_idx);
-        let ri = UInt32Array::from(right_idx);
+        let has_left = (!self.coalesce.is_empty())
+            .then(|| BooleanArray::from(left_idx.iter().map(Option::is_some).collect::<Vec<bool>>()));
+        let (li, ri) = (indices(left_idx), indices(right_idx));
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for c in self.left.columns() {
             cols.push(take(c.as_ref(), &li, None)?);
@@ -494,7 +556,9 @@ impl Matching {
             let from_left = arrow_cast::cast_with_options(&cols[out], ty, &exact)?;
             let from_right =
                 arrow_cast::cast_with_options(&take(self.right.column(r).as_ref(), &ri, None)?, ty, &exact)?;
-            cols[out] = zip(&has_left, &from_left, &from_right)?;
+            if let Some(has_left) = &has_left {
+                cols[out] = zip(has_left, &from_left, &from_right)?;
+            }
         }
         for &i in &self.right_keep {
             cols.push(take(self.right.column(i).as_ref(), &ri, None)?);

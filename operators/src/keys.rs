@@ -142,6 +142,60 @@ pub fn key_columns(cols: &[ArrayRef]) -> Result<Vec<ArrayRef>, OperatorError> {
     cols.iter().map(key_column).collect()
 }
 
+/// Order-preserving 64-bit images of the values of a key column (as [`key_column`] returns
+/// it): unsigned `u64`s whose order is the column's key order (integers by value; floats with
+/// -0.0 = 0.0 and NaN above every number; dates, times, timestamps and durations by their
+/// count), for sorts that compare machine words instead of encoded rows. `None` for any other
+/// type. A null slot's image is meaningless: check validity apart.
+pub fn ordered_u64(col: &ArrayRef) -> Option<Vec<u64>> {
+    use arrow_array::types::*;
+    use arrow_buffer::ArrowNativeType;
+    use arrow_schema::TimeUnit::{Microsecond, Millisecond, Nanosecond, Second};
+    fn signed<T: arrow_array::ArrowPrimitiveType>(col: &ArrayRef) -> Vec<u64> {
+        let flip = |v: i64| (v as u64) ^ (1 << 63);
+        col.as_primitive::<T>().values().iter().map(|v| flip(v.to_i64().unwrap_or_default())).collect()
+    }
+    fn unsigned<T: arrow_array::ArrowPrimitiveType>(col: &ArrayRef) -> Vec<u64> {
+        col.as_primitive::<T>().values().iter().map(|v| v.to_i64().map_or(u64::MAX, |v| v as u64)).collect()
+    }
+    fn float(v: f64) -> u64 {
+        let bits = canonical_f64(v).to_bits();
+        if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+    }
+    Some(match col.data_type() {
+        DataType::Int8 => signed::<Int8Type>(col),
+        DataType::Int16 => signed::<Int16Type>(col),
+        DataType::Int32 => signed::<Int32Type>(col),
+        DataType::Int64 => signed::<Int64Type>(col),
+        DataType::Date32 => signed::<Date32Type>(col),
+        DataType::Date64 => signed::<Date64Type>(col),
+        DataType::Time32(Second) => signed::<Time32SecondType>(col),
+        DataType::Time32(Millisecond) => signed::<Time32MillisecondType>(col),
+        DataType::Time64(Microsecond) => signed::<Time64MicrosecondType>(col),
+        DataType::Time64(Nanosecond) => signed::<Time64NanosecondType>(col),
+        DataType::Timestamp(Second, _) => signed::<TimestampSecondType>(col),
+        DataType::Timestamp(Millisecond, _) => signed::<TimestampMillisecondType>(col),
+        DataType::Timestamp(Microsecond, _) => signed::<TimestampMicrosecondType>(col),
+        DataType::Timestamp(Nanosecond, _) => signed::<TimestampNanosecondType>(col),
+        DataType::Duration(Second) => signed::<DurationSecondType>(col),
+        DataType::Duration(Millisecond) => signed::<DurationMillisecondType>(col),
+        DataType::Duration(Microsecond) => signed::<DurationMicrosecondType>(col),
+        DataType::Duration(Nanosecond) => signed::<DurationNanosecondType>(col),
+        DataType::UInt8 => unsigned::<UInt8Type>(col),
+        DataType::UInt16 => unsigned::<UInt16Type>(col),
+        DataType::UInt32 => unsigned::<UInt32Type>(col),
+        DataType::UInt64 => col.as_primitive::<UInt64Type>().values().to_vec(),
+        DataType::Float64 => col.as_primitive::<Float64Type>().values().iter().map(|v| float(*v)).collect(),
+        DataType::Float32 => {
+            col.as_primitive::<Float32Type>().values().iter().map(|v| float(f64::from(*v))).collect()
+        }
+        DataType::Float16 => {
+            col.as_primitive::<Float16Type>().values().iter().map(|v| float(v.to_f64())).collect()
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,22 +101,35 @@ impl Operator for Sampler {
             self.conv = Some((conv, idx, Arc::new(Schema::new(fields).with_metadata(meta))));
         }
         if let Some((conv, idx, _)) = &self.conv {
-            let rows = conv.convert_columns(&sort_keys(&batch, idx)?)?;
-            for r in rows.iter() {
-                if self.seen.is_multiple_of(self.every) {
-                    self.sample.push(r.owned());
+            // Only the sampled rows are encoded. First find them (every `every`-th row counting
+            // across batches, `every` doubling whenever the sample is thinned), then keep them.
+            let n = batch.num_rows() as u64;
+            let mut picked: Vec<u32> = Vec::new();
+            let (mut every, mut kept) = (self.every, self.sample.len());
+            for i in 0..n {
+                if (self.seen + i).is_multiple_of(every) {
+                    picked.push(i as u32);
+                    kept += 1;
+                    if kept >= 2 * SAMPLE_ROWS {
+                        every *= 2;
+                        kept = kept.div_ceil(2);
+                    }
                 }
-                self.seen += 1;
+            }
+            let keys = sort_keys(&take_record_batch(&batch, &UInt32Array::from(picked))?, idx)?;
+            for r in conv.convert_columns(&keys)?.iter() {
+                self.sample.push(r.owned());
                 if self.sample.len() >= 2 * SAMPLE_ROWS {
                     // Keep every other sampled row and sample half as often from now on.
-                    let mut i = 0;
+                    let mut k = 0;
                     self.sample.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
+                        k += 1;
+                        k % 2 == 1
                     });
                     self.every *= 2;
                 }
             }
+            self.seen += n;
         }
         out.emit(batch);
         Ok(())
@@ -161,6 +174,13 @@ impl Operator for RangePartition {
 
     fn on_end(&mut self, _: usize, out: &mut Output) -> Result<Flow, OperatorError> {
         let Some(first) = self.data.first() else { return Ok(Flow::Idle) };
+        if self.world == 1 {
+            // One range: every row stays, batches as they are.
+            for batch in std::mem::take(&mut self.data) {
+                out.emit_to(0, batch);
+            }
+            return Ok(Flow::Idle);
+        }
         let schema = first.schema();
         let what = format!("`{}`: sort key", self.name);
         let (conv, idx) = converter(&schema, &self.keys, &what)?;
@@ -198,6 +218,94 @@ impl Operator for RangePartition {
     }
 }
 
+/// The row ids of `batch` in the order of `keys`, equal rows in input order (a stable sort).
+///
+/// When the first key is a number, date, time, timestamp or duration, rows are sorted as
+/// (order-preserving 64-bit image of that key, row id) pairs ([`crate::keys::ordered_u64`]),
+/// comparing machine words; only runs of rows equal on it are then ordered by the other keys
+/// in row format. Any other first key sorts every row in row format.
+fn sorted_order(batch: &RecordBatch, keys: &[SortKey], what: &str) -> Result<Vec<u32>, OperatorError> {
+    let schema = batch.schema();
+    let n = batch.num_rows();
+    let (_, idx) = converter(&schema, keys, what)?;
+    let cols = sort_keys(batch, &idx)?;
+    let by_rows = |ks: &[SortKey], cs: &[ArrayRef]| -> Result<arrow_row::Rows, OperatorError> {
+        let (conv, _) = converter(&schema, ks, what)?;
+        Ok(conv.convert_columns(cs)?)
+    };
+    let (Some(first), Some(mut image)) = (keys.first(), cols.first().and_then(crate::keys::ordered_u64))
+    else {
+        let rows = by_rows(keys, &cols)?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+        return Ok(order);
+    };
+    if first.descending {
+        image.iter_mut().for_each(|u| *u = !*u);
+    }
+    let nulls = cols[0].logical_nulls();
+    let mut valid: Vec<(u64, u32)> = Vec::with_capacity(n);
+    let mut null_rows: Vec<u32> = Vec::new();
+    for (i, u) in image.into_iter().enumerate() {
+        if nulls.as_ref().is_none_or(|b| b.is_valid(i)) {
+            valid.push((u, i as u32));
+        } else {
+            null_rows.push(i as u32);
+        }
+    }
+    // (image, row id) pairs: rows with equal images stay in input order.
+    valid.sort_unstable();
+    // Ties on the first key are broken by the next keys: by their images while they have one
+    // (and no nulls), then in row format from the first key that does not.
+    let mut tie_images: Vec<Vec<u64>> = Vec::new();
+    let mut k = 1;
+    while k < keys.len() && cols[k].logical_null_count() == 0 {
+        let Some(mut image) = crate::keys::ordered_u64(&cols[k]) else { break };
+        if keys[k].descending {
+            image.iter_mut().for_each(|u| *u = !*u);
+        }
+        tie_images.push(image);
+        k += 1;
+    }
+    let rest = if k < keys.len() { Some(by_rows(&keys[k..], &cols[k..])?) } else { None };
+    let by_rest = |run: &mut [u32]| {
+        if keys.len() > 1 {
+            run.sort_by(|&a, &b| {
+                let (a, b) = (a as usize, b as usize);
+                tie_images
+                    .iter()
+                    .map(|image| image[a].cmp(&image[b]))
+                    .find(|o| o.is_ne())
+                    .or_else(|| rest.as_ref().map(|rows| rows.row(a).cmp(&rows.row(b))))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+        }
+    };
+    let mut order: Vec<u32> = Vec::with_capacity(n);
+    if first.nulls_first {
+        by_rest(&mut null_rows);
+        order.extend_from_slice(&null_rows);
+    }
+    let mut s = 0;
+    while s < valid.len() {
+        let mut e = s + 1;
+        while e < valid.len() && valid[e].0 == valid[s].0 {
+            e += 1;
+        }
+        let start = order.len();
+        order.extend(valid[s..e].iter().map(|p| p.1));
+        if e - s > 1 {
+            by_rest(&mut order[start..]);
+        }
+        s = e;
+    }
+    if !first.nulls_first {
+        by_rest(&mut null_rows);
+        order.extend_from_slice(&null_rows);
+    }
+    Ok(order)
+}
+
 /// Stage 3: sorts this rank's range.
 pub struct LocalSort {
     name: String,
@@ -231,10 +339,8 @@ impl Operator for LocalSort {
         let schema = first.schema();
         let all = concat_batches(&schema, &self.data)?;
         self.data.clear();
-        let (conv, idx) = converter(&schema, &self.keys, &format!("`{}`: sort key", self.name))?;
-        let rows = conv.convert_columns(&sort_keys(&all, &idx)?)?;
-        let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
-        order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+        let what = format!("`{}`: sort key", self.name);
+        let order = sorted_order(&all, &self.keys, &what)?;
         self.result =
             Some(Chunked::new(take_record_batch(&all, &UInt32Array::from(order))?, self.batch_rows));
         Ok(Flow::More)
@@ -301,6 +407,74 @@ mod tests {
             let all = concat_batches(&got[0].schema(), &got).expect("concat");
             assert_eq!(values(&all, 0), want_k);
             assert_eq!(values(&all, 1).into_iter().map(|v| v.unwrap_or(-1)).collect::<Vec<_>>(), want_v);
+        }
+    }
+
+    /// The word-image sort gives exactly the row-format sort (both stable), for every kind of
+    /// first key it handles, with nulls, NaNs, signed zeros, ties and both directions.
+    #[test]
+    fn word_images_order_rows_as_the_row_format_does() {
+        use arrow_array::{Date32Array, Float32Array, Float64Array, StringArray, UInt64Array};
+        let n = 400;
+        let pick = |i: usize, m: usize| (i * 7919 + i / 3) % m;
+        let floats: Vec<Option<f64>> = (0..n)
+            .map(|i| match pick(i, 9) {
+                0 => None,
+                1 => Some(f64::NAN),
+                2 => Some(-f64::NAN),
+                3 => Some(-0.0),
+                4 => Some(0.0),
+                5 => Some(f64::NEG_INFINITY),
+                k => Some(k as f64 - 7.5),
+            })
+            .collect();
+        let firsts: Vec<(&str, ArrayRef)> = vec![
+            (
+                "i64",
+                Arc::new(Int64Array::from_iter(
+                    (0..n).map(|i| (i % 5 != 0).then(|| pick(i, 40) as i64 - 20)),
+                )),
+            ),
+            (
+                "u64",
+                Arc::new(UInt64Array::from_iter(
+                    (0..n).map(|i| (i % 6 != 0).then(|| u64::MAX - pick(i, 30) as u64)),
+                )),
+            ),
+            ("f64", Arc::new(Float64Array::from(floats.clone()))),
+            ("f32", Arc::new(Float32Array::from_iter(floats.iter().map(|v| v.map(|v| v as f32))))),
+            (
+                "date",
+                Arc::new(Date32Array::from_iter(
+                    (0..n).map(|i| (i % 4 != 0).then(|| pick(i, 50) as i32 - 25)),
+                )),
+            ),
+        ];
+        // Second keys: in row format (a string with nulls), by images (numbers without nulls).
+        let seconds: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 7 != 0).then(|| format!("s{}", pick(i, 3)))),
+            )),
+            Arc::new(Int64Array::from_iter_values((0..n).map(|i| pick(i, 3) as i64 - 1))),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| [-0.0, 0.0, f64::NAN, 1.5][pick(i, 4)]))),
+        ];
+        for ((name, first), second) in
+            firsts.into_iter().flat_map(|f| seconds.iter().map(move |s| (f.clone(), s)))
+        {
+            let batch =
+                RecordBatch::try_from_iter(vec![("a", first), ("b", Arc::clone(second))]).expect("batch");
+            for (descending, nulls_first) in [(false, false), (true, true), (false, true), (true, false)] {
+                let keys = vec![
+                    SortKey { column: "a".into(), descending, nulls_first },
+                    SortKey { column: "b".into(), descending: !descending, nulls_first: !nulls_first },
+                ];
+                let got = sorted_order(&batch, &keys, "test").expect("sort");
+                let (conv, idx) = converter(&batch.schema(), &keys, "test").expect("converter");
+                let rows = conv.convert_columns(&sort_keys(&batch, &idx).expect("keys")).expect("rows");
+                let mut want: Vec<u32> = (0..n as u32).collect();
+                want.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+                assert_eq!(got, want, "{name}, descending {descending}, nulls first {nulls_first}");
+            }
         }
     }
 }

@@ -38,7 +38,16 @@ pub(crate) enum Acc {
         s: Vec<f64>,
         n: Vec<i64>,
     },
-    /// Min or max of any orderable type: the best value's row encoding per group.
+    /// Min or max of a number, date, time, timestamp or duration: the best value's
+    /// order-preserving 64-bit image per group ([`crate::keys::ordered_u64`]), and whether the
+    /// group has one.
+    ExtremeWord {
+        max: bool,
+        ty: DataType,
+        v: Vec<u64>,
+        set: Vec<bool>,
+    },
+    /// Min or max of any other orderable type: the best value's row encoding per group.
     Extreme {
         max: bool,
         values: RowValues,
@@ -208,7 +217,13 @@ impl Acc {
                 _ => Acc::SumF { s: Vec::new(), n: Vec::new() },
             },
             AggFn::Min | AggFn::Max => {
-                Acc::Extreme { max: func == AggFn::Max, values: RowValues::new(column_type()?)? }
+                let ty = key_type(column_type()?);
+                let max = func == AggFn::Max;
+                if crate::keys::ordered_u64(&arrow_array::new_empty_array(&ty)).is_some() {
+                    Acc::ExtremeWord { max, ty, v: Vec::new(), set: Vec::new() }
+                } else {
+                    Acc::Extreme { max, values: RowValues::new(&ty)? }
+                }
             }
             AggFn::Mean | AggFn::Var | AggFn::Std => {
                 Acc::Moments { n: Vec::new(), mean: Vec::new(), m2: Vec::new() }
@@ -241,6 +256,10 @@ impl Acc {
                 n.resize(groups, 0);
             }
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.v.resize(groups, None),
+            Acc::ExtremeWord { v, set, .. } => {
+                v.resize(groups, 0);
+                set.resize(groups, false);
+            }
             Acc::Moments { n, mean, m2 } => {
                 n.resize(groups, 0.0);
                 mean.resize(groups, 0.0);
@@ -306,6 +325,23 @@ impl Acc {
                     if let Some(v) = v {
                         s[*g as usize] += v;
                         n[*g as usize] += 1;
+                    }
+                }
+            }
+            Acc::ExtremeWord { max, v, set, .. } => {
+                let values = key_column(c)?;
+                let images = crate::keys::ordered_u64(&values).ok_or_else(|| {
+                    invalid(format!("cannot compare values of type {}", values.data_type()))
+                })?;
+                let nulls = values.logical_nulls();
+                let max = *max;
+                for (i, (u, g)) in images.into_iter().zip(gids).enumerate() {
+                    let g = *g as usize;
+                    if nulls.as_ref().is_none_or(|b| b.is_valid(i))
+                        && (!set[g] || if max { u > v[g] } else { u < v[g] })
+                    {
+                        v[g] = u;
+                        set[g] = true;
                     }
                 }
             }
@@ -411,7 +447,7 @@ impl Acc {
                     n[*g as usize] += k.unwrap_or(0);
                 }
             }
-            Acc::Extreme { .. } => self.update(gids, Some(&cols[0]))?,
+            Acc::Extreme { .. } | Acc::ExtremeWord { .. } => self.update(gids, Some(&cols[0]))?,
             Acc::Moments { n, mean, m2 } => {
                 let (nb, mb, qb) = (floats(&cols[0])?, floats(&cols[1])?, floats(&cols[2])?);
                 for (i, g) in gids.iter().enumerate() {
@@ -435,6 +471,16 @@ impl Acc {
             }
         }
         Ok(())
+    }
+
+    /// The min/max column of [`Acc::ExtremeWord`]: null for a group without values.
+    fn word_column(&self) -> Result<ArrayRef, OperatorError> {
+        let Acc::ExtremeWord { ty, v, set, .. } = self else {
+            return Err(invalid("not a min or max".into()));
+        };
+        let nulls = arrow_buffer::NullBuffer::from(set.as_slice());
+        crate::keys::from_ordered_u64(ty, v, Some(nulls))
+            .ok_or_else(|| invalid(format!("cannot keep values of type {ty}")))
     }
 
     /// The sum column: null for a group without values.
@@ -484,6 +530,7 @@ impl Acc {
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
                 vec![(f("", &values.ty), values.column()?)]
             }
+            Acc::ExtremeWord { ty, .. } => vec![(f("", ty), self.word_column()?)],
             Acc::Moments { n, mean, m2 } => vec![
                 (f(".n", &DataType::Float64), Arc::new(Float64Array::from(n.clone()))),
                 (f(".mean", &DataType::Float64), Arc::new(Float64Array::from(mean.clone()))),
@@ -508,6 +555,7 @@ impl Acc {
                 self.sum_column()?
             }
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column()?,
+            Acc::ExtremeWord { .. } => self.word_column()?,
             Acc::Quantile { q, values } => {
                 Arc::new(Float64Array::from_iter(values.iter().map(|v| quantile(v, *q))))
             }

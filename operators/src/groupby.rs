@@ -21,7 +21,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashTable;
@@ -85,11 +87,123 @@ struct State {
     key_idx: Vec<usize>,
     /// Input column of each aggregate (raw mode) or its first state column (final mode).
     inputs: Vec<Option<usize>>,
-    conv: RowConverter,
-    keys: Rows,
-    table: HashTable<(u64, u32)>,
+    groups: Groups,
     accs: Vec<Acc>,
     key_fields: Vec<Field>,
+}
+
+/// The groups seen so far: their keys, and a hash table from key to group id (ids in order of
+/// first appearance).
+enum Groups {
+    /// One integer key column of at most 64 bits that fits an `i64` (every integer type but
+    /// `UInt64`), by value; the null key is a group of its own.
+    Int { ty: DataType, values: Vec<i64>, null: Option<u32>, table: HashTable<(i64, u32)> },
+    /// Any other key set, in Arrow's row format, hashed with XXH3.
+    Rows { conv: RowConverter, keys: Rows, table: HashTable<(u64, u32)> },
+}
+
+/// MurmurHash3's 64-bit finaliser (Appleby, 2008): every input bit moves every output bit, so
+/// the table's bucket bits (low) and tag bits (high) both vary with every key bit.
+fn mix(v: i64) -> u64 {
+    let mut k = v as u64;
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+impl Groups {
+    fn new(key_fields: &[Field]) -> Result<Groups, OperatorError> {
+        if let [f] = key_fields
+            && f.data_type().is_integer()
+            && f.data_type() != &DataType::UInt64
+        {
+            return Ok(Groups::Int {
+                ty: f.data_type().clone(),
+                values: Vec::new(),
+                null: None,
+                table: HashTable::new(),
+            });
+        }
+        let conv =
+            RowConverter::new(key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        let keys = conv.empty_rows(1024, 16 * 1024);
+        Ok(Groups::Rows { conv, keys, table: HashTable::new() })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Groups::Int { values, .. } => values.len(),
+            Groups::Rows { keys, .. } => keys.num_rows(),
+        }
+    }
+
+    /// The group id of each row of `key_cols` (key columns as [`key_column`] makes them), new
+    /// groups added.
+    fn ids(&mut self, key_cols: &[ArrayRef]) -> Result<Vec<u32>, OperatorError> {
+        match self {
+            Groups::Int { values, null, table, .. } => {
+                let col = arrow_cast::cast(&key_cols[0], &DataType::Int64)?;
+                let col = col.as_primitive::<Int64Type>();
+                let mut gids = Vec::with_capacity(col.len());
+                for (i, v) in col.values().iter().enumerate() {
+                    let v = *v;
+                    let gid = if col.is_null(i) {
+                        *null.get_or_insert_with(|| {
+                            values.push(0);
+                            (values.len() - 1) as u32
+                        })
+                    } else {
+                        let h = mix(v);
+                        match table.find(h, |(k, _)| *k == v) {
+                            Some((_, g)) => *g,
+                            None => {
+                                let g = values.len() as u32;
+                                values.push(v);
+                                table.insert_unique(h, (v, g), |(k, _)| mix(*k));
+                                g
+                            }
+                        }
+                    };
+                    gids.push(gid);
+                }
+                Ok(gids)
+            }
+            Groups::Rows { conv, keys, table } => {
+                let rows = conv.convert_columns(key_cols)?;
+                let mut gids = Vec::with_capacity(rows.num_rows());
+                for r in rows.iter() {
+                    let h = xxhash_rust::xxh3::xxh3_64(r.as_ref());
+                    let gid = match table.find(h, |(hh, g)| *hh == h && keys.row(*g as usize) == r) {
+                        Some((_, g)) => *g,
+                        None => {
+                            let g = keys.num_rows() as u32;
+                            keys.push(r);
+                            table.insert_unique(h, (h, g), |(hh, _)| *hh);
+                            g
+                        }
+                    };
+                    gids.push(gid);
+                }
+                Ok(gids)
+            }
+        }
+    }
+
+    /// The key columns of the groups, in group id order.
+    fn columns(&self) -> Result<Vec<ArrayRef>, OperatorError> {
+        match self {
+            Groups::Int { ty, values, null, .. } => {
+                let nulls = null
+                    .map(|g| arrow_buffer::NullBuffer::from_iter((0..values.len()).map(|i| i != g as usize)));
+                let col: ArrayRef = Arc::new(Int64Array::new(values.clone().into(), nulls));
+                // The values came from a column of type `ty`: the cast back is exact.
+                Ok(vec![arrow_cast::cast(&col, ty)?])
+            }
+            Groups::Rows { conv, keys, .. } => Ok(conv.convert_rows(keys.iter())?),
+        }
+    }
 }
 
 /// The group-by operator.
@@ -98,12 +212,23 @@ pub struct GroupBy {
     mode: Mode,
     st: Option<State>,
     result: Option<Chunked>,
+    /// Rows received so far (partial mode), until the probe below.
+    rows_in: usize,
+    /// Partial mode found too little to pre-aggregate: each row goes on as its own states.
+    passthrough: bool,
 }
+
+/// Rows a partial aggregation sees before it checks whether pre-aggregating pays off, and the
+/// ratio of groups to rows above which it stops (each later row then leaves as its own partial
+/// states, without a hash lookup; the final stage merges them as usual). The values of
+/// DataFusion's `skip_partial_aggregation_probe_rows_threshold` and `..._ratio_threshold`.
+const PROBE_ROWS: usize = 100_000;
+const SKIP_RATIO: f64 = 0.8;
 
 impl GroupBy {
     /// A group-by stage in `mode`.
     pub fn new(p: GroupParams, mode: Mode) -> GroupBy {
-        GroupBy { p, mode, st: None, result: None }
+        GroupBy { p, mode, st: None, result: None, rows_in: 0, passthrough: false }
     }
 
     fn init(&self, schema: &Schema) -> Result<State, OperatorError> {
@@ -117,8 +242,7 @@ impl GroupBy {
                 f.clone().with_data_type(key_type(f.data_type())).with_nullable(true)
             })
             .collect();
-        let conv =
-            RowConverter::new(key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        let groups = Groups::new(&key_fields)?;
         let mut inputs = Vec::new();
         let mut accs = Vec::new();
         for a in &self.p.aggs {
@@ -170,8 +294,7 @@ impl GroupBy {
                 inputs.push(i);
             }
         }
-        let keys = conv.empty_rows(1024, 16 * 1024);
-        Ok(State { key_idx, inputs, conv, keys, table: HashTable::new(), accs, key_fields })
+        Ok(State { key_idx, inputs, groups, accs, key_fields })
     }
 
     fn finish(&mut self) -> Result<Option<RecordBatch>, OperatorError> {
@@ -179,7 +302,7 @@ impl GroupBy {
         let whole = st.key_idx.is_empty();
         // A whole-table aggregate has its one group even when no row came.
         let rows = if !whole {
-            st.keys.num_rows()
+            st.groups.len()
         } else if self.mode == Mode::Partial || self.p.owns_whole_table {
             1
         } else {
@@ -188,7 +311,28 @@ impl GroupBy {
         if whole {
             st.accs.iter_mut().for_each(|acc| acc.grow(1));
         }
-        let key_cols = if whole { Vec::new() } else { st.conv.convert_rows(st.keys.iter())? };
+        let key_cols = if whole { Vec::new() } else { st.groups.columns()? };
+        self.batch_of(&st, key_cols, rows).map(Some)
+    }
+
+    /// Every row of `batch` as its own group's partial states (partial mode, after the probe).
+    fn row_states(&self, batch: &RecordBatch) -> Result<RecordBatch, OperatorError> {
+        let mut st = self.init(&batch.schema())?;
+        let n = batch.num_rows();
+        let gids: Vec<u32> = (0..n as u32).collect();
+        update_groups(&mut st, &self.p, self.mode, batch, &gids, n)?;
+        let keys = st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<Vec<_>, _>>()?;
+        self.batch_of(&st, keys, n)
+    }
+
+    /// The output batch of `rows` groups: their `key_cols`, then each aggregate's partial
+    /// states (partial mode) or final value.
+    fn batch_of(
+        &self,
+        st: &State,
+        key_cols: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<RecordBatch, OperatorError> {
         let mut fields: Vec<Field> = st.key_fields.clone();
         let mut cols: Vec<ArrayRef> = key_cols;
         for (a, acc) in self.p.aggs.iter().zip(&st.accs) {
@@ -205,7 +349,7 @@ impl GroupBy {
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(Some(RecordBatch::try_new_with_options(schema, cols, &options)?))
+        Ok(RecordBatch::try_new_with_options(schema, cols, &options)?)
     }
 }
 
@@ -239,7 +383,11 @@ fn update_groups(
 }
 
 impl Operator for GroupBy {
-    fn on_batch(&mut self, _port: usize, batch: RecordBatch, _out: &mut Output) -> Result<(), OperatorError> {
+    fn on_batch(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
+        if self.passthrough {
+            out.emit(self.row_states(&batch)?);
+            return Ok(());
+        }
         if self.st.is_none() {
             self.st = Some(self.init(&batch.schema())?);
         }
@@ -251,24 +399,20 @@ impl Operator for GroupBy {
         }
         let key_cols: Vec<ArrayRef> =
             st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
-        let rows = st.conv.convert_columns(&key_cols)?;
-        let mut gids = Vec::with_capacity(rows.num_rows());
-        for r in rows.iter() {
-            let h = xxhash_rust::xxh3::xxh3_64(r.as_ref());
-            let keys = &st.keys;
-            let gid = match st.table.find(h, |(hh, g)| *hh == h && keys.row(*g as usize) == r) {
-                Some((_, g)) => *g,
-                None => {
-                    let g = st.keys.num_rows() as u32;
-                    st.keys.push(r);
-                    st.table.insert_unique(h, (h, g), |(hh, _)| *hh);
-                    g
+        let gids = st.groups.ids(&key_cols)?;
+        let groups = st.groups.len();
+        update_groups(st, &self.p, self.mode, &batch, &gids, groups)?;
+        if self.mode == Mode::Partial && self.rows_in < PROBE_ROWS {
+            self.rows_in += batch.num_rows();
+            if self.rows_in >= PROBE_ROWS && groups as f64 > SKIP_RATIO * self.rows_in as f64 {
+                // Nearly every row is a group of its own: hand on what is held, stop hashing.
+                self.passthrough = true;
+                if let Some(states) = self.finish()? {
+                    out.emit(states);
                 }
-            };
-            gids.push(gid);
+            }
         }
-        let groups = st.keys.num_rows();
-        update_groups(st, &self.p, self.mode, &batch, &gids, groups)
+        Ok(())
     }
 
     fn on_end(&mut self, _port: usize, _out: &mut Output) -> Result<Flow, OperatorError> {
@@ -323,12 +467,16 @@ mod tests {
 
     /// (key, column values as f64 or None) sorted by key (null key first).
     fn by_key(b: &RecordBatch) -> Vec<(Option<i64>, Vec<Option<f64>>)> {
-        let k = b.column(0).as_primitive::<Int64Type>();
+        let k = arrow_cast::cast(b.column(0), &DataType::Int64).expect("keys");
+        let k = k.as_primitive::<Int64Type>();
+        let cols: Vec<ArrayRef> = (1..b.num_columns())
+            .map(|c| arrow_cast::cast(b.column(c), &DataType::Float64).expect("cast"))
+            .collect();
         let mut rows: Vec<_> = (0..b.num_rows())
             .map(|i| {
-                let vals = (1..b.num_columns())
-                    .map(|c| {
-                        let col = arrow_cast::cast(b.column(c), &DataType::Float64).expect("cast");
+                let vals = cols
+                    .iter()
+                    .map(|col| {
                         let col = col.as_primitive::<Float64Type>();
                         col.is_valid(i).then(|| col.value(i))
                     })
@@ -487,6 +635,79 @@ mod tests {
             assert_eq!(c.0, m.0);
             for (x, y) in c.1.iter().zip(&m.1) {
                 match (x, y) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}"),
+                    _ => assert_eq!(x, y),
+                }
+            }
+        }
+    }
+
+    /// A partial aggregation that finds nearly every row a group of its own stops hashing after
+    /// its probe and sends rows on as states; merged, the answer is the complete one. Keys are
+    /// Int32 (the integer key path), with nulls; min/max over floats with NaN and signed zeros.
+    #[test]
+    fn a_partial_aggregation_that_stops_hashing_still_merges_to_the_complete_answer() {
+        let aggs = || {
+            vec![
+                agg(AggFn::Count, None, "n"),
+                agg(AggFn::Sum, Some("v"), "s"),
+                agg(AggFn::Min, Some("f"), "lo"),
+                agg(AggFn::Max, Some("f"), "hi"),
+                agg(AggFn::Mean, Some("v"), "m"),
+            ]
+        };
+        let batch = |lo: i32, n: i32| {
+            let k: Vec<Option<i32>> =
+                (lo..lo + n).map(|i| if i % 997 == 0 { None } else { Some(i % 150_000) }).collect();
+            let v: Vec<Option<i64>> =
+                (lo..lo + n).map(|i| (i % 13 != 0).then_some(i as i64 % 1000)).collect();
+            let f: Vec<Option<f64>> = (lo..lo + n)
+                .map(|i| match i % 5 {
+                    0 => None,
+                    1 => Some(f64::NAN),
+                    2 => Some(-0.0),
+                    _ => Some(f64::from(i % 77) - 30.0),
+                })
+                .collect();
+            RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(arrow_array::Int32Array::from(k)) as ArrayRef),
+                ("v", Arc::new(Int64Array::from(v)) as ArrayRef),
+                ("f", Arc::new(Float64Array::from(f)) as ArrayRef),
+            ])
+            .expect("batch")
+        };
+        // 200k rows over 150k keys: past the probe, groups/rows is above the ratio.
+        let parts: Vec<RecordBatch> = (0..4).map(|p| batch(p * 50_000, 50_000)).collect();
+        let drive = |mode: Mode, input: Vec<RecordBatch>| {
+            let mut op = GroupBy::new(GroupParams { batch_rows: 1 << 20, ..params(aggs()) }, mode);
+            let mut out = Output::default();
+            for b in input {
+                op.on_batch(0, b, &mut out).expect("batch");
+            }
+            let mut flow = op.on_end(0, &mut out).expect("end");
+            while flow == Flow::More {
+                flow = op.resume(&mut out).expect("resume");
+            }
+            (op.passthrough, out.drain().map(|(_, b)| b).collect::<Vec<_>>())
+        };
+        let (skipped, partial) = drive(Mode::Partial, parts.clone());
+        assert!(skipped, "the partial stage stops hashing");
+        let (_, merged) = drive(Mode::Final, partial);
+        let (_, complete) = drive(Mode::Complete, parts);
+        let all = |b: Vec<RecordBatch>| {
+            by_key(&arrow_select::concat::concat_batches(&b[0].schema(), &b).expect("concat"))
+        };
+        let (merged, complete) = (all(merged), all(complete));
+        // Keys 0..150k, but those seen only where the key is null; and the null key.
+        let keys: std::collections::BTreeSet<Option<i64>> =
+            (0..200_000i64).map(|i| (i % 997 != 0).then_some(i % 150_000)).collect();
+        assert_eq!(merged.len(), keys.len());
+        assert_eq!(complete.len(), keys.len());
+        for (c, m) in complete.iter().zip(&merged) {
+            assert_eq!(c.0, m.0);
+            for (x, y) in c.1.iter().zip(&m.1) {
+                match (x, y) {
+                    (Some(x), Some(y)) if x.is_nan() => assert!(y.is_nan()),
                     (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}"),
                     _ => assert_eq!(x, y),
                 }

@@ -196,6 +196,88 @@ pub fn ordered_u64(col: &ArrayRef) -> Option<Vec<u64>> {
     })
 }
 
+/// The values whose [`ordered_u64`] images are `images`, as a column of type `ty` with
+/// validity `nulls` (the inverse of [`ordered_u64`]; a float comes back canonical). `None` for a
+/// type [`ordered_u64`] does not handle.
+pub fn from_ordered_u64(
+    ty: &DataType,
+    images: &[u64],
+    nulls: Option<arrow_buffer::NullBuffer>,
+) -> Option<ArrayRef> {
+    use arrow_array::types::*;
+    use arrow_buffer::ArrowNativeType;
+    use arrow_schema::TimeUnit::{Microsecond, Millisecond, Nanosecond, Second};
+    fn build<T: arrow_array::ArrowPrimitiveType>(
+        ty: &DataType,
+        images: &[u64],
+        nulls: Option<arrow_buffer::NullBuffer>,
+        value: impl Fn(u64) -> T::Native,
+    ) -> ArrayRef {
+        let values: Vec<T::Native> = images.iter().map(|u| value(*u)).collect();
+        Arc::new(PrimitiveArray::<T>::new(values.into(), nulls).with_data_type(ty.clone()))
+    }
+    fn signed<T: arrow_array::ArrowPrimitiveType>(u: u64) -> T::Native {
+        // `as` keeps the low bits: the two's complement value of the narrower type.
+        T::Native::usize_as(((u ^ (1 << 63)) as i64) as usize)
+    }
+    fn unsigned<T: arrow_array::ArrowPrimitiveType>(u: u64) -> T::Native {
+        T::Native::usize_as(u as usize)
+    }
+    fn float(u: u64) -> f64 {
+        f64::from_bits(if u >> 63 == 1 { u & !(1 << 63) } else { !u })
+    }
+    Some(match ty {
+        DataType::Int8 => build::<Int8Type>(ty, images, nulls, signed::<Int8Type>),
+        DataType::Int16 => build::<Int16Type>(ty, images, nulls, signed::<Int16Type>),
+        DataType::Int32 => build::<Int32Type>(ty, images, nulls, signed::<Int32Type>),
+        DataType::Int64 => build::<Int64Type>(ty, images, nulls, signed::<Int64Type>),
+        DataType::Date32 => build::<Date32Type>(ty, images, nulls, signed::<Date32Type>),
+        DataType::Date64 => build::<Date64Type>(ty, images, nulls, signed::<Date64Type>),
+        DataType::Time32(Second) => build::<Time32SecondType>(ty, images, nulls, signed::<Time32SecondType>),
+        DataType::Time32(Millisecond) => {
+            build::<Time32MillisecondType>(ty, images, nulls, signed::<Time32MillisecondType>)
+        }
+        DataType::Time64(Microsecond) => {
+            build::<Time64MicrosecondType>(ty, images, nulls, signed::<Time64MicrosecondType>)
+        }
+        DataType::Time64(Nanosecond) => {
+            build::<Time64NanosecondType>(ty, images, nulls, signed::<Time64NanosecondType>)
+        }
+        DataType::Timestamp(Second, _) => {
+            build::<TimestampSecondType>(ty, images, nulls, signed::<TimestampSecondType>)
+        }
+        DataType::Timestamp(Millisecond, _) => {
+            build::<TimestampMillisecondType>(ty, images, nulls, signed::<TimestampMillisecondType>)
+        }
+        DataType::Timestamp(Microsecond, _) => {
+            build::<TimestampMicrosecondType>(ty, images, nulls, signed::<TimestampMicrosecondType>)
+        }
+        DataType::Timestamp(Nanosecond, _) => {
+            build::<TimestampNanosecondType>(ty, images, nulls, signed::<TimestampNanosecondType>)
+        }
+        DataType::Duration(Second) => {
+            build::<DurationSecondType>(ty, images, nulls, signed::<DurationSecondType>)
+        }
+        DataType::Duration(Millisecond) => {
+            build::<DurationMillisecondType>(ty, images, nulls, signed::<DurationMillisecondType>)
+        }
+        DataType::Duration(Microsecond) => {
+            build::<DurationMicrosecondType>(ty, images, nulls, signed::<DurationMicrosecondType>)
+        }
+        DataType::Duration(Nanosecond) => {
+            build::<DurationNanosecondType>(ty, images, nulls, signed::<DurationNanosecondType>)
+        }
+        DataType::UInt8 => build::<UInt8Type>(ty, images, nulls, unsigned::<UInt8Type>),
+        DataType::UInt16 => build::<UInt16Type>(ty, images, nulls, unsigned::<UInt16Type>),
+        DataType::UInt32 => build::<UInt32Type>(ty, images, nulls, unsigned::<UInt32Type>),
+        DataType::UInt64 => build::<UInt64Type>(ty, images, nulls, |u| u),
+        DataType::Float64 => build::<Float64Type>(ty, images, nulls, float),
+        DataType::Float32 => build::<Float32Type>(ty, images, nulls, |u| float(u) as f32),
+        DataType::Float16 => build::<Float16Type>(ty, images, nulls, |u| half::f16::from_f64(float(u))),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +320,54 @@ mod tests {
         let out = canonical_column(&dict);
         let d = out.as_any_dictionary();
         assert_eq!(d.values().as_primitive::<Float64Type>().value(0).to_bits(), 0.0f64.to_bits());
+    }
+
+    #[test]
+    fn word_images_keep_order_and_decode_back() {
+        use arrow_array::{Date32Array, Float32Array, Int8Array, TimestampMicrosecondArray, UInt64Array};
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int8Array::from(vec![Some(-128), None, Some(0), Some(127), Some(-1)])),
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), Some(0), None, Some(1 << 63), Some(7)])),
+            Arc::new(Float32Array::from(vec![
+                Some(-0.0),
+                Some(f32::NAN),
+                Some(f32::NEG_INFINITY),
+                None,
+                Some(1e-3),
+            ])),
+            Arc::new(Float64Array::from(vec![Some(f64::MAX), Some(-f64::NAN), Some(0.0), Some(-2.5), None])),
+            Arc::new(Date32Array::from(vec![Some(-719_162), Some(0), None, Some(2_932_896), Some(19_000)])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![
+                    Some(i64::MIN),
+                    None,
+                    Some(0),
+                    Some(i64::MAX),
+                    Some(-5),
+                ])
+                .with_timezone("Europe/Paris"),
+            ),
+        ];
+        for col in cols {
+            let col = key_column(&col).expect("key column");
+            let images = ordered_u64(&col).expect("an image type");
+            let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())]).expect("converter");
+            let rows = conv.convert_columns(&[Arc::clone(&col)]).expect("rows");
+            for i in 0..col.len() {
+                for j in 0..col.len() {
+                    if col.is_valid(i) && col.is_valid(j) {
+                        assert_eq!(
+                            images[i].cmp(&images[j]),
+                            rows.row(i).cmp(&rows.row(j)),
+                            "{col:?} rows {i}, {j}"
+                        );
+                    }
+                }
+            }
+            let back = from_ordered_u64(col.data_type(), &images, col.logical_nulls()).expect("decodes");
+            assert_eq!(back.data_type(), col.data_type());
+            let again = conv.convert_columns(&[back]).expect("rows");
+            assert!((0..col.len()).all(|i| again.row(i) == rows.row(i)), "{col:?} decodes to itself");
+        }
     }
 }

@@ -162,7 +162,8 @@ pub fn build_plan_with(
                     owns_whole_table: ctx.rank == 0,
                 };
                 let mut from = b.lookup(input)?;
-                let split = *pre_aggregate && decomposable(&aggs);
+                // One rank holds every group anyway: partial states would only be computed twice.
+                let split = *pre_aggregate && decomposable(&aggs) && ctx.world > 1;
                 if split {
                     let name = format!("{}.partial", o.name);
                     from = b.push(

@@ -170,18 +170,50 @@ fn floats(col: &ArrayRef) -> Result<Vec<Option<f64>>, OperatorError> {
     Ok(c.as_primitive::<Float64Type>().iter().collect())
 }
 
-/// Integer values of `col` exactly as i64 (an error, never a null, for one that does not fit).
-fn exact_i64s(col: &ArrayRef) -> Result<Vec<Option<i64>>, OperatorError> {
-    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
-    let c = arrow_cast::cast_with_options(col, &DataType::Int64, &exact)?;
-    Ok(c.as_primitive::<Int64Type>().iter().collect())
+/// `col` as a primitive array of type `T` (`to`): as it is when it has that type, else cast
+/// (`exact`: an error, never a null, for a value that does not fit).
+fn as_type(col: &ArrayRef, to: &DataType, exact: bool) -> Result<ArrayRef, OperatorError> {
+    if col.data_type() == to {
+        return Ok(Arc::clone(col));
+    }
+    let options = arrow_cast::CastOptions { safe: !exact, ..Default::default() };
+    Ok(arrow_cast::cast_with_options(col, to, &options)?)
 }
 
-/// Unsigned integer values of `col` exactly as u64.
-fn exact_u64s(col: &ArrayRef) -> Result<Vec<Option<u64>>, OperatorError> {
-    let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
-    let c = arrow_cast::cast_with_options(col, &DataType::UInt64, &exact)?;
-    Ok(c.as_primitive::<UInt64Type>().iter().collect())
+/// Calls `f(i, v)` for each valid value `v` of `a`, row `i`, straight from its buffers (no
+/// per-batch vector of options).
+fn each<T: arrow_array::ArrowPrimitiveType>(
+    a: &arrow_array::PrimitiveArray<T>,
+    mut f: impl FnMut(usize, T::Native) -> Result<(), OperatorError>,
+) -> Result<(), OperatorError> {
+    match a.nulls() {
+        None => a.values().iter().enumerate().try_for_each(|(i, v)| f(i, *v)),
+        Some(n) => n.valid_indices().try_for_each(|i| f(i, a.value(i))),
+    }
+}
+
+/// The numeric values of `col` as f64 for [`each`]: `None` for a Null-typed column (no values).
+///
+/// # Errors
+/// A column that is not numeric.
+fn f64_column(col: &ArrayRef) -> Result<Option<ArrayRef>, OperatorError> {
+    let t = key_type(col.data_type());
+    if t == DataType::Null {
+        return Ok(None);
+    }
+    if !(t.is_integer() || is_float(&t) || is_decimal(&t)) {
+        return Err(invalid(format!("needs a numeric column, found {t}")));
+    }
+    Ok(Some(as_type(col, &DataType::Float64, false)?))
+}
+
+/// Adds the counts in `col` (partial states: a count per row) to the groups `gids`.
+fn add_counts(n: &mut [i64], gids: &[u32], col: &ArrayRef) -> Result<(), OperatorError> {
+    let c = as_type(col, &DataType::Int64, true)?;
+    each(c.as_primitive::<Int64Type>(), |i, k| {
+        n[gids[i] as usize] += k;
+        Ok(())
+    })
 }
 
 /// Decimal values of `col` (any decimal width) as unscaled 256-bit integers.
@@ -288,26 +320,24 @@ impl Acc {
         match self {
             Acc::Count(_) => {}
             Acc::SumI { s, n } => {
-                for (v, g) in exact_i64s(c)?.into_iter().zip(gids) {
-                    if let Some(v) = v {
-                        let g = *g as usize;
-                        s[g] = s[g]
-                            .checked_add(v)
-                            .ok_or_else(|| invalid("integer sum overflows int64".into()))?;
-                        n[g] += 1;
-                    }
-                }
+                let c = as_type(c, &DataType::Int64, true)?;
+                each(c.as_primitive::<Int64Type>(), |i, v| {
+                    let g = gids[i] as usize;
+                    s[g] =
+                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows int64".into()))?;
+                    n[g] += 1;
+                    Ok(())
+                })?;
             }
             Acc::SumU { s, n } => {
-                for (v, g) in exact_u64s(c)?.into_iter().zip(gids) {
-                    if let Some(v) = v {
-                        let g = *g as usize;
-                        s[g] = s[g]
-                            .checked_add(v)
-                            .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
-                        n[g] += 1;
-                    }
-                }
+                let c = as_type(c, &DataType::UInt64, true)?;
+                each(c.as_primitive::<UInt64Type>(), |i, v| {
+                    let g = gids[i] as usize;
+                    s[g] =
+                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                    n[g] += 1;
+                    Ok(())
+                })?;
             }
             Acc::SumDecimal { s, n, .. } => {
                 for (v, g) in decimals(c)?.into_iter().zip(gids) {
@@ -321,11 +351,13 @@ impl Acc {
                 }
             }
             Acc::SumF { s, n } => {
-                for (v, g) in floats(c)?.into_iter().zip(gids) {
-                    if let Some(v) = v {
-                        s[*g as usize] += v;
-                        n[*g as usize] += 1;
-                    }
+                if let Some(c) = f64_column(c)? {
+                    each(c.as_primitive::<Float64Type>(), |i, v| {
+                        let g = gids[i] as usize;
+                        s[g] += v;
+                        n[g] += 1;
+                        Ok(())
+                    })?;
                 }
             }
             Acc::ExtremeWord { max, v, set, .. } => {
@@ -360,13 +392,15 @@ impl Acc {
                 }
             }
             Acc::Moments { n, mean, m2 } => {
-                for (x, g) in floats(c)?.into_iter().zip(gids) {
-                    let Some(x) = x else { continue };
-                    let g = *g as usize;
-                    n[g] += 1.0;
-                    let d = x - mean[g];
-                    mean[g] += d / n[g];
-                    m2[g] += d * (x - mean[g]);
+                if let Some(c) = f64_column(c)? {
+                    each(c.as_primitive::<Float64Type>(), |i, x| {
+                        let g = gids[i] as usize;
+                        n[g] += 1.0;
+                        let d = x - mean[g];
+                        mean[g] += d / n[g];
+                        m2[g] += d * (x - mean[g]);
+                        Ok(())
+                    })?;
                 }
             }
             Acc::Distinct(sets) => {
@@ -407,52 +441,60 @@ impl Acc {
 
     /// Merges partial states (`cols`, as made by [`Acc::states`]).
     pub(crate) fn merge(&mut self, gids: &[u32], cols: &[ArrayRef]) -> Result<(), OperatorError> {
-        let counts = |c: &ArrayRef| exact_i64s(c);
         match self {
-            Acc::Count(n) => {
-                for (v, g) in counts(&cols[0])?.into_iter().zip(gids) {
-                    n[*g as usize] += v.unwrap_or(0);
-                }
-            }
+            Acc::Count(n) => add_counts(n, gids, &cols[0])?,
             Acc::SumI { s, n } => {
-                for ((v, k), g) in exact_i64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
-                    let g = *g as usize;
-                    s[g] = s[g]
-                        .checked_add(v.unwrap_or(0))
-                        .ok_or_else(|| invalid("integer sum overflows int64".into()))?;
-                    n[g] += k.unwrap_or(0);
-                }
+                let c = as_type(&cols[0], &DataType::Int64, true)?;
+                each(c.as_primitive::<Int64Type>(), |i, v| {
+                    let g = gids[i] as usize;
+                    s[g] =
+                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows int64".into()))?;
+                    Ok(())
+                })?;
+                add_counts(n, gids, &cols[1])?;
             }
             Acc::SumU { s, n } => {
-                for ((v, k), g) in exact_u64s(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
-                    let g = *g as usize;
-                    s[g] = s[g]
-                        .checked_add(v.unwrap_or(0))
-                        .ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
-                    n[g] += k.unwrap_or(0);
-                }
+                let c = as_type(&cols[0], &DataType::UInt64, true)?;
+                each(c.as_primitive::<UInt64Type>(), |i, v| {
+                    let g = gids[i] as usize;
+                    s[g] =
+                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
+                    Ok(())
+                })?;
+                add_counts(n, gids, &cols[1])?;
             }
             Acc::SumDecimal { s, n, .. } => {
-                for ((v, k), g) in decimals(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
+                for (v, g) in decimals(&cols[0])?.into_iter().zip(gids) {
                     let g = *g as usize;
                     s[g] = s[g]
                         .checked_add(v.unwrap_or(i256::ZERO))
                         .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
-                    n[g] += k.unwrap_or(0);
                 }
+                add_counts(n, gids, &cols[1])?;
             }
             Acc::SumF { s, n } => {
-                for ((v, k), g) in floats(&cols[0])?.into_iter().zip(counts(&cols[1])?).zip(gids) {
-                    s[*g as usize] += v.unwrap_or(0.0);
-                    n[*g as usize] += k.unwrap_or(0);
+                if let Some(c) = f64_column(&cols[0])? {
+                    each(c.as_primitive::<Float64Type>(), |i, v| {
+                        s[gids[i] as usize] += v;
+                        Ok(())
+                    })?;
                 }
+                add_counts(n, gids, &cols[1])?;
             }
             Acc::Extreme { .. } | Acc::ExtremeWord { .. } => self.update(gids, Some(&cols[0]))?,
             Acc::Moments { n, mean, m2 } => {
-                let (nb, mb, qb) = (floats(&cols[0])?, floats(&cols[1])?, floats(&cols[2])?);
+                let state = |c: &ArrayRef| as_type(c, &DataType::Float64, false);
+                let (nb, mb, qb) = (state(&cols[0])?, state(&cols[1])?, state(&cols[2])?);
+                let (nb, mb, qb) = (
+                    nb.as_primitive::<Float64Type>(),
+                    mb.as_primitive::<Float64Type>(),
+                    qb.as_primitive::<Float64Type>(),
+                );
+                let at =
+                    |a: &arrow_array::Float64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0.0 };
                 for (i, g) in gids.iter().enumerate() {
                     let g = *g as usize;
-                    let (nb, mb, qb) = (nb[i].unwrap_or(0.0), mb[i].unwrap_or(0.0), qb[i].unwrap_or(0.0));
+                    let (nb, mb, qb) = (at(nb, i), at(mb, i), at(qb, i));
                     if nb == 0.0 {
                         continue;
                     }

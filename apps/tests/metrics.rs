@@ -150,6 +150,42 @@ fn one_exposition_holds_every_workers_metrics() {
     }
 }
 
+/// Small pieces of batches to one destination travel coalesced: 8 workers hash-partition
+/// batches of 8,192 rows into pieces of about 1,000 rows (~25 KiB), and the links carry about
+/// one data frame per MiB (and one credit frame back for each), not one per piece. (That the
+/// answers stay right is what every multi-worker test checks.)
+#[test]
+fn small_pieces_to_one_destination_share_frames() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, generated_join_pipeline(250_000, 0.9, "batch_rows = 8192")).expect("pipeline");
+    let run = |workers: &str, metrics: &std::path::Path| -> serde_json::Value {
+        let out = Command::new(bin())
+            .args(["run", "--quiet", "--workers", workers, "--metrics-file"])
+            .arg(metrics)
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("report")
+    };
+    let prom = dir.path().join("m8.prom");
+    let eight = run("8", &prom);
+    let text = std::fs::read_to_string(&prom).expect("metrics file");
+    let total = |name: &str| samples(&text).iter().filter(|s| s.0 == name).map(|s| s.2).sum::<f64>();
+    let (frames, bytes) = (total("updraft_link_frames_sent_total"), total("updraft_link_bytes_sent_total"));
+    // Each worker's generator makes 250k rows a side in batches of 8,192: uncoalesced, every
+    // piece to each of 7 peers is a frame (~2 x 31 x 7 per worker) plus its credit frame.
+    let pieces = 2.0 * (250_000f64 / 8192.0).ceil() * 7.0 * 8.0;
+    let pairs = 8.0 * 7.0;
+    assert!(bytes > 8.0 * 1024.0 * 1024.0, "{bytes} bytes over links");
+    assert!(
+        frames <= 3.0 * bytes / (1024.0 * 1024.0) + 12.0 * pairs && frames < pieces,
+        "{frames} frames for {bytes} bytes ({pieces} pieces)"
+    );
+    assert!(eight["sinks"][0]["summary"]["rows"].as_u64().is_some_and(|r| r > 1_000_000), "{eight}");
+}
+
 #[test]
 fn bench_scaling_writes_results_and_plots() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -76,7 +76,7 @@ enum Item {
 /// schema check leaves them to the operator.
 pub const CONTROL_BATCH_PREFIX: &str = "updraft.";
 
-fn is_control(schema: &Schema) -> bool {
+pub(crate) fn is_control(schema: &Schema) -> bool {
     schema.metadata().keys().any(|k| k.starts_with(CONTROL_BATCH_PREFIX))
 }
 

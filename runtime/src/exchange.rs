@@ -9,10 +9,15 @@
 //!  finish(): an empty batch (carrying the schema) to every destination that got none, then End.
 //! ```
 //!
-//! A remote batch travels as a self-contained Arrow IPC stream (schema, dictionaries, batch,
-//! end-of-stream marker): frames can be decoded one by one, a zero-length body is never left
-//! half-read, and dictionaries need no state across frames. The schema costs a few hundred
-//! bytes per frame, well under 1% of a typical batch.
+//! Remote batches travel as self-contained Arrow IPC streams (schema, dictionaries, batches,
+//! end-of-stream marker), one per frame: frames can be decoded one by one, a zero-length body
+//! is never left half-read, and dictionaries need no state across frames. Small batches to one
+//! destination (a 65,536-row batch hash-partitioned 64 ways makes ~1,000-row pieces) are
+//! staged and sealed into one frame of up to [`COALESCE_BYTES`], each batch encoded from its
+//! own buffers (no concatenation), so the schema and the per-frame costs (header, checksum,
+//! seal, credit) are paid once per frame rather than once per piece. Staged batches are sealed
+//! when they reach that size, when a batch of another schema comes, and when the producer
+//! finishes; control batches are sealed at once.
 
 use std::collections::VecDeque;
 
@@ -30,9 +35,12 @@ use crate::wire::{Control, FrameKind, OutBody, OutFrame};
 
 enum Pending {
     Local { batch: RecordBatch, cost: u64 },
-    Remote { buffers: Vec<Buffer>, cost: u64, rows: u64 },
+    Remote { buffers: Vec<Buffer>, cost: u64, rows: u64, batches: u64 },
     End,
 }
+
+/// Bytes of small batches to one remote destination gathered into one frame.
+pub const COALESCE_BYTES: u64 = 1 << 20;
 
 #[derive(Default)]
 struct Dest {
@@ -43,6 +51,9 @@ struct Dest {
     batches: u64,
     rows: u64,
     ended: bool,
+    /// Batches waiting to be sealed into one frame, and their bytes.
+    staged: Vec<RecordBatch>,
+    staged_bytes: u64,
 }
 
 /// Bytes a batch occupies, counting only the part of each buffer it uses (a slice of a large
@@ -78,12 +89,22 @@ pub fn decode_body(body: arrow_buffer::Buffer) -> Result<Vec<RecordBatch>, Strin
     })
 }
 
-/// One batch as a complete Arrow IPC stream.
-fn encode(batch: &RecordBatch) -> Result<Vec<Buffer>, arrow_schema::ArrowError> {
-    let mut encoder = StreamEncoder::try_new(&batch.schema())?;
-    let mut buffers = encoder.encode(batch)?;
+/// Batches of one schema as one complete Arrow IPC stream (the schema once).
+fn encode(batches: &[RecordBatch]) -> Result<Vec<Buffer>, arrow_schema::ArrowError> {
+    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    let mut encoder = StreamEncoder::try_new(&first.schema())?;
+    let mut buffers = Vec::new();
+    for b in batches {
+        buffers.extend(encoder.encode(b)?);
+    }
     buffers.extend(encoder.finish()?);
     Ok(buffers)
+}
+
+/// True for the batches operators exchange as messages (their schema marked by
+/// [`crate::actor::CONTROL_BATCH_PREFIX`]): sent at once, never held back for coalescing.
+fn is_control(batch: &RecordBatch) -> bool {
+    crate::actor::is_control(&batch.schema())
 }
 
 /// Where an edge's producer, consumer and transport are.
@@ -171,17 +192,38 @@ impl OutEdge {
             self.enqueue(dest, &batch.slice(0, half))?;
             return self.enqueue(dest, &batch.slice(half, batch.num_rows() - half));
         }
-        let buffers = encode(batch).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
         let d = &mut self.dests[dest as usize];
+        if d.staged.first().is_some_and(|s| s.schema() != batch.schema()) {
+            self.seal(dest)?;
+        }
+        let d = &mut self.dests[dest as usize];
+        d.staged.push(batch.clone());
+        d.staged_bytes += size;
+        if d.staged_bytes >= COALESCE_BYTES.min(self.max_frame / 4) || is_control(batch) {
+            self.seal(dest)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the batches staged for `dest` into one frame and queues it.
+    fn seal(&mut self, dest: Rank) -> Result<(), String> {
+        let d = &mut self.dests[dest as usize];
+        if d.staged.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut d.staged);
+        d.staged_bytes = 0;
+        let buffers = encode(&staged).map_err(|e| format!("cannot encode for rank {dest}: {e}"))?;
         let cost: u64 = buffers.iter().map(|b| b.len() as u64).sum();
+        let rows: u64 = staged.iter().map(|b| b.num_rows() as u64).sum();
         if cost > self.max_frame {
             return Err(format!(
-                "a batch of {} rows encodes to {cost} bytes, more than max_frame ({} bytes); lower batch_rows",
-                batch.num_rows(),
+                "{} batches of {rows} rows encode to {cost} bytes, more than max_frame ({} bytes); lower batch_rows",
+                staged.len(),
                 self.max_frame
             ));
         }
-        d.queue.push_back(Pending::Remote { buffers, cost, rows: batch.num_rows() as u64 });
+        d.queue.push_back(Pending::Remote { buffers, cost, rows, batches: staged.len() as u64 });
         Ok(())
     }
 
@@ -213,10 +255,10 @@ impl OutEdge {
                         guard,
                     });
                 }
-                Pending::Remote { buffers, cost, rows } => {
+                Pending::Remote { buffers, cost, rows, batches } => {
                     d.credit -= cost as i64;
                     d.in_flight += cost;
-                    d.batches += 1;
+                    d.batches += batches;
                     d.rows += rows;
                     let frame = OutFrame {
                         kind: FrameKind::Data,
@@ -288,10 +330,12 @@ impl OutEdge {
     pub fn finish(&mut self, producer: &Recipient<ToOperator>) -> Result<(), String> {
         for dest in self.dest_ranks() {
             let d = &self.dests[dest as usize];
-            let sent_any = d.batches > 0 || d.queue.iter().any(|p| !matches!(p, Pending::End));
+            let sent_any =
+                d.batches > 0 || !d.staged.is_empty() || d.queue.iter().any(|p| !matches!(p, Pending::End));
             if !sent_any && let Some(schema) = self.schema.clone() {
                 self.enqueue(dest, &RecordBatch::new_empty(schema))?;
             }
+            self.seal(dest)?;
             self.dests[dest as usize].queue.push_back(Pending::End);
             self.flush(dest, producer);
         }

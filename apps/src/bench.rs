@@ -38,6 +38,25 @@ pub enum BenchCommand {
         #[arg(long, default_value = "aes-256-gcm")]
         encryption: String,
     },
+    /// All-to-all shuffle of generated in-memory batches (a repartition on the key into a
+    /// summary: no files, no join), against one raw loopback TCP stream in the same run.
+    Shuffle {
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Rows per worker.
+        #[arg(long, default_value_t = 8_000_000)]
+        rows: u64,
+        /// Runs (the table shows each; the summary the median).
+        #[arg(long, default_value_t = 3)]
+        repeats: u32,
+        /// Bytes sent through the raw loopback baseline stream.
+        #[arg(long, default_value = "1GiB")]
+        baseline_bytes: String,
+        /// Link protection (`runtime.encryption`); several, comma-separated, are compared.
+        #[arg(long, default_value = "aes-256-gcm")]
+        encryption: String,
+    },
     /// Full-mesh set-up time behind real NATs, in the netlab NAT lab (needs root).
     Mesh(crate::bench_mesh::MeshArgs),
     /// Weak and strong scaling of the join on local workers, with results and plots.
@@ -53,25 +72,64 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Join { workers, rows, unique_factor, repeats, baseline_bytes, encryption } => {
             let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
-            let modes = encryption
-                .split(',')
-                .map(|name| {
-                    let name = name.trim();
-                    updraft_config::Encryption::from_name(name).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--encryption: unknown `{name}`; expected {}",
-                            updraft_config::Encryption::NAMES.join(", ")
-                        )
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            join(JoinBench { workers, rows, unique_factor, repeats: repeats.max(1), baseline_bytes, modes })
+            let modes = encryption_modes(&encryption)?;
+            let repeats = repeats.max(1);
+            join(JoinBench {
+                workers,
+                rows,
+                unique_factor,
+                repeats,
+                baseline_bytes,
+                modes,
+                shuffle_only: false,
+            })
+        }
+        BenchCommand::Shuffle { workers, rows, repeats, baseline_bytes, encryption } => {
+            let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
+            let modes = encryption_modes(&encryption)?;
+            let repeats = repeats.max(1);
+            join(JoinBench {
+                workers,
+                rows,
+                unique_factor: 0.9,
+                repeats,
+                baseline_bytes,
+                modes,
+                shuffle_only: true,
+            })
         }
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
         BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
         BenchCommand::Channels(args) => crate::bench_channels::run(args),
         BenchCommand::Faults(args) => crate::bench_faults::run(args),
     }
+}
+
+/// The link protections named in `--encryption` (comma-separated).
+fn encryption_modes(names: &str) -> anyhow::Result<Vec<updraft_config::Encryption>> {
+    names
+        .split(',')
+        .map(|name| {
+            let name = name.trim();
+            updraft_config::Encryption::from_name(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--encryption: unknown `{name}`; expected {}",
+                    updraft_config::Encryption::NAMES.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The shuffle benchmark's pipeline: a generated table of `rows` rows per worker, repartitioned
+/// on `key` (every rank sends to every rank), into a summary sink.
+pub fn shuffle_pipeline(name: &str, rows: u64) -> String {
+    format!(
+        "[job]\nname = \"{name}\"\n\n\
+         [source.data]\nkind = \"generate\"\nrows = {rows}\nseed = 1\n\n\
+         [operator.moved]\nkind = \"repartition\"\ninput = \"data\"\nkeys = [\"key\"]\n\n\
+         [sink.summary]\nkind = \"summary\"\ninput = \"moved\"\n"
+    )
 }
 
 /// The benchmark pipeline: two generated tables (seeds 1 and 2) of `rows` rows per worker,
@@ -130,6 +188,8 @@ struct JoinBench {
     baseline_bytes: u64,
     /// Link protections, compared with the first.
     modes: Vec<updraft_config::Encryption>,
+    /// `bench shuffle`: one generated table repartitioned, no join.
+    shuffle_only: bool,
 }
 
 /// One run's figures.
@@ -151,7 +211,8 @@ fn join(b: JoinBench) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let names: Vec<&str> = b.modes.iter().map(|m| m.name()).collect();
     println!(
-        "bench join: {} workers, {} rows per side per worker, unique factor {}, {} run(s), encryption {}",
+        "bench {}: {} workers, {} rows per side per worker, unique factor {}, {} run(s), encryption {}",
+        if b.shuffle_only { "shuffle" } else { "join" },
         b.workers,
         b.rows,
         b.unique_factor,
@@ -167,11 +228,13 @@ fn join(b: JoinBench) -> anyhow::Result<ExitCode> {
             let m = (k + i as usize) % n;
             let mode = b.modes[m];
             let pipeline = dir.path().join(format!("bench-join-{}.toml", mode.name()));
-            let text = join_pipeline("bench-join", b.rows, b.unique_factor).replacen(
-                "\n\n",
-                &format!("\n\n[runtime]\nencryption = \"{}\"\n\n", mode.name()),
-                1,
-            );
+            let text = if b.shuffle_only {
+                shuffle_pipeline("bench-shuffle", b.rows)
+            } else {
+                join_pipeline("bench-join", b.rows, b.unique_factor)
+            };
+            let text =
+                text.replacen("\n\n", &format!("\n\n[runtime]\nencryption = \"{}\"\n\n", mode.name()), 1);
             std::fs::write(&pipeline, text)?;
             let run = join_once(&pipeline, &b).with_context(|| format!("run {} ({})", i + 1, mode.name()))?;
             results[m].push(run);
@@ -181,7 +244,7 @@ fn join(b: JoinBench) -> anyhow::Result<ExitCode> {
         println!();
         for (mode, runs) in b.modes.iter().zip(&results) {
             println!(
-                "median of {} ({}): set-up {}, join input rows/s {:.0}, shuffle {}/s per worker, shuffle/loopback {:.3}",
+                "median of {} ({}): set-up {}, input rows/s {:.0}, shuffle {}/s per worker, shuffle/loopback {:.3}",
                 runs.len(),
                 mode.name(),
                 ms(median(runs.iter().map(|r| r.setup_us as f64).collect()) as u64),
@@ -225,7 +288,7 @@ fn join_once(pipeline: &std::path::Path, b: &JoinBench) -> anyhow::Result<JoinRu
     };
     println!();
     print_job(&job);
-    let input_rows = 2 * b.rows * u64::from(b.workers);
+    let input_rows = if b.shuffle_only { 1 } else { 2 } * b.rows * u64::from(b.workers);
     let compute_us = job.wall_us.saturating_sub(job.setup_us).max(1);
     let rows_per_s = input_rows as f64 / (compute_us as f64 / 1e6);
     // Per worker: bytes it sent / time from set-up end to its last shuffle stage's end.
@@ -238,7 +301,7 @@ fn join_once(pipeline: &std::path::Path, b: &JoinBench) -> anyhow::Result<JoinRu
     }
     let shuffle = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
     println!(
-        "  join input rows/s          {:>14.0}  ({} rows in {})",
+        "  input rows/s               {:>14.0}  ({} rows in {})",
         rows_per_s,
         input_rows,
         ms(compute_us)

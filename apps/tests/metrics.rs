@@ -186,6 +186,27 @@ fn small_pieces_to_one_destination_share_frames() {
     assert!(eight["sinks"][0]["summary"]["rows"].as_u64().is_some_and(|r| r > 1_000_000), "{eight}");
 }
 
+/// `bench shuffle` and `bench join` run and report the shuffle against the loopback baseline,
+/// for each protection asked for.
+#[test]
+fn bench_shuffle_and_join_report_the_shuffle_against_loopback() {
+    for which in ["shuffle", "join"] {
+        let out = Command::new(bin())
+            .args(["bench", which, "--workers", "2", "--rows", "20000", "--repeats", "2"])
+            .args(["--baseline-bytes", "8MiB", "--encryption", "aes-256-gcm,none"])
+            .output()
+            .expect("bench");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.starts_with(&format!("bench {which}: 2 workers")), "{text}");
+        for mode in ["aes-256-gcm", "none"] {
+            let line = text.lines().find(|l| l.starts_with(&format!("median of 2 ({mode})"))).expect(mode);
+            let ratio: f64 = line.rsplit(' ').next().and_then(|r| r.parse().ok()).expect("a ratio");
+            assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
+        }
+    }
+}
+
 #[test]
 fn bench_scaling_writes_results_and_plots() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -11,8 +11,9 @@
 //!
 //! The hash join builds on the smaller side and probes with the larger one, both split into
 //! partitions by key hash so that each partition's table stays in cache (see `Probe`); its
-//! output comes partition by partition. The sort-merge join walks both sorted sides together and emits in key order (rows with a null
-//! key last); it needs no table and its output is sorted, at the cost of two sorts.
+//! output comes partition by partition. The sort-merge join walks both sorted sides together
+//! and emits in key order (rows with a null key last); it needs no table and its output is
+//! sorted, at the cost of two sorts.
 //!
 //! Output columns: every left column, then every right column except right keys that share
 //! their name with the matching left key (their values are equal; for a right row without a left

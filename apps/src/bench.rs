@@ -71,38 +71,32 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Join { workers, rows, unique_factor, repeats, baseline_bytes, encryption } => {
-            let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
-            let modes = encryption_modes(&encryption)?;
-            let repeats = repeats.max(1);
-            join(JoinBench {
-                workers,
-                rows,
-                unique_factor,
-                repeats,
-                baseline_bytes,
-                modes,
-                shuffle_only: false,
-            })
+            join_or_shuffle(workers, rows, unique_factor, repeats, &baseline_bytes, &encryption, false)
         }
         BenchCommand::Shuffle { workers, rows, repeats, baseline_bytes, encryption } => {
-            let baseline_bytes = updraft_config::parse_bytes(&baseline_bytes).map_err(anyhow::Error::msg)?;
-            let modes = encryption_modes(&encryption)?;
-            let repeats = repeats.max(1);
-            join(JoinBench {
-                workers,
-                rows,
-                unique_factor: 0.9,
-                repeats,
-                baseline_bytes,
-                modes,
-                shuffle_only: true,
-            })
+            join_or_shuffle(workers, rows, 0.9, repeats, &baseline_bytes, &encryption, true)
         }
         BenchCommand::Mesh(args) => crate::bench_mesh::run(args),
         BenchCommand::Scaling(args) => crate::bench_scaling::run(args),
         BenchCommand::Channels(args) => crate::bench_channels::run(args),
         BenchCommand::Faults(args) => crate::bench_faults::run(args),
     }
+}
+
+/// `bench join` (or, `shuffle_only`, `bench shuffle`) from its command-line arguments.
+fn join_or_shuffle(
+    workers: u32,
+    rows: u64,
+    unique_factor: f64,
+    repeats: u32,
+    baseline_bytes: &str,
+    encryption: &str,
+    shuffle_only: bool,
+) -> anyhow::Result<ExitCode> {
+    let baseline_bytes = updraft_config::parse_bytes(baseline_bytes).map_err(anyhow::Error::msg)?;
+    let modes = encryption_modes(encryption)?;
+    let repeats = repeats.max(1);
+    join(JoinBench { workers, rows, unique_factor, repeats, baseline_bytes, modes, shuffle_only })
 }
 
 /// The link protections named in `--encryption` (comma-separated).

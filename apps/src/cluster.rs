@@ -275,16 +275,7 @@ pub fn run_local(
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let store = server.metrics_store();
-        rt.spawn(crate::telemetry::serve(listener, move || {
-            store
-                .lock()
-                .map(|mut s| {
-                    s.expire(std::time::Instant::now());
-                    s.render()
-                })
-                .unwrap_or_default()
-        }));
+        rt.spawn(crate::telemetry::serve(listener, server.metrics_exposition()));
         eprintln!("updraft: live metrics of every worker at http://{addr}/metrics");
     }
     let job = format!(

@@ -353,16 +353,7 @@ fn serve_rendezvous(
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr()?;
-            let store = server.metrics_store();
-            tokio::spawn(telemetry::serve(listener, move || {
-                store
-                    .lock()
-                    .map(|mut s| {
-                        s.expire(std::time::Instant::now());
-                        s.render()
-                    })
-                    .unwrap_or_default()
-            }));
+            tokio::spawn(telemetry::serve(listener, server.metrics_exposition()));
             println!("job metrics at http://{bound}/metrics");
         }
         server.wait().await;

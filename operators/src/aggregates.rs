@@ -207,6 +207,31 @@ fn f64_column(col: &ArrayRef) -> Result<Option<ArrayRef>, OperatorError> {
     Ok(Some(as_type(col, &DataType::Float64, false)?))
 }
 
+/// Adds each valid value of `col` (as `T`, exactly) to its group's sum in `s`, counting it in
+/// `n` when given (raw values; partial sums carry their counts in a column of their own);
+/// `type_name` names `T` in the overflow error.
+///
+/// # Errors
+/// A value that does not fit `T`, or a sum that overflows it.
+fn add_exact<T: arrow_array::ArrowPrimitiveType>(
+    s: &mut [T::Native],
+    mut n: Option<&mut [i64]>,
+    gids: &[u32],
+    col: &ArrayRef,
+    type_name: &str,
+) -> Result<(), OperatorError> {
+    use arrow_array::ArrowNativeTypeOp;
+    let c = as_type(col, &T::DATA_TYPE, true)?;
+    each(c.as_primitive::<T>(), |i, v| {
+        let g = gids[i] as usize;
+        s[g] = s[g].add_checked(v).map_err(|_| invalid(format!("integer sum overflows {type_name}")))?;
+        if let Some(n) = n.as_deref_mut() {
+            n[g] += 1;
+        }
+        Ok(())
+    })
+}
+
 /// Adds the counts in `col` (partial states: a count per row) to the groups `gids`.
 fn add_counts(n: &mut [i64], gids: &[u32], col: &ArrayRef) -> Result<(), OperatorError> {
     let c = as_type(col, &DataType::Int64, true)?;
@@ -319,26 +344,8 @@ impl Acc {
         let c = &crate::keys::decoded(c)?;
         match self {
             Acc::Count(_) => {}
-            Acc::SumI { s, n } => {
-                let c = as_type(c, &DataType::Int64, true)?;
-                each(c.as_primitive::<Int64Type>(), |i, v| {
-                    let g = gids[i] as usize;
-                    s[g] =
-                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows int64".into()))?;
-                    n[g] += 1;
-                    Ok(())
-                })?;
-            }
-            Acc::SumU { s, n } => {
-                let c = as_type(c, &DataType::UInt64, true)?;
-                each(c.as_primitive::<UInt64Type>(), |i, v| {
-                    let g = gids[i] as usize;
-                    s[g] =
-                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
-                    n[g] += 1;
-                    Ok(())
-                })?;
-            }
+            Acc::SumI { s, n } => add_exact::<Int64Type>(s, Some(n), gids, c, "int64")?,
+            Acc::SumU { s, n } => add_exact::<UInt64Type>(s, Some(n), gids, c, "uint64")?,
             Acc::SumDecimal { s, n, .. } => {
                 for (v, g) in decimals(c)?.into_iter().zip(gids) {
                     if let Some(v) = v {
@@ -444,23 +451,11 @@ impl Acc {
         match self {
             Acc::Count(n) => add_counts(n, gids, &cols[0])?,
             Acc::SumI { s, n } => {
-                let c = as_type(&cols[0], &DataType::Int64, true)?;
-                each(c.as_primitive::<Int64Type>(), |i, v| {
-                    let g = gids[i] as usize;
-                    s[g] =
-                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows int64".into()))?;
-                    Ok(())
-                })?;
+                add_exact::<Int64Type>(s, None, gids, &cols[0], "int64")?;
                 add_counts(n, gids, &cols[1])?;
             }
             Acc::SumU { s, n } => {
-                let c = as_type(&cols[0], &DataType::UInt64, true)?;
-                each(c.as_primitive::<UInt64Type>(), |i, v| {
-                    let g = gids[i] as usize;
-                    s[g] =
-                        s[g].checked_add(v).ok_or_else(|| invalid("integer sum overflows uint64".into()))?;
-                    Ok(())
-                })?;
+                add_exact::<UInt64Type>(s, None, gids, &cols[0], "uint64")?;
                 add_counts(n, gids, &cols[1])?;
             }
             Acc::SumDecimal { s, n, .. } => {

@@ -160,6 +160,22 @@ impl RendezvousServer {
         Arc::clone(&self.metrics)
     }
 
+    /// The Prometheus text of every worker's pushed metrics, as a `/metrics` endpoint serves it:
+    /// series of finished jobs past their keep time expired first. Empty if the store's lock is
+    /// poisoned.
+    pub fn metrics_exposition(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let store = self.metrics_store();
+        move || {
+            store
+                .lock()
+                .map(|mut s| {
+                    s.expire(std::time::Instant::now());
+                    s.render()
+                })
+                .unwrap_or_default()
+        }
+    }
+
     /// Registrations processed so far (accepted or refused).
     pub fn registrations(&self) -> u64 {
         self.registrations.load(Ordering::Relaxed)

@@ -303,6 +303,7 @@ pub fn run_local(
             .arg("--pipeline")
             .arg(pipeline)
             .env(crate::secret::ENV, &secret)
+            .env(crate::worker::WORKERS_ON_HOST, workers.to_string())
             .arg("--attempt")
             .arg(attempt.to_string())
             .stdin(Stdio::piped())

@@ -83,14 +83,7 @@ pub struct JobResult {
 
 /// Peak resident set size of this process (Linux `VmHWM`), bytes.
 fn peak_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    updraft_runtime::memory::peak_rss().unwrap_or(0)
 }
 
 /// A failed invocation: its class (the error type AWS tooling shows, `UpdraftError.<class>`)

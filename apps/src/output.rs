@@ -30,13 +30,16 @@ impl std::fmt::Display for BadInput {
 impl std::error::Error for BadInput {}
 
 /// Exit status of a failed job whose explaining failure (see [`root_failure`]) has class
-/// `class`: 2 when the input is wrong (`Config`, `Data`: fix the pipeline or the data), 3 when
+/// `class`: 2 when the input is wrong (`Config`, `Data`: fix the pipeline or the data;
+/// `ResourcesExhausted`: raise `runtime.memory_limit`), 3 when
 /// the infrastructure failed (`Link`, `Rendezvous`, `Timeout`, `Unavailable`, `Commit`: running
 /// again may succeed), 1 otherwise (an operator failed, the job was cancelled, a worker died
 /// without a word).
 pub fn failure_exit(class: Option<FailureClass>) -> ExitCode {
     match class {
-        Some(FailureClass::Config | FailureClass::Data) => ExitCode::from(2),
+        Some(FailureClass::Config | FailureClass::Data | FailureClass::ResourcesExhausted) => {
+            ExitCode::from(2)
+        }
         Some(
             FailureClass::Link
             | FailureClass::Rendezvous
@@ -171,7 +174,14 @@ pub fn plan_for(
         }
     }
     let outputs = updraft_operators::outputs::JobOutputs::new(spec, 0, world, "0000000000000000");
-    let ctx = updraft_operators::PlanContext { rank: 0, world, inputs: &inputs, outputs: &outputs };
+    let memory = updraft_runtime::MemoryPool::unbounded();
+    let ctx = updraft_operators::PlanContext {
+        rank: 0,
+        world,
+        inputs: &inputs,
+        outputs: &outputs,
+        memory: &memory,
+    };
     Ok(updraft_operators::build_plan_with(spec, ctx, crate::registry())?)
 }
 

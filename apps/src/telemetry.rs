@@ -116,13 +116,8 @@ fn recorder_placeholder() -> PrometheusRecorder {
 
 /// Records the process's peak resident memory (Linux: `VmHWM`) as a gauge.
 pub fn record_peak_memory() {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    if let Some(kib) = kib {
-        metrics::gauge!(updraft_runtime::metrics::PEAK_MEMORY_BYTES).set(kib * 1024.0);
+    if let Some(bytes) = updraft_runtime::memory::peak_rss() {
+        metrics::gauge!(updraft_runtime::metrics::PEAK_MEMORY_BYTES).set(bytes as f64);
     }
 }
 

@@ -110,6 +110,10 @@ pub struct WorkerOutput {
     pub job: Option<JobReport>,
 }
 
+/// Environment variable a launcher sets to the number of workers it starts on this machine,
+/// which share its memory (see [`updraft_runtime::MemoryPool::for_job`]); 1 when unset.
+pub const WORKERS_ON_HOST: &str = "UPDRAFT_WORKERS_ON_HOST";
+
 /// How long a worker whose launcher went away has to fail its job and remove its temporaries
 /// before the process exits regardless.
 const LAUNCHER_GONE_GRACE: Duration = Duration::from_millis(800);
@@ -498,7 +502,16 @@ async fn run_registered(
     let result = match unless_stopped(cancel, agreeing).await {
         Ok(inputs) => {
             let outputs = JobOutputs::new(spec, args.rank, args.world, &run);
-            let ctx = PlanContext { rank: args.rank, world: args.world, inputs: &inputs, outputs: &outputs };
+            let workers_here =
+                std::env::var(WORKERS_ON_HOST).ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1);
+            let memory = updraft_runtime::MemoryPool::for_job(&settings, workers_here);
+            let ctx = PlanContext {
+                rank: args.rank,
+                world: args.world,
+                inputs: &inputs,
+                outputs: &outputs,
+                memory: &memory,
+            };
             let planned =
                 build_plan_with(spec, ctx, crate::registry()).map_err(anyhow::Error::from).and_then(|plan| {
                     crate::limits::check(plan.stages.len(), args.world)
@@ -520,8 +533,11 @@ async fn run_registered(
                         deadline,
                         commit: outputs,
                         cancel: cancel.clone(),
+                        memory: std::sync::Arc::clone(&memory),
                     };
-                    run_job(plan, ctx).await.map_err(anyhow::Error::from)
+                    let result = run_job(plan, ctx).await.map_err(anyhow::Error::from);
+                    memory.remove_spill_files();
+                    result
                 }
                 Err(e) => Err(abort_peers(&port, args.rank, args.world, e)),
             }

@@ -62,5 +62,15 @@ pub const MAX_LINK_QUEUE_FRAMES: u64 = 1 << 20;
 /// Largest size setting (credit, frame), in bytes: 4 GiB (frame lengths are 32-bit).
 pub const MAX_SIZE: u64 = 4 << 30;
 
+/// Largest `runtime.memory_limit`: 1 TiB.
+pub const MAX_MEMORY_LIMIT: u64 = 1 << 40;
+
+/// Share of the memory a worker's process may use (the machine's, its cgroup's or its Lambda
+/// function's, whichever is least, divided among the workers on that machine) that its
+/// operators may hold by default. The rest covers what the budget does not count: the program,
+/// batches in flight (up to `channel_credit` per channel) and allocator slack; at 64 workers
+/// a 10 GB function keeps 3 GB for them.
+pub const MEMORY_FRACTION: f64 = 0.7;
+
 /// Longest duration setting: a week. Longer deadlines are mistakes (and overflow instants).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);

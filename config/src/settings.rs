@@ -39,6 +39,14 @@ pub struct RuntimeSettings {
     pub s3_relay: Option<String>,
     /// How frames are protected on every link (direct and relayed).
     pub encryption: Encryption,
+    /// Bytes the operators of one worker may hold (tables, sort buffers, collected join
+    /// sides) before they spill to disk; `None`: [`defaults::MEMORY_FRACTION`] of the memory
+    /// the machine, cgroup or function gives the worker's process, shared by the workers on
+    /// that machine.
+    pub memory_limit: Option<u64>,
+    /// Directory operators spill to; `None`: the system's temporary directory (`TMPDIR`, else
+    /// `/tmp`, which is the writable disk of a Lambda function).
+    pub spill_dir: Option<String>,
 }
 
 /// How links protect their frames. Every link is authenticated by a key exchange bound to the
@@ -120,6 +128,8 @@ impl Default for RuntimeSettings {
             redis: None,
             s3_relay: None,
             encryption: Encryption::default(),
+            memory_limit: None,
+            spill_dir: None,
         }
     }
 }
@@ -140,6 +150,8 @@ const KEYS: &[&str] = &[
     "redis",
     "s3_relay",
     "encryption",
+    "memory_limit",
+    "spill_dir",
 ];
 
 impl RuntimeSettings {
@@ -149,6 +161,7 @@ impl RuntimeSettings {
             match key {
                 "batch_rows" => defaults::MAX_BATCH_ROWS,
                 "link_queue_frames" => defaults::MAX_LINK_QUEUE_FRAMES,
+                "memory_limit" => defaults::MAX_MEMORY_LIMIT,
                 _ => defaults::MAX_SIZE,
             }
         };
@@ -210,6 +223,8 @@ impl RuntimeSettings {
             },
             redis: t.opt_str("redis"),
             s3_relay: t.opt_str("s3_relay"),
+            memory_limit: positive("memory_limit", t.opt_bytes("memory_limit")),
+            spill_dir: t.opt_str("spill_dir"),
             encryption: match t.opt_str("encryption") {
                 None => d.encryption,
                 Some(name) => Encryption::from_name(&name).unwrap_or_else(|| {

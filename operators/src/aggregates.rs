@@ -293,6 +293,28 @@ impl Acc {
         })
     }
 
+    /// Bytes this accumulator holds, for the memory budget: exact for the per-group vectors
+    /// (by capacity); values kept per row (distinct sets, quantile values, row-encoded min, max,
+    /// first, last) are estimated at 24 bytes for each of the `rows` aggregated, which bounds
+    /// them without walking every group.
+    pub(crate) fn bytes(&self, rows: u64) -> u64 {
+        let cap = |len: usize, width: usize| (len * width) as u64;
+        match self {
+            Acc::Count(n) => cap(n.capacity(), 8),
+            Acc::SumI { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
+            Acc::SumU { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
+            Acc::SumF { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
+            Acc::SumDecimal { s, n, .. } => cap(s.capacity(), 32) + cap(n.capacity(), 8),
+            Acc::ExtremeWord { v, set, .. } => cap(v.capacity(), 8) + cap(set.capacity(), 1),
+            Acc::Moments { n, .. } => cap(n.capacity(), 24),
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
+                cap(values.v.capacity(), 16) + (24 * rows).min(cap(values.v.len(), 64))
+            }
+            Acc::Distinct(sets) => cap(sets.capacity(), 48) + 24 * rows,
+            Acc::Quantile { values, .. } => cap(values.capacity(), 24) + 24 * rows,
+        }
+    }
+
     pub(crate) fn grow(&mut self, groups: usize) {
         match self {
             Acc::Count(n) => n.resize(groups, 0),

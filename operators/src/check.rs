@@ -75,7 +75,8 @@ pub fn check_columns(spec: &PipelineSpec, world: u32, registry: &Registry) -> Co
         }
     }
     let outputs = JobOutputs::new(spec, 0, world, "0000000000000000");
-    let ctx = PlanContext { rank: 0, world, inputs: &inputs, outputs: &outputs };
+    let memory = updraft_runtime::MemoryPool::unbounded();
+    let ctx = PlanContext { rank: 0, world, inputs: &inputs, outputs: &outputs, memory: &memory };
     let plan = match build_plan_with(spec, ctx, registry) {
         Ok(p) => p,
         Err(e) => {

@@ -23,17 +23,19 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_select::take::take_record_batch;
 use hashbrown::HashTable;
 use updraft_config::AggFn;
-use updraft_runtime::{Flow, Operator, OperatorError, Output};
+use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Reservation};
 
 use crate::aggregates::{Acc, invalid};
 use crate::chunked::Chunked;
 use crate::keys::{key_column, key_type};
-use crate::partition::column_indices;
+use crate::partition::{column_indices, hash_rows, mix64, partition_of};
+use crate::spill::{SpillFile, SpillWriter};
 
 /// Which part of a split aggregation a stage does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,14 @@ impl Groups {
         }
     }
 
+    /// Bytes held: keys and table (an entry and its control byte per slot).
+    fn bytes(&self) -> u64 {
+        match self {
+            Groups::Int { values, table, .. } => (values.capacity() * 8 + table.capacity() * 17) as u64,
+            Groups::Rows { keys, table, .. } => (keys.size() + table.capacity() * 17) as u64,
+        }
+    }
+
     /// The group id of each row of `key_cols` (key columns as [`key_column`] makes them), new
     /// groups added.
     fn ids(&mut self, key_cols: &[ArrayRef]) -> Result<Vec<u32>, OperatorError> {
@@ -207,6 +217,14 @@ impl Groups {
 }
 
 /// The group-by operator.
+///
+/// Its table is held against the worker's memory budget. When the budget refuses, a partial
+/// stage hands on the states it holds and starts afresh (the final stage merges them); a
+/// complete or final stage writes its groups' partial states to [`SPILL_PARTITIONS`] spill
+/// files by key hash and starts afresh, and at the end merges each file on its own (a final
+/// stage per file, which spills again one level down if a file is still too large). Aggregates
+/// without partial states (nunique, first, last, median, quantile) cannot spill: their table
+/// failing the budget is a resources-exhausted error.
 pub struct GroupBy {
     p: GroupParams,
     mode: Mode,
@@ -216,7 +234,21 @@ pub struct GroupBy {
     rows_in: usize,
     /// Partial mode found too little to pre-aggregate: each row goes on as its own states.
     passthrough: bool,
+    mem: Reservation,
+    /// Rows aggregated into the table since it was last emptied.
+    rows_held: u64,
+    /// Spill depth: 0 for the stage, one more for each merge of a spilled partition.
+    level: u32,
+    spill: Option<Vec<SpillWriter>>,
+    /// The spilled partitions left to merge, and the merge under way.
+    parts: std::collections::VecDeque<SpillFile>,
+    merging: Option<Box<GroupBy>>,
 }
+
+/// Partitions a spilling group-by splits its states into.
+pub const SPILL_PARTITIONS: u32 = 32;
+/// Deepest spill: a partition still too large after this many splits is an error.
+const MAX_SPILL_LEVEL: u32 = 4;
 
 /// Rows a partial aggregation sees before it checks whether pre-aggregating pays off, and the
 /// ratio of groups to rows above which it stops (each later row then leaves as its own partial
@@ -228,7 +260,112 @@ const SKIP_RATIO: f64 = 0.8;
 impl GroupBy {
     /// A group-by stage in `mode`.
     pub fn new(p: GroupParams, mode: Mode) -> GroupBy {
-        GroupBy { p, mode, st: None, result: None, rows_in: 0, passthrough: false }
+        let mem = MemoryPool::unbounded().reserve(&p.name);
+        GroupBy {
+            p,
+            mode,
+            st: None,
+            result: None,
+            rows_in: 0,
+            passthrough: false,
+            mem,
+            rows_held: 0,
+            level: 0,
+            spill: None,
+            parts: std::collections::VecDeque::new(),
+            merging: None,
+        }
+    }
+
+    /// The same stage holding its table against `pool`, spilling when it refuses.
+    pub fn with_memory(mut self, pool: &Arc<MemoryPool>) -> GroupBy {
+        self.mem = pool.reserve(&self.p.name);
+        self
+    }
+
+    /// Grows the reservation to what the table holds; when refused, hands the table on
+    /// (partial) or spills it (complete, final).
+    fn account(&mut self, out: &mut Output) -> Result<(), OperatorError> {
+        let Some(st) = &self.st else { return Ok(()) };
+        if st.key_idx.is_empty() {
+            return Ok(());
+        }
+        // Twice the table: room for its vectors' next doubling and for the copies a spill makes
+        // (the states as a batch, then split by partition).
+        let bytes = 2 * (st.groups.bytes() + st.accs.iter().map(|a| a.bytes(self.rows_held)).sum::<u64>());
+        if self.mem.try_resize(bytes).is_ok() {
+            return Ok(());
+        }
+        if self.mode == Mode::Partial {
+            if let Some(states) = self.finish()? {
+                out.emit(states);
+            }
+        } else if !decomposable(&self.p.aggs) || self.level >= MAX_SPILL_LEVEL {
+            let why = if self.level >= MAX_SPILL_LEVEL {
+                format!("its groups still do not fit after {MAX_SPILL_LEVEL} spill levels")
+            } else {
+                "nunique, first, last, median and quantile keep every group's values and cannot spill"
+                    .to_string()
+            };
+            let e = self.mem.exhausted_error(
+                bytes.saturating_sub(self.mem.size()),
+                &format!("{why}; raise runtime.memory_limit"),
+            );
+            return Err(e.into());
+        } else {
+            self.spill_table()?;
+        }
+        self.rows_held = 0;
+        self.mem.free();
+        Ok(())
+    }
+
+    /// Writes the table's groups as partial states to the partition files, and empties it.
+    fn spill_table(&mut self) -> Result<(), OperatorError> {
+        let Some(st) = self.st.take() else { return Ok(()) };
+        let rows = st.groups.len();
+        let states = self.batch_of(&st, st.groups.columns()?, rows, true)?;
+        drop(st);
+        if self.spill.is_none() {
+            let mut writers = Vec::with_capacity(SPILL_PARTITIONS as usize);
+            for p in 0..SPILL_PARTITIONS {
+                let what = format!("{}-l{}-{p}", self.p.name, self.level);
+                writers.push(SpillWriter::create(self.mem.pool(), &what, &states.schema())?);
+            }
+            self.spill = Some(writers);
+        }
+        let Some(writers) = &mut self.spill else { return Ok(()) };
+        let keys: Vec<ArrayRef> = (0..self.p.keys.len()).map(|i| Arc::clone(states.column(i))).collect();
+        let salt = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(u64::from(self.level) + 1);
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); SPILL_PARTITIONS as usize];
+        for (i, h) in hash_rows(&keys, rows)?.into_iter().enumerate() {
+            ids[partition_of(mix64(h ^ salt), SPILL_PARTITIONS) as usize].push(i as u32);
+        }
+        for (p, rows) in ids.into_iter().enumerate() {
+            if !rows.is_empty() {
+                writers[p].write(&take_record_batch(&states, &UInt32Array::from(rows))?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts merging the next spilled partition; `Idle` when none is left.
+    fn next_partition(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
+        while let Some(file) = self.parts.pop_front() {
+            let mut inner = GroupBy::new(self.p.clone(), Mode::Final);
+            inner.mem = self.mem.pool().reserve(&self.p.name);
+            inner.level = self.level + 1;
+            let mut reader = file.reader()?;
+            while let Some(b) = reader.next_batch()? {
+                inner.on_batch(0, b, out)?;
+            }
+            drop(file);
+            if inner.on_end(0, out)? == Flow::More {
+                self.merging = Some(Box::new(inner));
+                return Ok(Flow::More);
+            }
+        }
+        Ok(Flow::Idle)
     }
 
     fn init(&self, schema: &Schema) -> Result<State, OperatorError> {
@@ -312,7 +449,7 @@ impl GroupBy {
             st.accs.iter_mut().for_each(|acc| acc.grow(1));
         }
         let key_cols = if whole { Vec::new() } else { st.groups.columns()? };
-        self.batch_of(&st, key_cols, rows).map(Some)
+        self.batch_of(&st, key_cols, rows, self.mode == Mode::Partial).map(Some)
     }
 
     /// Every row of `batch` as its own group's partial states (partial mode, after the probe).
@@ -322,7 +459,7 @@ impl GroupBy {
         let gids: Vec<u32> = (0..n as u32).collect();
         update_groups(&mut st, &self.p, self.mode, batch, &gids, n)?;
         let keys = st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<Vec<_>, _>>()?;
-        self.batch_of(&st, keys, n)
+        self.batch_of(&st, keys, n, true)
     }
 
     /// The output batch of `rows` groups: their `key_cols`, then each aggregate's partial
@@ -332,11 +469,12 @@ impl GroupBy {
         st: &State,
         key_cols: Vec<ArrayRef>,
         rows: usize,
+        states: bool,
     ) -> Result<RecordBatch, OperatorError> {
         let mut fields: Vec<Field> = st.key_fields.clone();
         let mut cols: Vec<ArrayRef> = key_cols;
         for (a, acc) in self.p.aggs.iter().zip(&st.accs) {
-            if self.mode == Mode::Partial {
+            if states {
                 for (f, c) in acc.states(&a.output)? {
                     fields.push(f);
                     cols.push(c.slice(0, rows));
@@ -402,6 +540,8 @@ impl Operator for GroupBy {
         let gids = st.groups.ids(&key_cols)?;
         let groups = st.groups.len();
         update_groups(st, &self.p, self.mode, &batch, &gids, groups)?;
+        self.rows_held += batch.num_rows() as u64;
+        self.account(out)?;
         if self.mode == Mode::Partial && self.rows_in < PROBE_ROWS {
             self.rows_in += batch.num_rows();
             if self.rows_in >= PROBE_ROWS && groups as f64 > SKIP_RATIO * self.rows_in as f64 {
@@ -415,13 +555,32 @@ impl Operator for GroupBy {
         Ok(())
     }
 
-    fn on_end(&mut self, _port: usize, _out: &mut Output) -> Result<Flow, OperatorError> {
+    fn on_end(&mut self, _port: usize, out: &mut Output) -> Result<Flow, OperatorError> {
+        if self.spill.is_some() {
+            self.spill_table()?;
+            self.mem.free();
+            for w in self.spill.take().into_iter().flatten() {
+                self.parts.push_back(w.finish()?);
+            }
+            return self.next_partition(out);
+        }
         self.result = self.finish()?.map(|b| Chunked::new(b, self.p.batch_rows));
         Ok(if self.result.is_some() { Flow::More } else { Flow::Idle })
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
-        Ok(Chunked::resume(&mut self.result, out))
+        if let Some(inner) = &mut self.merging {
+            if inner.resume(out)? == Flow::More {
+                return Ok(Flow::More);
+            }
+            self.merging = None;
+            return self.next_partition(out);
+        }
+        let flow = Chunked::resume(&mut self.result, out);
+        if flow == Flow::Idle {
+            self.mem.free();
+        }
+        Ok(flow)
     }
 }
 

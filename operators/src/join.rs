@@ -20,6 +20,11 @@
 //! one the key comes from the right). Unmatched build rows of a preserved side are emitted after
 //! probing, from a matched-bitmap. Other names that clash get
 //! the configured suffixes. The table and its key handling are in [`crate::hash_table`].
+//!
+//! The collected sides are held against the worker's memory budget, at twice their size (they
+//! are concatenated before matching). When the budget refuses, the join becomes a grace hash
+//! join (`grace.rs`): both sides go to partitioned spill files and the partitions are joined
+//! one after another, each as above.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use arrow_select::concat::concat_batches;
 use arrow_select::take::take;
 use arrow_select::zip::zip;
 use updraft_config::{JoinAlgorithm, JoinHow};
-use updraft_runtime::{Flow, Operator, OperatorError, Output};
+use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Reservation};
 
 use crate::hash_table::{END, JoinKeys, PartitionTable, Partitions, join_keys, partition_bits};
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
@@ -60,6 +65,11 @@ pub struct Join {
     sides: [Vec<RecordBatch>; 2],
     ended: [bool; 2],
     state: Option<Matching>,
+    mem: Reservation,
+    /// Set once the sides outgrew the memory budget.
+    grace: Option<grace::Grace>,
+    /// A batch (possibly empty) has been emitted: the consumers know the schema.
+    emitted: bool,
 }
 
 /// Both sides collected; pairs of row ids come from the matcher and are assembled here.
@@ -126,9 +136,89 @@ struct Probe {
 }
 
 impl Join {
-    /// A join with these parameters.
+    /// A join with these parameters, without a memory limit.
     pub fn new(p: JoinParams) -> Join {
-        Join { p, sides: [Vec::new(), Vec::new()], ended: [false, false], state: None }
+        let mem = MemoryPool::unbounded().reserve(&p.name);
+        Join {
+            p,
+            sides: [Vec::new(), Vec::new()],
+            ended: [false, false],
+            state: None,
+            mem,
+            grace: None,
+            emitted: false,
+        }
+    }
+
+    /// The same join holding its sides against `pool`, spilling when it refuses.
+    pub fn with_memory(mut self, pool: &Arc<MemoryPool>) -> Join {
+        self.mem = pool.reserve(&self.p.name);
+        self
+    }
+
+    /// Bytes a held batch costs: itself, its copy in the concatenated side, and the matcher's
+    /// 16 bytes a row (hash, partition position, chain link).
+    fn cost(batch: &RecordBatch) -> u64 {
+        2 * crate::spill::held_bytes(batch) + 16 * batch.num_rows() as u64
+    }
+
+    /// Holds `batch` of side `port`, or sends it to the partition files once spilling.
+    fn hold(&mut self, port: usize, batch: RecordBatch) -> Result<(), OperatorError> {
+        if let Some(g) = &mut self.grace {
+            return g.add(port, &batch);
+        }
+        if self.mem.try_grow(Self::cost(&batch)).is_ok() {
+            self.sides[port].push(batch);
+            return Ok(());
+        }
+        let on = [self.p.left_on.clone(), self.p.right_on.clone()];
+        let mut g = grace::Grace::new(&self.p.name, self.mem.pool(), on);
+        for (side, held) in self.sides.iter_mut().enumerate() {
+            for b in std::mem::take(held) {
+                g.add(side, &b)?;
+            }
+        }
+        self.mem.free();
+        g.add(port, &batch)?;
+        self.grace = Some(g);
+        Ok(())
+    }
+
+    /// Joins the next spilled partition that has output; `Idle` after the last.
+    fn next_partition(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
+        loop {
+            self.mem.free();
+            let Some(g) = &mut self.grace else { return Ok(Flow::Idle) };
+            let Some(sides) = g.next_partition()? else {
+                self.grace = None;
+                return Ok(Flow::Idle);
+            };
+            let need: u64 = sides.iter().flatten().map(Self::cost).sum();
+            self.mem.try_grow(need).map_err(|_| {
+                self.mem.exhausted_error(
+                    need,
+                    &format!(
+                        "one of its {} spilled partitions does not fit (a key with very many rows?); raise runtime.memory_limit",
+                        grace::PARTITIONS
+                    ),
+                )
+            })?;
+            self.sides = sides;
+            self.state = self.prepare()?;
+            match &mut self.state {
+                Some(m) if !m.matcher.done() => {
+                    // Only the job's first batch needs to be emitted empty (for the schema).
+                    m.started = self.emitted;
+                    return Ok(Flow::More);
+                }
+                Some(m) if !self.emitted => {
+                    out.emit(RecordBatch::new_empty(Arc::clone(&m.schema)));
+                    self.emitted = true;
+                }
+                _ => {}
+            }
+            self.state = None;
+        }
     }
 
     fn side_name(port: usize) -> &'static str {
@@ -570,16 +660,13 @@ impl Matching {
 
 impl Operator for Join {
     fn on_batch(&mut self, port: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
-        match self.sides.get_mut(port) {
-            Some(side) => {
-                side.push(batch);
-                Ok(())
-            }
-            None => Err(OperatorError::Invalid(format!(
+        if port > 1 {
+            return Err(OperatorError::Invalid(format!(
                 "`{}`: a join has two inputs, got port {port}",
                 self.p.name
-            ))),
+            )));
         }
+        self.hold(port, batch)
     }
 
     fn on_end(&mut self, port: usize, out: &mut Output) -> Result<Flow, OperatorError> {
@@ -589,11 +676,16 @@ impl Operator for Join {
         if !(self.ended[0] && self.ended[1]) {
             return Ok(Flow::Idle);
         }
+        if let Some(g) = &mut self.grace {
+            g.finish()?;
+            return self.next_partition(out);
+        }
         self.state = self.prepare()?;
         match &self.state {
             Some(p) if !p.matcher.done() => Ok(Flow::More),
             Some(p) => {
                 out.emit(RecordBatch::new_empty(Arc::clone(&p.schema)));
+                self.mem.free();
                 Ok(Flow::Idle)
             }
             None => Ok(Flow::Idle),
@@ -610,15 +702,17 @@ impl Operator for Join {
         // so that consumers still learn the schema.
         if !l.is_empty() || (first && done) {
             out.emit(p.batch(l, r)?);
+            self.emitted = true;
         }
-        if done {
-            self.state = None;
-            Ok(Flow::Idle)
-        } else {
-            Ok(Flow::More)
+        if !done {
+            return Ok(Flow::More);
         }
+        self.state = None;
+        self.mem.free();
+        self.next_partition(out)
     }
 }
 
+mod grace;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 //! | [`setops`] | union, intersect, subtract, distinct |
 //! | [`expr`] | filter and project expressions |
 //! | [`chunked`] | results emitted a batch at a time |
+//! | [`spill`], [`merge`] | spill files (Arrow IPC, LZ4) and the k-way merge of sorted runs |
 //! | [`sinks`] | Parquet, CSV and IPC files, and a summary (row count, checksums) |
 //! | [`outputs`] | part-file names, temporary files and the commit of a job's outputs |
 //! | [`check`] | column and type checks before a run (each operator on an empty batch) |
@@ -39,6 +40,7 @@ pub mod head;
 pub mod inputs;
 pub mod join;
 pub mod keys;
+pub mod merge;
 pub mod outputs;
 pub mod partition;
 pub mod planner;
@@ -48,6 +50,7 @@ pub mod setops;
 pub mod shuffle;
 pub mod sinks;
 pub mod sort;
+pub mod spill;
 pub mod storage;
 pub mod unify;
 

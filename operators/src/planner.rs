@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
-use updraft_runtime::JobError;
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
+use updraft_runtime::{JobError, MemoryPool};
 
 use crate::expr::{Filter, Project};
 use crate::files::FileSource;
@@ -37,6 +37,9 @@ pub struct PlanContext<'a> {
     pub inputs: &'a JobInputs,
     /// This rank's file outputs in this run (see [`crate::outputs`]).
     pub outputs: &'a Arc<JobOutputs>,
+    /// The worker's memory budget, which joins, sorts, group-bys and set operations reserve
+    /// from and spill under.
+    pub memory: &'a Arc<MemoryPool>,
 }
 
 struct Builder {
@@ -169,7 +172,7 @@ pub fn build_plan_with(
                     from = b.push(
                         name.clone(),
                         Phase::Aggregate,
-                        Box::new(GroupBy::new(params(&name), Mode::Partial)),
+                        Box::new(GroupBy::new(params(&name), Mode::Partial).with_memory(ctx.memory)),
                         &[from],
                     );
                 }
@@ -186,7 +189,8 @@ pub fn build_plan_with(
                 );
                 b.shuffles[i] = true;
                 let mode = if split { Mode::Final } else { Mode::Complete };
-                b.push(o.name.clone(), Phase::Aggregate, Box::new(GroupBy::new(params(&o.name), mode)), &[i]);
+                let op = GroupBy::new(params(&o.name), mode).with_memory(ctx.memory);
+                b.push(o.name.clone(), Phase::Aggregate, Box::new(op), &[i]);
             }
             OperatorKind::Sort { input, by } => {
                 let keys: Vec<SortKey> = by
@@ -210,14 +214,14 @@ pub fn build_plan_with(
                 let r = b.push(
                     name.clone(),
                     Phase::Shuffle,
-                    Box::new(RangePartition::new(&name, keys.clone(), ctx.world)),
+                    Box::new(RangePartition::with_memory(&name, keys.clone(), ctx.world, ctx.memory)),
                     &[s],
                 );
                 b.shuffles[r] = true;
                 b.push(
                     o.name.clone(),
                     Phase::Other,
-                    Box::new(LocalSort::new(&o.name, keys, batch_rows)),
+                    Box::new(LocalSort::new(&o.name, keys, batch_rows).with_memory(ctx.memory)),
                     &[r],
                 );
             }
@@ -291,7 +295,7 @@ pub fn build_plan_with(
                     b.shuffles[i] = true;
                     from.push(i);
                 }
-                let op = SetOp::new(&o.name, kind, from.len());
+                let op = SetOp::new(&o.name, kind, from.len()).with_memory(ctx.memory);
                 b.push(o.name.clone(), Phase::Other, Box::new(op), &from);
             }
             OperatorKind::Shuffle { input, keys } => {
@@ -327,7 +331,12 @@ pub fn build_plan_with(
                     how: j.how,
                     algorithm: j.algorithm,
                 };
-                b.push(o.name.clone(), Phase::Join, Box::new(Join::new(params)), &inputs);
+                b.push(
+                    o.name.clone(),
+                    Phase::Join,
+                    Box::new(Join::new(params).with_memory(ctx.memory)),
+                    &inputs,
+                );
             }
             OperatorKind::Custom(c) => {
                 let Some(factory) = registry.get(&c.kind) else {
@@ -413,7 +422,8 @@ input = "j"
         .expect("valid");
         let inputs = JobInputs::default();
         let outputs = JobOutputs::new(&spec, 0, 2, "0000000000000000");
-        let ctx = PlanContext { rank: 0, world: 2, inputs: &inputs, outputs: &outputs };
+        let memory = MemoryPool::unbounded();
+        let ctx = PlanContext { rank: 0, world: 2, inputs: &inputs, outputs: &outputs, memory: &memory };
         let plan = build_plan(&spec, ctx).expect("plan");
         assert_eq!(
             plan.describe(),

@@ -16,7 +16,9 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::SchemaRef;
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
-use updraft_runtime::{Flow, Operator, OperatorError, Output};
+use std::sync::Arc;
+
+use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Reservation};
 
 use crate::keys::{key_column, key_type};
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
@@ -51,6 +53,12 @@ pub struct SetOp {
     second: HashSet<Vec<u8>>,
     ended: usize,
     inputs: usize,
+    mem: Reservation,
+}
+
+/// Bytes a kept row key costs: its bytes, the vector and the set's slot.
+fn key_cost(k: &[u8]) -> u64 {
+    k.len() as u64 + 40
 }
 
 impl SetOp {
@@ -66,7 +74,26 @@ impl SetOp {
             second: HashSet::new(),
             ended: 0,
             inputs,
+            mem: MemoryPool::unbounded().reserve(name),
         }
+    }
+
+    /// The same operation holding its rows against `pool`. Set operations do not spill: more
+    /// than the budget is a resources-exhausted error.
+    pub fn with_memory(mut self, pool: &Arc<MemoryPool>) -> SetOp {
+        self.mem = pool.reserve(&self.name);
+        self
+    }
+
+    fn hold(&mut self, bytes: u64) -> Result<(), OperatorError> {
+        self.mem.try_grow(bytes).map_err(|_| {
+            self.mem
+                .exhausted_error(
+                    bytes,
+                    "set operations and distinct keep their rows in memory; raise runtime.memory_limit",
+                )
+                .into()
+        })
     }
 
     /// Checks that every input has the same columns (names and types) as the first one seen.
@@ -135,13 +162,25 @@ impl Operator for SetOp {
             SetKind::UnionDistinct | SetKind::Distinct { .. } => {
                 let keys = self.keys(&batch)?;
                 let seen = &mut self.seen;
-                out.emit(Self::filter(&batch, keys, |k| seen.insert(k))?);
+                let mut added = 0;
+                let kept = Self::filter(&batch, keys, |k| {
+                    let cost = key_cost(&k);
+                    let new = seen.insert(k);
+                    if new {
+                        added += cost;
+                    }
+                    new
+                })?;
+                self.hold(added)?;
+                out.emit(kept);
             }
             SetKind::Intersect | SetKind::Subtract => {
                 if port == 0 {
+                    self.hold(2 * crate::spill::held_bytes(&batch))?;
                     self.first.push(batch);
                 } else {
                     let keys = self.keys(&batch)?;
+                    self.hold(keys.iter().map(|k| key_cost(k)).sum())?;
                     self.second.extend(keys);
                 }
             }

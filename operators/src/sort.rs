@@ -19,11 +19,17 @@ use arrow_row::{OwnedRow, RowConverter, SortField};
 use arrow_schema::{Schema, SchemaRef, SortOptions};
 use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
-use updraft_runtime::{Flow, Operator, OperatorError, Output, Rank};
+use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Rank, Reservation};
 
 use crate::chunked::Chunked;
 use crate::keys::{key_column, key_type};
+use crate::merge::RunMerge;
 use crate::partition::column_indices;
+use crate::spill::{SpillBuffer, SpillFile, SpillWriter};
+
+/// Rows per batch of a sorted run on disk. The merge holds one batch (and its keys in row
+/// format) of every run: at 8,192 rows of a few columns, a few hundred KiB per run.
+const RUN_BATCH_ROWS: usize = 8192;
 
 /// Most sampled key rows a rank sends.
 pub const SAMPLE_ROWS: usize = 1024;
@@ -146,42 +152,56 @@ impl Operator for Sampler {
     }
 }
 
-/// Stage 2: waits for every rank's sample, then sends each row to the rank of its range.
+/// Stage 2: waits for every rank's sample, then sends each row to the rank of its range. The
+/// rows held meanwhile (this rank's whole input) spill to disk when the memory budget refuses
+/// them ([`SpillBuffer`]); they leave one batch per call.
 pub struct RangePartition {
     name: String,
     keys: Vec<SortKey>,
     world: u32,
-    data: Vec<RecordBatch>,
+    data: SpillBuffer,
     samples: Vec<RecordBatch>,
+    /// Set at the end of the input: the key converter, key columns and splitters (none on one
+    /// rank: every row stays).
+    ranges: Option<(RowConverter, Vec<usize>, Vec<OwnedRow>)>,
 }
 
 impl RangePartition {
-    /// A range partitioner for `keys` over `world` ranks.
+    /// A range partitioner for `keys` over `world` ranks, without a memory limit.
     pub fn new(name: &str, keys: Vec<SortKey>, world: u32) -> RangePartition {
-        RangePartition { name: name.to_string(), keys, world, data: Vec::new(), samples: Vec::new() }
+        RangePartition::with_memory(name, keys, world, &MemoryPool::unbounded())
+    }
+
+    /// A range partitioner holding its input against `pool` (on one rank it holds nothing).
+    pub fn with_memory(name: &str, keys: Vec<SortKey>, world: u32, pool: &Arc<MemoryPool>) -> RangePartition {
+        let pool = if world > 1 { Arc::clone(pool) } else { MemoryPool::unbounded() };
+        RangePartition {
+            name: name.to_string(),
+            keys,
+            world,
+            data: SpillBuffer::new(name, pool.reserve(name)),
+            samples: Vec::new(),
+            ranges: None,
+        }
     }
 }
 
 impl Operator for RangePartition {
-    fn on_batch(&mut self, _: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
+    fn on_batch(&mut self, _: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
         if batch.schema().metadata().contains_key(SAMPLE_MARK) {
             self.samples.push(batch);
+            Ok(())
+        } else if self.world == 1 {
+            // One range: every row stays, as it comes.
+            out.emit_to(0, batch);
+            Ok(())
         } else {
-            self.data.push(batch);
+            self.data.push(batch)
         }
-        Ok(())
     }
 
-    fn on_end(&mut self, _: usize, out: &mut Output) -> Result<Flow, OperatorError> {
-        let Some(first) = self.data.first() else { return Ok(Flow::Idle) };
-        if self.world == 1 {
-            // One range: every row stays, batches as they are.
-            for batch in std::mem::take(&mut self.data) {
-                out.emit_to(0, batch);
-            }
-            return Ok(Flow::Idle);
-        }
-        let schema = first.schema();
+    fn on_end(&mut self, _: usize, _: &mut Output) -> Result<Flow, OperatorError> {
+        let Some(schema) = self.data.first_schema() else { return Ok(Flow::Idle) };
         let what = format!("`{}`: sort key", self.name);
         let (conv, idx) = converter(&schema, &self.keys, &what)?;
         // Every rank sorts the same samples and so picks the same splitters.
@@ -197,24 +217,32 @@ impl Operator for RangePartition {
         } else {
             (1..w).map(|i| sample[i * sample.len() / w].clone()).collect()
         };
-        for batch in std::mem::take(&mut self.data) {
-            if batch.num_rows() == 0 {
-                out.emit(batch);
-                continue;
-            }
-            let rows = conv.convert_columns(&sort_keys(&batch, &idx)?)?;
-            let mut parts: Vec<Vec<u32>> = vec![Vec::new(); w];
-            for (i, r) in rows.iter().enumerate() {
-                let p = splitters.partition_point(|s| s.row() < r);
-                parts[p].push(i as u32);
-            }
-            for (rank, rows) in parts.into_iter().enumerate() {
-                if !rows.is_empty() {
-                    out.emit_to(rank as Rank, take_record_batch(&batch, &UInt32Array::from(rows))?);
-                }
+        self.ranges = Some((conv, idx, splitters));
+        Ok(Flow::More)
+    }
+
+    fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
+        let Some((conv, idx, splitters)) = &self.ranges else { return Ok(Flow::Idle) };
+        let Some(batch) = self.data.next_batch()? else {
+            self.ranges = None;
+            return Ok(Flow::Idle);
+        };
+        if batch.num_rows() == 0 {
+            out.emit(batch);
+            return Ok(Flow::More);
+        }
+        let rows = conv.convert_columns(&sort_keys(&batch, idx)?)?;
+        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); self.world as usize];
+        for (i, r) in rows.iter().enumerate() {
+            let p = splitters.partition_point(|s| s.row() < r);
+            parts[p].push(i as u32);
+        }
+        for (rank, rows) in parts.into_iter().enumerate() {
+            if !rows.is_empty() {
+                out.emit_to(rank as Rank, take_record_batch(&batch, &UInt32Array::from(rows))?);
             }
         }
-        Ok(Flow::Idle)
+        Ok(Flow::More)
     }
 }
 
@@ -306,17 +334,28 @@ fn sorted_order(batch: &RecordBatch, keys: &[SortKey], what: &str) -> Result<Vec
     Ok(order)
 }
 
-/// Stage 3: sorts this rank's range.
+/// Stage 3: sorts this rank's range; an external merge sort when the input outgrows the
+/// memory budget.
+///
+/// ```text
+///  batches held (reserving three times their size: sorting makes two copies)
+///    ── budget refused ──▶ sort what is held, write it as a sorted run (spill file), free it
+///  end: nothing spilled ─▶ sort in memory, emit in slices
+///       runs spilled ────▶ the rest as one more run; k-way merge of the runs (crate::merge)
+/// ```
 pub struct LocalSort {
     name: String,
     keys: Vec<SortKey>,
     batch_rows: usize,
     data: Vec<RecordBatch>,
     result: Option<Chunked>,
+    mem: Reservation,
+    runs: Vec<SpillFile>,
+    merge: Option<RunMerge>,
 }
 
 impl LocalSort {
-    /// A local sort emitting `batch_rows` rows at a time.
+    /// A local sort emitting `batch_rows` rows at a time, without a memory limit.
     pub fn new(name: &str, keys: Vec<SortKey>, batch_rows: usize) -> LocalSort {
         LocalSort {
             name: name.to_string(),
@@ -324,29 +363,100 @@ impl LocalSort {
             batch_rows: batch_rows.max(1),
             data: Vec::new(),
             result: None,
+            mem: MemoryPool::unbounded().reserve(name),
+            runs: Vec::new(),
+            merge: None,
         }
+    }
+
+    /// The same sort holding its input against `pool`, spilling sorted runs when it refuses.
+    pub fn with_memory(mut self, pool: &Arc<MemoryPool>) -> LocalSort {
+        self.mem = pool.reserve(&self.name);
+        self
+    }
+
+    /// Everything held, sorted, as one batch of `schema` (the held batches are released).
+    fn sort_held(&mut self, schema: &SchemaRef) -> Result<RecordBatch, OperatorError> {
+        let batches: Vec<RecordBatch> = std::mem::take(&mut self.data)
+            .into_iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
+        let all = concat_batches(schema, &batches)?;
+        drop(batches);
+        let what = format!("`{}`: sort key", self.name);
+        let order = sorted_order(&all, &self.keys, &what)?;
+        Ok(take_record_batch(&all, &UInt32Array::from(order))?)
+    }
+
+    /// Sorts what is held into a run on disk (batches of `batch_rows`) and releases it.
+    fn spill_run(&mut self) -> Result<(), OperatorError> {
+        let Some(first) = self.data.first() else { return Ok(()) };
+        let schema = crate::spill::nullable(&first.schema());
+        let what = format!("{}-run{}", self.name, self.runs.len());
+        let mut writer = SpillWriter::create(self.mem.pool(), &what, &schema)?;
+        let sorted = self.sort_held(&schema)?;
+        // Runs are written in small batches: the merge holds one batch of every run at once.
+        let step = self.batch_rows.min(RUN_BATCH_ROWS);
+        let mut at = 0;
+        while at < sorted.num_rows() {
+            let n = step.min(sorted.num_rows() - at);
+            writer.write(&sorted.slice(at, n))?;
+            at += n;
+        }
+        drop(sorted);
+        self.mem.free();
+        self.runs.push(writer.finish()?);
+        Ok(())
     }
 }
 
 impl Operator for LocalSort {
     fn on_batch(&mut self, _: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
+        // Sorting what is held takes as much again twice (the concatenated input and the sorted
+        // copy) and 24 bytes a row of keys and row ids.
+        let need = 3 * crate::spill::held_bytes(&batch) + 24 * batch.num_rows() as u64;
+        if self.mem.try_grow(need).is_err() {
+            self.spill_run()?;
+            self.mem.try_grow(need).map_err(|_| {
+                self.mem.exhausted_error(need, "one batch and its sorted copies do not fit; raise runtime.memory_limit or lower runtime.batch_rows")
+            })?;
+        }
         self.data.push(batch);
         Ok(())
     }
 
     fn on_end(&mut self, _: usize, _: &mut Output) -> Result<Flow, OperatorError> {
-        let Some(first) = self.data.first() else { return Ok(Flow::Idle) };
-        let schema = first.schema();
-        let all = concat_batches(&schema, &self.data)?;
-        self.data.clear();
-        let what = format!("`{}`: sort key", self.name);
-        let order = sorted_order(&all, &self.keys, &what)?;
-        self.result =
-            Some(Chunked::new(take_record_batch(&all, &UInt32Array::from(order))?, self.batch_rows));
+        if self.runs.is_empty() {
+            if self.data.is_empty() {
+                return Ok(Flow::Idle);
+            }
+            // Ranks may disagree on nullability: a column is nullable if any batch says so.
+            let schema = crate::spill::widened(&self.data);
+            let sorted = self.sort_held(&schema)?;
+            self.mem.free();
+            self.result = Some(Chunked::new(sorted, self.batch_rows));
+            return Ok(Flow::More);
+        }
+        self.spill_run()?;
+        let schema = Arc::clone(self.runs[0].schema());
+        let (conv, idx) = converter(&schema, &self.keys, &format!("`{}`: sort key", self.name))?;
+        let keys = Box::new(move |b: &RecordBatch| sort_keys(b, &idx));
+        let mem = self.mem.pool().reserve(&format!("{} (merge)", self.name));
+        self.merge = Some(RunMerge::new(std::mem::take(&mut self.runs), conv, keys, self.batch_rows, mem)?);
         Ok(Flow::More)
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
+        if let Some(m) = &mut self.merge {
+            if let Some(b) = m.next_batch()? {
+                out.emit(b);
+            }
+            if m.done() {
+                self.merge = None;
+                return Ok(Flow::Idle);
+            }
+            return Ok(Flow::More);
+        }
         Ok(Chunked::resume(&mut self.result, out))
     }
 }

@@ -42,6 +42,9 @@ pub enum FailureClass {
     Commit,
     /// The worker was told to stop: its launcher went away, or a signal.
     Cancelled,
+    /// An operator needed more memory than `runtime.memory_limit` leaves and could not spill:
+    /// raise the limit, or give the job more workers.
+    ResourcesExhausted,
 }
 
 impl FailureClass {
@@ -65,6 +68,7 @@ impl FailureClass {
             FailureClass::Unavailable,
             FailureClass::Commit,
             FailureClass::Cancelled,
+            FailureClass::ResourcesExhausted,
         ]
         .into_iter()
         .find(|c| c.name() == name)
@@ -82,6 +86,7 @@ impl FailureClass {
             FailureClass::Unavailable => "Unavailable",
             FailureClass::Commit => "Commit",
             FailureClass::Cancelled => "Cancelled",
+            FailureClass::ResourcesExhausted => "ResourcesExhausted",
         }
     }
 }
@@ -99,6 +104,9 @@ pub enum OperatorError {
     /// Arrow failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The worker's memory budget cannot hold what the operator must keep.
+    #[error("{0}")]
+    ResourcesExhausted(#[from] crate::memory::ResourcesExhausted),
     /// File or other I/O failed.
     #[error("{context}: {source}")]
     Io {
@@ -185,6 +193,7 @@ impl OperatorError {
         match self {
             OperatorError::Invalid(_) | OperatorError::Arrow(_) => FailureClass::Data,
             OperatorError::Unavailable(_) | OperatorError::Io { .. } => FailureClass::Unavailable,
+            OperatorError::ResourcesExhausted(_) => FailureClass::ResourcesExhausted,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct JobContext {
     /// Turns to `Some(reason)` when the worker must stop (its launcher went away, a signal):
     /// the job then fails at once, telling its peers, and removes its temporaries.
     pub cancel: tokio::sync::watch::Receiver<Option<String>>,
+    /// The memory budget the plan's operators reserve from (its peak and spills are reported).
+    pub memory: std::sync::Arc<crate::memory::MemoryPool>,
 }
 
 /// This worker's report and every peer's.
@@ -236,6 +238,10 @@ impl Driver<'_> {
                 .into_iter()
                 .map(|(channel, bytes)| crate::report::ChannelBytes { channel, bytes })
                 .collect(),
+            peak_rss_bytes: crate::memory::peak_rss().unwrap_or(0),
+            memory_peak_bytes: self.ctx.memory.peak(),
+            spilled_bytes: self.ctx.memory.spilled().0,
+            spill_files: self.ctx.memory.spilled().1,
             ..WorkerReport::default()
         };
         for (_, (stats, summary)) in stages {

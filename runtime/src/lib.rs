@@ -22,6 +22,7 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod ids;
 pub mod job;
+pub mod memory;
 pub mod messages;
 pub mod metrics;
 pub mod operator;
@@ -32,5 +33,6 @@ pub mod wire;
 
 pub use error::{FailureClass, JobError, OperatorError};
 pub use ids::{EdgeId, Rank};
+pub use memory::{MemoryPool, Reservation, ResourcesExhausted};
 pub use operator::{Flow, Operator, Output, Target};
 pub use report::{JobReport, TableSummary, WorkerReport};

@@ -36,6 +36,8 @@ pub const PHASE_SECONDS: &str = "updraft_phase_seconds";
 pub const RENDEZVOUS_REFUSED: &str = "updraft_rendezvous_refused_total";
 /// Gauge: peak resident memory of the worker process, in bytes.
 pub const PEAK_MEMORY_BYTES: &str = "updraft_peak_memory_bytes";
+/// Counter: bytes operators wrote to spill files.
+pub const SPILLED_BYTES: &str = "updraft_spilled_bytes_total";
 /// Gauge: bytes sent on a channel and not yet returned as credit. Labels: operator.
 pub const BYTES_IN_FLIGHT: &str = "updraft_bytes_in_flight";
 /// Counter: Parquet row groups a source did not read because its filters exclude them.

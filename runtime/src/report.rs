@@ -135,6 +135,19 @@ pub struct WorkerReport {
     /// Bytes written to links, by channel (only channels used).
     #[serde(default)]
     pub bytes_sent_by_channel: Vec<ChannelBytes>,
+    /// Peak resident set of the worker process during the job, in bytes (0 where the system
+    /// does not report it).
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    /// Most bytes the operators held against `runtime.memory_limit` at once.
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
+    /// Bytes written to spill files.
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    /// Spill files written.
+    #[serde(default)]
+    pub spill_files: u64,
 }
 
 /// Bytes one worker wrote over one channel.
@@ -346,6 +359,7 @@ mod tests {
             bytes_received: 3,
             channels: Vec::new(),
             bytes_sent_by_channel: Vec::new(),
+            ..WorkerReport::default()
         };
         let r = JobReport::combine("job", vec![w(1, 40), w(0, 20)]);
         assert_eq!(r.world, 2);

@@ -63,6 +63,7 @@ fn run_with(
             deadline: tokio::time::Instant::now() + Duration::from_secs(30),
             commit,
             cancel,
+            memory: updraft_runtime::MemoryPool::unbounded(),
         };
         run_job(plan, ctx).await
     })

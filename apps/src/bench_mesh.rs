@@ -1,7 +1,8 @@
 //! `updraft bench mesh`: full-mesh set-up time behind real NATs, in the lab that
-//! `../shared/netlab` builds (needs root). For each size N: the lab with N sites, the rendezvous
-//! on its public host, N workers (one per site) running a trivial job; repeated, with
-//! min / median / max of the punching time and the connect attempts per pair.
+//! `../shared/netlab` builds (needs root; up to 64 sites). For each size N: the lab with N
+//! sites, the rendezvous on its public host, N workers (one per site) running a trivial job;
+//! repeated, with min / median / max of the punching time, the connect attempts per pair and
+//! the pairs not punched by the mesh deadline. Exits 1 when some pair was not punched.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ const RDV: &str = "198.51.100.10:7000";
 /// Arguments of `updraft bench mesh`.
 #[derive(clap::Args, Debug)]
 pub struct MeshArgs {
-    /// Mesh sizes (sites, one worker each; the lab has at most 32).
+    /// Mesh sizes (sites, one worker each; the lab has at most 64).
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32")]
     pub sizes: Vec<u32>,
     /// Runs per size.
@@ -56,8 +57,8 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
     if !args.netlab.exists() {
         bail!("netlab not found at {} (pass --netlab PATH)", args.netlab.display());
     }
-    if let Some(n) = args.sizes.iter().find(|n| **n < 2 || **n > 32) {
-        bail!("mesh size {n} is outside 2..=32 (the lab has at most 32 sites)");
+    if let Some(n) = args.sizes.iter().find(|n| **n < 2 || **n > 64) {
+        bail!("mesh size {n} is outside 2..=64 (the lab has at most 64 sites)");
     }
     let exe = std::env::current_exe().context("cannot find the updraft executable")?;
     let secret = crate::secret::fresh();
@@ -74,9 +75,10 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
         args.nat, args.repeats
     );
     println!(
-        "  {:>4} {:>6} {:>11} {:>11} {:>11} {:>13} {:>16}",
-        "N", "pairs", "punch min", "median", "max", "set-up median", "attempts / pair"
+        "  {:>4} {:>6} {:>11} {:>11} {:>11} {:>13} {:>16} {:>12}",
+        "N", "pairs", "punch min", "median", "max", "set-up median", "attempts / pair", "not punched"
     );
+    let mut all_punched = true;
     for &n in &args.sizes {
         let up =
             Command::new(&args.netlab).args(["up", &n.to_string()]).env("NETLAB_NAT", &args.nat).output()?;
@@ -99,29 +101,46 @@ pub fn run(args: MeshArgs) -> anyhow::Result<ExitCode> {
         let mut punch = Vec::new();
         let mut setup = Vec::new();
         let mut attempts = Vec::new();
+        let mut unpunched = Vec::new();
         for r in 0..args.repeats {
             let job = format!("mesh-{n}-{r}");
-            let report = run_once(&args.netlab, &exe, &secret, &pipeline, &job, n)?;
-            punch.push(report.0);
-            setup.push(report.1);
-            attempts.push(report.2 as f64 / f64::from(n * (n - 1)));
+            match run_once(&args.netlab, &exe, &secret, &pipeline, &job, n)? {
+                Outcome::Linked { punch_us, setup_us, attempts: a } => {
+                    punch.push(punch_us);
+                    setup.push(setup_us);
+                    attempts.push(a as f64 / f64::from(n * (n - 1)));
+                    unpunched.push(0);
+                }
+                Outcome::Unpunched(pairs) => unpunched.push(pairs),
+            }
         }
         punch.sort_unstable();
         setup.sort_unstable();
-        let mean_attempts = attempts.iter().sum::<f64>() / attempts.len().max(1) as f64;
+        let at = |v: &[u64], i: usize| v.get(i).map_or_else(|| "-".to_string(), |x| ms(*x));
+        let mean_attempts = if attempts.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", attempts.iter().sum::<f64>() / attempts.len() as f64)
+        };
+        let worst = unpunched.iter().max().copied().unwrap_or(0);
         println!(
-            "  {:>4} {:>6} {:>11} {:>11} {:>11} {:>13} {:>16.2}",
+            "  {:>4} {:>6} {:>11} {:>11} {:>11} {:>13} {:>16} {:>12}",
             n,
             n * (n - 1) / 2,
-            ms(punch[0]),
-            ms(punch[punch.len() / 2]),
-            ms(punch[punch.len() - 1]),
-            ms(setup[setup.len() / 2]),
-            mean_attempts
+            at(&punch, 0),
+            at(&punch, punch.len() / 2),
+            at(&punch, punch.len().saturating_sub(1)),
+            at(&setup, setup.len() / 2),
+            mean_attempts,
+            worst
         );
+        all_punched &= worst == 0;
     }
-    println!("  (attempts count each endpoint tried, public and private, by both sides of a pair)");
-    Ok(ExitCode::SUCCESS)
+    println!("  (attempts count each endpoint tried, public and private, by both sides of a pair;");
+    println!(
+        "   not punched: pairs without a link at the mesh deadline, worst run; times over runs that linked every pair)"
+    );
+    Ok(if all_punched { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The kernel's neighbour (ARP) table is shared by every network namespace, and its default
@@ -147,7 +166,30 @@ fn ensure_neighbour_table(sites: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One job of `n` workers; (punch µs, set-up µs, attempts) from rank 0's job report.
+/// How one job of the benchmark went.
+enum Outcome {
+    /// Every pair linked: punching and set-up time of the slowest worker (µs) and the connect
+    /// attempts of all workers, from rank 0's job report.
+    Linked { punch_us: u64, setup_us: u64, attempts: u64 },
+    /// The job failed because this many pairs had no link at the mesh deadline.
+    Unpunched(usize),
+}
+
+/// The pairs named in the workers' "no link to ranks [..]" errors.
+fn unpunched_pairs(errors: &[(u32, String)]) -> usize {
+    let mut pairs = std::collections::BTreeSet::new();
+    for (rank, e) in errors {
+        let Some(list) = e.split("no link to ranks [").nth(1).and_then(|r| r.split(']').next()) else {
+            continue;
+        };
+        for peer in list.split(',').filter_map(|p| p.trim().parse::<u32>().ok()) {
+            pairs.insert((peer.min(*rank), peer.max(*rank)));
+        }
+    }
+    pairs.len()
+}
+
+/// One job of `n` workers.
 fn run_once(
     netlab: &Path,
     exe: &Path,
@@ -155,9 +197,13 @@ fn run_once(
     pipeline: &Path,
     job: &str,
     n: u32,
-) -> anyhow::Result<(u64, u64, u64)> {
+) -> anyhow::Result<Outcome> {
+    // Each worker's output goes to a file: rank 0's line holds every worker's report (tens of
+    // KiB at 64 workers), more than a pipe holds while nobody reads it.
+    let outs = tempfile::tempdir()?;
     let mut workers = Kill(Vec::new());
     for rank in 0..n {
+        let out = std::fs::File::create(outs.path().join(format!("{rank}.out")))?;
         let child = Command::new(netlab)
             .args(["exec", &format!("w{}", rank + 1)])
             .arg(exe)
@@ -166,7 +212,7 @@ fn run_once(
             .arg("--pipeline")
             .arg(pipeline)
             .env(crate::secret::ENV, secret)
-            .stdout(Stdio::piped())
+            .stdout(out)
             .stderr(Stdio::null())
             .spawn()?;
         workers.0.push(child);
@@ -181,24 +227,46 @@ fn run_once(
         }
     }
     let mut outputs = Vec::new();
-    for c in std::mem::take(&mut workers.0) {
-        let out = c.wait_with_output()?;
-        let parsed: Option<WorkerOutput> =
-            String::from_utf8_lossy(&out.stdout).lines().find_map(|l| serde_json::from_str(l).ok());
+    for rank in 0..n {
+        let text = std::fs::read_to_string(outs.path().join(format!("{rank}.out"))).unwrap_or_default();
+        let parsed: Option<WorkerOutput> = text.lines().find_map(|l| serde_json::from_str(l).ok());
         outputs.push(parsed);
     }
-    let errors: Vec<String> = outputs
+    let errors: Vec<(u32, String)> = outputs
         .iter()
-        .enumerate()
-        .filter_map(|(rank, o)| match o {
-            None => Some(format!("rank {rank}: no result")),
-            Some(o) => o.error.as_ref().map(|e| format!("rank {rank}: {e}")),
+        .zip(0u32..)
+        .filter_map(|(o, rank)| match o {
+            None => Some((rank, "no result".to_string())),
+            Some(o) => o.error.clone().map(|e| (rank, e)),
         })
         .collect();
     if !errors.is_empty() {
-        bail!("job {job} failed:\n  {}", errors.join("\n  "));
+        let pairs = unpunched_pairs(&errors);
+        if pairs > 0 {
+            return Ok(Outcome::Unpunched(pairs));
+        }
+        let lines: Vec<String> = errors.iter().map(|(r, e)| format!("rank {r}: {e}")).collect();
+        bail!("job {job} failed:\n  {}", lines.join("\n  "));
     }
     let parsed = outputs.swap_remove(0).with_context(|| format!("rank 0 of job {job} printed no result"))?;
     let jobr = parsed.job.with_context(|| format!("rank 0 of job {job} has no job report"))?;
-    Ok((jobr.mesh_us, jobr.setup_us, jobr.punch_attempts))
+    Ok(Outcome::Linked { punch_us: jobr.mesh_us, setup_us: jobr.setup_us, attempts: jobr.punch_attempts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpunched_pairs_are_counted_once_from_both_sides() {
+        let errors = vec![
+            (0, "making links: no link to ranks [3, 5] within 10s (rank 3: 40 attempts)".to_string()),
+            (3, "making links: no link to ranks [0] within 10s".to_string()),
+            (5, "making links: no link to ranks [0, 7] within 10s".to_string()),
+            (2, "rank 0 aborted the job".to_string()),
+        ];
+        // (0,3), (0,5), (5,7).
+        assert_eq!(unpunched_pairs(&errors), 3);
+        assert_eq!(unpunched_pairs(&[(1, "lost rank 2".to_string())]), 0);
+    }
 }

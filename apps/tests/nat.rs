@@ -181,6 +181,25 @@ fn a_join_across_four_port_shifting_nats_is_correct() {
     joins_correctly_behind("shift");
 }
 
+/// 64 sites, the most the lab builds: every pair of cone NATs punched (2,016 pairs), through
+/// `updraft bench mesh`, which also raises the kernel's neighbour table for that many routers.
+#[test]
+fn a_mesh_of_64_workers_behind_cone_nats_punches_every_pair() {
+    let Some(path) = netlab() else { return };
+    let _turn = LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = Command::new(bin())
+        .args(["bench", "mesh", "--sizes", "64", "--repeats", "1", "--netlab"])
+        .arg(&path)
+        .output()
+        .expect("bench mesh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = text.lines().find(|l| l.trim_start().starts_with("64 ")).expect("a row for 64 sites");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "2016", "{row}");
+    assert_eq!(cells.last().copied(), Some("0"), "pairs not punched: {row}");
+}
+
 fn errors(results: &[WorkerResult]) -> Vec<String> {
     results
         .iter()

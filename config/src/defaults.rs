@@ -18,8 +18,10 @@ pub const MAX_FRAME: u64 = 256 * 1024 * 1024;
 /// Deadline for making every link of the mesh (all pairs punched at once).
 pub const MESH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Time given to one TCP connect attempt before the next one is fired. A SYN dropped by a NAT
-/// that has not been punched yet is retried after this; 250 ms is a few RTTs on a continent.
+/// Pause before a punch target is tried again when our own connection to that peer (accepted,
+/// still being authenticated) holds the address pair (see `transports/src/punch/mod.rs`: a
+/// connect attempt itself stays open until the mesh deadline); 250 ms is a few RTTs on a
+/// continent, time for that connection's handshake to finish.
 pub const PUNCH_ATTEMPT: Duration = Duration::from_millis(250);
 
 /// Deadline for the hello/proof/decision exchange on a fresh connection.

@@ -17,7 +17,7 @@ pub struct RuntimeSettings {
     pub max_frame: u64,
     /// Deadline for making all links.
     pub mesh_timeout: Duration,
-    /// One connect attempt while punching.
+    /// Pause before retrying a punch target whose address pair our own connection holds.
     pub punch_attempt: Duration,
     /// Deadline for a link's handshake.
     pub handshake_timeout: Duration,

@@ -13,7 +13,7 @@ use updraft_runtime::metrics as names;
 
 use crate::admission::{Admission, Limits, Slot};
 use crate::punch::handshake::{How, Identity, drop_link, handshake, keep};
-use crate::punch::schedule::PunchSchedule;
+use crate::punch::schedule::{Failure, PunchSchedule};
 use crate::rendezvous::PeerAddr;
 use crate::secure::Session;
 use crate::sock::{orderly_close, punch_socket};
@@ -130,8 +130,7 @@ pub async fn punch_mesh(
     let deadline = start + cfg.timeout;
     // Export the failure counter from the start, so a dashboard sees zero rather than nothing.
     metrics::counter!(names::PUNCH_FAILURES).increment(0);
-    let targets: Vec<(u32, Vec<SocketAddr>)> =
-        peers.iter().map(|p| (p.rank, vec![p.public, p.private])).collect();
+    let targets: Vec<(u32, Vec<SocketAddr>)> = peers.iter().map(|p| (p.rank, endpoints(p, public))).collect();
     let mut schedule = PunchSchedule::new(start.into_std(), &targets, cfg.attempt, deadline.into_std());
     let (tx, mut rx) = mpsc::channel::<Event>(peers.len() * 4 + 16);
     let mut tasks = JoinSet::new();
@@ -144,11 +143,10 @@ pub async fn punch_mesh(
         for (target, peer, endpoint) in schedule.due(std::time::Instant::now()) {
             metrics::counter!(names::PUNCH_ATTEMPTS).increment(1);
             let tx = tx.clone();
-            let attempt = cfg.attempt;
             tasks.spawn(async move {
                 let t0 = Instant::now();
                 let result = match punch_socket(local) {
-                    Ok(socket) => match tokio::time::timeout(attempt, socket.connect(endpoint)).await {
+                    Ok(socket) => match tokio::time::timeout_at(deadline, socket.connect(endpoint)).await {
                         Ok(Ok(stream)) => orderly_close(&stream).map(|()| stream),
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err(std::io::Error::new(
@@ -189,7 +187,14 @@ pub async fn punch_mesh(
                     }
                     Err(e) => {
                         tracing::trace!(peer, %e, "punch attempt failed");
-                        schedule.failed(target, std::time::Instant::now(), took < cfg.attempt / 2);
+                        let why = if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                            Failure::Busy
+                        } else if took < cfg.attempt / 2 {
+                            Failure::Refused
+                        } else {
+                            Failure::TimedOut
+                        };
+                        schedule.failed(target, std::time::Instant::now(), why);
                     }
                 },
                 Event::Shaken(Ok(h)) => match h.keep {
@@ -263,6 +268,19 @@ pub async fn punch_mesh(
         });
     }
     Ok(Mesh { links: links.into_iter().collect(), pairs, elapsed: start.elapsed(), unreachable: None })
+}
+
+/// Where to reach `peer` from a worker whose public address is `public`: its public endpoint,
+/// and its private one only when both are behind the same public address (one NAT, one LAN).
+/// Behind different NATs a private address is another network's: a SYN to it can only be
+/// dropped (or reach a stranger), and at 64 workers those SYNs doubled the packets every NAT
+/// handles while the mesh is made.
+fn endpoints(peer: &PeerAddr, public: SocketAddr) -> Vec<SocketAddr> {
+    if peer.public.ip() == public.ip() && peer.private != peer.public {
+        vec![peer.public, peer.private]
+    } else {
+        vec![peer.public]
+    }
 }
 
 /// Records the link of a pair (replacing an earlier one: the lower rank's latest decision wins).

@@ -1,7 +1,8 @@
 //! When to fire connect attempts: a state machine over (peer, endpoint) targets, driven with
-//! explicit time. Each target fires at once, then again every `attempt` interval after its
-//! previous attempt ended, until its peer is linked or the deadline passes. A quick failure
-//! (refused: the peer's listener is not up yet) is retried sooner than a timeout.
+//! explicit time. Each target fires at once; an attempt lasts until it connects, fails or the
+//! mesh deadline passes (the kernel retransmits its SYN meanwhile), and a failed one is fired
+//! again after a pause that depends on how it failed ([`Failure`]), until its peer is linked or
+//! the deadline passes.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,6 +10,20 @@ use std::time::{Duration, Instant};
 
 /// Retry delay after a connect that failed at once.
 const QUICK_RETRY: Duration = Duration::from_millis(20);
+
+/// How a connect attempt failed, which decides when the target is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer by the deadline it was given: tried again at once.
+    TimedOut,
+    /// Failed at once (refused: the peer's listener is not up yet, or a reset): tried again
+    /// after a short pause, not in a hot loop.
+    Refused,
+    /// The address pair is held by a connection of ours to that peer that is still being
+    /// authenticated (`EADDRNOTAVAIL`): tried again after a whole attempt interval, when that
+    /// connection has become the link or has gone.
+    Busy,
+}
 
 #[derive(Debug, Clone)]
 struct Target {
@@ -72,11 +87,16 @@ impl PunchSchedule {
         out
     }
 
-    /// An attempt ended without a link (`quick`: it failed at once, e.g. refused).
-    pub fn failed(&mut self, target: usize, now: Instant, quick: bool) {
+    /// An attempt ended without a link, for `why`.
+    pub fn failed(&mut self, target: usize, now: Instant, why: Failure) {
         if let Some(t) = self.targets.get_mut(target) {
             t.in_flight = false;
-            t.next = now + if quick { QUICK_RETRY.min(self.attempt) } else { Duration::ZERO };
+            t.next = now
+                + match why {
+                    Failure::TimedOut => Duration::ZERO,
+                    Failure::Refused => QUICK_RETRY.min(self.attempt),
+                    Failure::Busy => self.attempt,
+                };
         }
     }
 
@@ -147,14 +167,18 @@ mod tests {
         assert!(s.due(t0).is_empty(), "nothing fires twice while in flight");
         // A timed-out attempt (it took the whole interval) is retried right away.
         let t1 = t0 + attempt;
-        s.failed(first[0].0, t1, false);
+        s.failed(first[0].0, t1, Failure::TimedOut);
         assert_eq!(s.next_wakeup(), t1);
         assert_eq!(s.due(t1).len(), 1);
         // A refused attempt is retried after the quick-retry delay, not in a hot loop.
-        s.failed(first[1].0, t1, true);
+        s.failed(first[1].0, t1, Failure::Refused);
         assert!(s.due(t1).is_empty());
         assert_eq!(s.due(t1 + QUICK_RETRY).len(), 1);
         assert_eq!(s.attempts(1), 4);
+        // A busy address pair waits a whole interval.
+        s.failed(first[2].0, t1, Failure::Busy);
+        assert!(s.due(t1 + QUICK_RETRY).is_empty());
+        assert_eq!(s.due(t1 + attempt).len(), 1);
     }
 
     #[test]
@@ -169,13 +193,13 @@ mod tests {
         );
         let first = s.due(t0);
         s.linked(1);
-        s.failed(first[0].0, t0, false);
-        s.failed(first[1].0, t0, false);
+        s.failed(first[0].0, t0, Failure::TimedOut);
+        s.failed(first[1].0, t0, Failure::TimedOut);
         let again = s.due(t0);
         assert_eq!(again.iter().map(|a| a.1).collect::<Vec<_>>(), vec![2]);
         assert_eq!(s.missing(), vec![2]);
         assert!(!s.complete());
-        s.failed(again[0].0, deadline, false);
+        s.failed(again[0].0, deadline, Failure::TimedOut);
         assert!(s.due(deadline).is_empty(), "nothing fires at or after the deadline");
         assert_eq!(s.next_wakeup(), deadline);
         s.linked(2);

@@ -301,6 +301,17 @@ fn join_once(pipeline: &std::path::Path, b: &JoinBench) -> anyhow::Result<JoinRu
         ms(compute_us)
     );
     println!("  shuffle bytes/s per worker {:>14}/s", bytes(shuffle as u64));
+    let frames: u64 = job.workers.iter().map(|w| w.data_frames_sent).sum();
+    let pairs = u64::from(b.workers) * u64::from(b.workers.saturating_sub(1));
+    if frames > 0 && pairs > 0 {
+        let sent: u64 = job.workers.iter().map(|w| w.bytes_sent).sum();
+        println!(
+            "  data frames per (sender, receiver) pair {:>14.1}  ({} frames, {} a frame on average)",
+            frames as f64 / pairs as f64,
+            frames,
+            bytes(sent / frames)
+        );
+    }
     println!("  raw loopback TCP, 1 stream {:>14}/s  (baseline, same run)", bytes(base as u64));
     println!("  shuffle / loopback         {:>14.3}", shuffle / base);
     Ok(JoinRun { setup_us: job.setup_us, rows_per_s, shuffle, vs_loopback: shuffle / base })

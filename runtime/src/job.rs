@@ -238,6 +238,12 @@ impl Driver<'_> {
                 .into_iter()
                 .map(|(channel, bytes)| crate::report::ChannelBytes { channel, bytes })
                 .collect(),
+            data_frames_sent: self
+                .ctx
+                .transport
+                .traffic
+                .data_frames_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
             peak_rss_bytes: crate::memory::peak_rss().unwrap_or(0),
             memory_peak_bytes: self.ctx.memory.peak(),
             spilled_bytes: self.ctx.memory.spilled().0,

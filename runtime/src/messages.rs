@@ -224,6 +224,8 @@ pub struct Traffic {
     pub bytes_received: AtomicU64,
     /// Bytes written, by channel: [`Traffic::CHANNELS`] in order.
     pub sent_by_channel: [AtomicU64; 3],
+    /// Data frames written (batches of operators; not control frames or heartbeats).
+    pub data_frames_sent: AtomicU64,
 }
 
 impl Traffic {
@@ -236,6 +238,11 @@ impl Traffic {
         if let Some(i) = Self::CHANNELS.iter().position(|c| *c == channel) {
             self.sent_by_channel[i].fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one data frame written.
+    pub fn data_frame(&self) {
+        self.data_frames_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// (channel, bytes written) for the channels used.

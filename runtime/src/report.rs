@@ -148,6 +148,9 @@ pub struct WorkerReport {
     /// Spill files written.
     #[serde(default)]
     pub spill_files: u64,
+    /// Data frames written to links (every channel).
+    #[serde(default)]
+    pub data_frames_sent: u64,
 }
 
 /// Bytes one worker wrote over one channel.

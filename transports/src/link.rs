@@ -113,6 +113,9 @@ pub async fn writer(
         };
         match tokio::time::timeout(timing.peer_timeout, step).await {
             Ok(Ok(n)) => {
+                if frame.kind == updraft_runtime::wire::FrameKind::Data {
+                    traffic.data_frame();
+                }
                 traffic.sent("direct", n);
                 sent.increment(n);
                 frames.increment(1);
@@ -217,6 +220,9 @@ pub async fn relay_writer(
             if let Err(e) = sealer.write(&mut payload, job, &frame, false).await {
                 failed = Some(e.to_string());
                 break;
+            }
+            if frame.kind == updraft_runtime::wire::FrameKind::Data {
+                traffic.data_frame();
             }
             count += 1;
             if payload.len() < RELAY_MESSAGE {

@@ -452,7 +452,8 @@ fn a_waiting_worker_says_what_it_waits_for() {
 #[test]
 fn progress_is_drawn_on_a_terminal_only() {
     let dir = tempfile::tempdir().expect("tmp");
-    let pipeline = generated_join_pipeline(1_000_000, 0.9, "");
+    // Long enough (a few seconds) for the line, redrawn about once a second, to show rows.
+    let pipeline = generated_join_pipeline(8_000_000, 0.9, "");
     std::fs::write(dir.path().join("p.toml"), pipeline).expect("write");
     let command = format!("{} run p.toml --workers 2", bin());
     // `script` gives the command a terminal; its transcript is what the terminal showed.

@@ -368,6 +368,7 @@ pub fn build_plan_with(
                     world: ctx.world,
                     batch_rows,
                     inputs: from.len(),
+                    memory: ctx.memory,
                 };
                 let op = factory
                     .build(&c.params, &build)

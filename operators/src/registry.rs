@@ -73,6 +73,11 @@ pub struct BuildContext<'a> {
     pub batch_rows: usize,
     /// Number of inputs (ports `0..inputs`).
     pub inputs: usize,
+    /// The worker's memory budget (`runtime.memory_limit`). An operator that keeps data
+    /// beyond a batch should hold a [`updraft_runtime::Reservation`] from it
+    /// (`memory.reserve(name)`, then `try_grow` before keeping more) and spill or fail with
+    /// `OperatorError::ResourcesExhausted` when refused, as the built-in operators do.
+    pub memory: &'a Arc<updraft_runtime::MemoryPool>,
 }
 
 /// Builds operators of one registered kind.

@@ -219,8 +219,10 @@ fn group_params(aggs: Vec<Agg>) -> GroupParams {
     }
 }
 
+type Groups = BTreeMap<Option<i64>, (i64, i64, i64, i64, f64)>;
+
 /// key → (count, sum, min, max, mean) from the values.
-fn expected_groups(rows: &[(Option<i64>, i64)]) -> BTreeMap<Option<i64>, (i64, i64, i64, i64, f64)> {
+fn expected_groups(rows: &[(Option<i64>, i64)]) -> Groups {
     let mut g: BTreeMap<Option<i64>, (i64, i64, i64, i64)> = BTreeMap::new();
     for (k, p) in rows {
         let e = g.entry(*k).or_insert((0, 0, i64::MAX, i64::MIN));
@@ -232,7 +234,7 @@ fn expected_groups(rows: &[(Option<i64>, i64)]) -> BTreeMap<Option<i64>, (i64, i
     g.into_iter().map(|(k, (n, s, lo, hi))| (k, (n, s, lo, hi, s as f64 / n as f64))).collect()
 }
 
-fn groups_of(batches: &[RecordBatch]) -> BTreeMap<Option<i64>, (i64, i64, i64, i64, f64)> {
+fn groups_of(batches: &[RecordBatch]) -> Groups {
     let mut g = BTreeMap::new();
     for b in batches {
         let i = |c: usize| b.column(c).as_primitive::<Int64Type>().clone();
@@ -245,6 +247,16 @@ fn groups_of(batches: &[RecordBatch]) -> BTreeMap<Option<i64>, (i64, i64, i64, i
         }
     }
     g
+}
+
+/// Integer aggregates exactly, the mean within 1e-9 (its summation order differs).
+fn assert_groups(got: &Groups, expected: &Groups) {
+    assert_eq!(got.len(), expected.len());
+    for (k, (n, s, lo, hi, m)) in expected {
+        let g = got.get(k).unwrap_or_else(|| panic!("group {k:?} missing"));
+        assert_eq!((g.0, g.1, g.2, g.3), (*n, *s, *lo, *hi), "key {k:?}");
+        assert!((g.4 - m).abs() <= 1e-9 * m.abs().max(1.0), "mean of {k:?}: {} vs {m}", g.4);
+    }
 }
 
 #[test]
@@ -263,20 +275,13 @@ fn a_spilling_group_by_equals_the_groups_of_the_values() {
     let mut complete = GroupBy::new(group_params(aggs.clone()), Mode::Complete).with_memory(&pool);
     let out = drive(&mut complete, 1, input.iter().cloned().map(|b| (0, b)).collect()).expect("complete");
     assert!(pool.spilled().1 > 0, "the complete stage spilled");
-    let got = groups_of(&out);
-    assert_eq!(got.len(), expected.len());
-    for (k, (n, s, lo, hi, m)) in &expected {
-        let g = got[k];
-        assert_eq!((g.0, g.1, g.2, g.3), (*n, *s, *lo, *hi), "key {k:?}");
-        assert!((g.4 - m).abs() <= 1e-9 * m.abs().max(1.0), "mean of {k:?}: {} vs {m}", g.4);
-    }
+    assert_groups(&groups_of(&out), &expected);
     let mut partial = GroupBy::new(group_params(aggs.clone()), Mode::Partial).with_memory(&pool);
     let states = drive(&mut partial, 1, input.iter().cloned().map(|b| (0, b)).collect()).expect("partial");
     assert!(states.len() > 1, "the partial stage handed its table on when full");
     let mut last = GroupBy::new(group_params(aggs), Mode::Final).with_memory(&pool);
     let out = drive(&mut last, 1, states.into_iter().map(|b| (0, b)).collect()).expect("final");
-    let got = groups_of(&out);
-    assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_groups(&groups_of(&out), &expected);
     drop((complete, partial, last));
     drop(pool);
     assert_eq!(left_behind(&base), 0);

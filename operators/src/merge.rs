@@ -120,12 +120,17 @@ impl RunMerge {
                 break;
             }
         }
-        // Sources are the runs' current batches; a run without one is never picked.
-        let live: Vec<usize> = (0..self.cursors.len()).filter(|i| self.cursors[*i].batch.is_some()).collect();
-        let sources: Vec<&RecordBatch> =
-            live.iter().filter_map(|i| self.cursors[*i].batch.as_ref()).collect();
-        let indices: Vec<(usize, usize)> =
-            picks.iter().map(|(run, row)| (live.iter().position(|l| l == run).unwrap_or(0), *row)).collect();
+        // Sources are the runs' current batches; a run without one is never picked. `slot[run]`
+        // is the run's position among the sources.
+        let mut sources: Vec<&RecordBatch> = Vec::with_capacity(self.cursors.len());
+        let mut slot = vec![0usize; self.cursors.len()];
+        for (run, c) in self.cursors.iter().enumerate() {
+            if let Some(b) = &c.batch {
+                slot[run] = sources.len();
+                sources.push(b);
+            }
+        }
+        let indices: Vec<(usize, usize)> = picks.iter().map(|(run, row)| (slot[*run], *row)).collect();
         let out = interleave_record_batch(&sources, &indices)?;
         if let Some(i) = ended {
             self.advance(i)?;

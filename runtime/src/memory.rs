@@ -159,27 +159,19 @@ impl MemoryPool {
         std::fs::create_dir_all(&self.spill_base).map_err(|e| {
             std::io::Error::new(e.kind(), format!("spill directory {}: {e}", self.spill_base.display()))
         })?;
-        let pid = std::process::id();
-        let mut n = 0u32;
-        loop {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = self.spill_base.join(format!("{SPILL_PREFIX}{pid}-{:08x}", nanos ^ n));
-            match std::fs::create_dir(&path) {
-                Ok(()) => {
-                    *dir = Some(path.clone());
-                    return Ok(path);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 64 => n += 1,
-                Err(e) => {
-                    return Err(std::io::Error::new(
-                        e.kind(),
-                        format!("spill directory {}: {e}", path.display()),
-                    ));
-                }
-            }
-        }
+        // Removed by this pool (`remove_spill_files`), not by the temporary directory's drop.
+        let path = tempfile::Builder::new()
+            .prefix(&format!("{SPILL_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&self.spill_base)
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("spill directory in {}: {e}", self.spill_base.display()),
+                )
+            })?
+            .keep();
+        *dir = Some(path.clone());
+        Ok(path)
     }
 }
 

@@ -3,6 +3,7 @@
 //! states, and turned into output columns.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -15,18 +16,21 @@ use updraft_config::AggFn;
 use updraft_runtime::OperatorError;
 
 use crate::keys::{key_column, key_type};
+use crate::slab::{Flag, Layout, Slab, flag_set, set_flag};
 
 pub(crate) enum Acc {
-    Count(Vec<i64>),
-    /// Sum of signed integers, exact in i64 (an overflow is an error).
-    SumI {
-        s: Vec<i64>,
-        n: Vec<i64>,
+    /// Values (or rows) counted, at word `off` of the group's [`Slab`] row.
+    Count {
+        off: usize,
     },
-    /// Sum of unsigned integers, exact in u64 (an overflow is an error).
+    /// Sum of signed integers, exact in i64 (an overflow is an error): the sum at word `off`,
+    /// the values counted at `off + 1`.
+    SumI {
+        off: usize,
+    },
+    /// Sum of unsigned integers, exact in u64 (an overflow is an error), laid out as `SumI`.
     SumU {
-        s: Vec<u64>,
-        n: Vec<i64>,
+        off: usize,
     },
     /// Sum of decimals, exact: accumulated in 256 bits, output as [`decimal_sum_type`].
     SumDecimal {
@@ -34,28 +38,33 @@ pub(crate) enum Acc {
         n: Vec<i64>,
         ty: DataType,
     },
+    /// Sum of floats (f64 bits at `off`), values counted at `off + 1`.
     SumF {
-        s: Vec<f64>,
-        n: Vec<i64>,
+        off: usize,
+    },
+    /// Mean: the values' sum as f64 at `off`, their count at `off + 1`; the mean is their
+    /// quotient, as DuckDB's and Polars' `mean` of floats. Partial states: the sum and count.
+    Mean {
+        off: usize,
     },
     /// Min or max of a number, date, time, timestamp or duration: the best value's
-    /// order-preserving 64-bit image per group ([`crate::keys::ordered_u64`]), and whether the
-    /// group has one.
+    /// order-preserving 64-bit image per group ([`crate::keys::ordered_u64`]) at `off`, and
+    /// whether the group has one (flag `set`).
     ExtremeWord {
         max: bool,
         ty: DataType,
-        v: Vec<u64>,
-        set: Vec<bool>,
+        off: usize,
+        set: Flag,
     },
     /// Min or max of any other orderable type: the best value's row encoding per group.
     Extreme {
         max: bool,
         values: RowValues,
     },
+    /// Count, mean and sum of squared deviations (Welford, 1962) of `var` and `std`, as f64 at
+    /// `off`, `off + 1`, `off + 2`.
     Moments {
-        n: Vec<f64>,
-        mean: Vec<f64>,
-        m2: Vec<f64>,
+        off: usize,
     },
     Distinct(Vec<HashSet<Vec<u8>>>),
     /// First or last value of any type, kept as its row encoding.
@@ -113,12 +122,12 @@ impl RowValues {
         Ok(())
     }
 
-    /// The values as one column of the type given to [`RowValues::new`] (null where a group had
-    /// no value).
-    fn column(&self) -> Result<ArrayRef, OperatorError> {
+    /// The values of the groups `r` as one column of the type given to [`RowValues::new`] (null
+    /// where a group had no value).
+    fn column(&self, r: Range<usize>) -> Result<ArrayRef, OperatorError> {
         let null = self.conv.convert_columns(&[arrow_array::new_null_array(&self.ty, 1)])?;
         let parser = self.conv.parser();
-        let rows = self.v.iter().map(|x| match x {
+        let rows = part(&self.v, r)?.iter().map(|x| match x {
             Some(bytes) => parser.parse(bytes),
             None => null.row(0),
         });
@@ -207,38 +216,133 @@ fn f64_column(col: &ArrayRef) -> Result<Option<ArrayRef>, OperatorError> {
     Ok(Some(as_type(col, &DataType::Float64, false)?))
 }
 
-/// Adds each valid value of `col` (as `T`, exactly) to its group's sum in `s`, counting it in
-/// `n` when given (raw values; partial sums carry their counts in a column of their own);
-/// `type_name` names `T` in the overflow error.
+/// A 64-bit number as the word of a [`Slab`] row, and back.
+trait Word: Copy + 'static {
+    fn from_word(w: u64) -> Self;
+    fn word(self) -> u64;
+}
+
+impl Word for i64 {
+    fn from_word(w: u64) -> i64 {
+        w as i64
+    }
+    fn word(self) -> u64 {
+        self as u64
+    }
+}
+
+impl Word for u64 {
+    fn from_word(w: u64) -> u64 {
+        w
+    }
+    fn word(self) -> u64 {
+        self
+    }
+}
+
+impl Word for f64 {
+    fn from_word(w: u64) -> f64 {
+        f64::from_bits(w)
+    }
+    fn word(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// The row of group `g`.
+///
+/// # Errors
+/// A group the slab was not grown to (a defect: groups are added before they are updated).
+#[inline]
+fn row(slab: &mut Slab, g: u32) -> Result<&mut [u64], OperatorError> {
+    slab.row(g as usize).ok_or_else(|| invalid(format!("group {g} beyond the table")))
+}
+
+/// Adds `k` to the count at word `off` of `row`.
+///
+/// # Errors
+/// A count beyond i64 (partial states come from other workers: checked, not trusted).
+#[inline]
+fn add_count(row: &mut [u64], off: usize, k: i64) -> Result<(), OperatorError> {
+    let n = i64::from_word(row[off]).checked_add(k).ok_or_else(|| invalid("count overflows int64".into()))?;
+    row[off] = n.word();
+    Ok(())
+}
+
+/// Adds each valid value of `col` (as `T`, exactly) to its group's sum at word `off`, counting
+/// it at `off + 1` when `count` (raw values; partial sums carry their counts in a column of
+/// their own); `type_name` names `T` in the overflow error.
 ///
 /// # Errors
 /// A value that does not fit `T`, or a sum that overflows it.
 fn add_exact<T: arrow_array::ArrowPrimitiveType>(
-    s: &mut [T::Native],
-    mut n: Option<&mut [i64]>,
+    slab: &mut Slab,
+    off: usize,
+    count: bool,
     gids: &[u32],
     col: &ArrayRef,
     type_name: &str,
-) -> Result<(), OperatorError> {
+) -> Result<(), OperatorError>
+where
+    T::Native: Word,
+{
     use arrow_array::ArrowNativeTypeOp;
     let c = as_type(col, &T::DATA_TYPE, true)?;
     each(c.as_primitive::<T>(), |i, v| {
-        let g = gids[i] as usize;
-        s[g] = s[g].add_checked(v).map_err(|_| invalid(format!("integer sum overflows {type_name}")))?;
-        if let Some(n) = n.as_deref_mut() {
-            n[g] += 1;
+        let row = row(slab, gids[i])?;
+        let s = T::Native::from_word(row[off])
+            .add_checked(v)
+            .map_err(|_| invalid(format!("integer sum overflows {type_name}")))?;
+        row[off] = s.word();
+        if count {
+            row[off + 1] += 1;
         }
         Ok(())
     })
 }
 
-/// Adds the counts in `col` (partial states: a count per row) to the groups `gids`.
-fn add_counts(n: &mut [i64], gids: &[u32], col: &ArrayRef) -> Result<(), OperatorError> {
-    let c = as_type(col, &DataType::Int64, true)?;
-    each(c.as_primitive::<Int64Type>(), |i, k| {
-        n[gids[i] as usize] += k;
+/// Adds each valid value of `col` (any number, as f64) to its group's sum at word `off`,
+/// counting it at `off + 1` when `count`.
+///
+/// # Errors
+/// A column that is not numeric.
+fn add_f64(
+    slab: &mut Slab,
+    off: usize,
+    count: bool,
+    gids: &[u32],
+    col: &ArrayRef,
+) -> Result<(), OperatorError> {
+    let Some(c) = f64_column(col)? else { return Ok(()) };
+    each(c.as_primitive::<Float64Type>(), |i, v| {
+        let row = row(slab, gids[i])?;
+        row[off] = (f64::from_word(row[off]) + v).word();
+        if count {
+            row[off + 1] += 1;
+        }
         Ok(())
     })
+}
+
+/// Adds the counts in `col` (partial states: a count per row) to the groups `gids`, at word
+/// `off`.
+fn add_counts(slab: &mut Slab, off: usize, gids: &[u32], col: &ArrayRef) -> Result<(), OperatorError> {
+    let c = as_type(col, &DataType::Int64, true)?;
+    each(c.as_primitive::<Int64Type>(), |i, k| add_count(row(slab, gids[i])?, off, k))
+}
+
+/// Word `off` of the groups `range` of `slab` as `T`.
+fn words<T: Word>(slab: &Slab, off: usize, range: Range<usize>) -> impl Iterator<Item = T> + '_ {
+    slab.column(off, range).map(T::from_word)
+}
+
+/// The groups `range` of a per-group vector.
+///
+/// # Errors
+/// A range beyond the groups (a defect: every vector is grown with the groups).
+fn part<T>(v: &[T], range: Range<usize>) -> Result<&[T], OperatorError> {
+    let (start, end) = (range.start, range.end);
+    v.get(range).ok_or_else(|| invalid(format!("groups {start}..{end} beyond the {} held", v.len())))
 }
 
 /// Decimal values of `col` (any decimal width) as unscaled 256-bit integers.
@@ -255,36 +359,37 @@ fn decimals(col: &ArrayRef) -> Result<Vec<Option<i256>>, OperatorError> {
 }
 
 impl Acc {
-    /// A fresh accumulator for raw input of type `ty` (None: `count()`).
+    /// A fresh accumulator for raw input of type `ty` (None: `count()`), its fixed-width states
+    /// laid out in `layout`.
     pub(crate) fn for_input(
         func: AggFn,
         ty: Option<&DataType>,
         q: Option<f64>,
+        layout: &mut Layout,
     ) -> Result<Acc, OperatorError> {
         let column_type = || ty.ok_or_else(|| invalid(format!("{} needs a column", func.name())));
         Ok(match func {
-            AggFn::Count => Acc::Count(Vec::new()),
+            AggFn::Count => Acc::Count { off: layout.words(1) },
             AggFn::Sum => match ty.map(key_type).as_ref() {
-                Some(t) if t.is_signed_integer() => Acc::SumI { s: Vec::new(), n: Vec::new() },
-                Some(t) if t.is_unsigned_integer() => Acc::SumU { s: Vec::new(), n: Vec::new() },
+                Some(t) if t.is_signed_integer() => Acc::SumI { off: layout.words(2) },
+                Some(t) if t.is_unsigned_integer() => Acc::SumU { off: layout.words(2) },
                 Some(t) if is_decimal(t) => {
                     let ty = decimal_sum_type(t).ok_or_else(|| invalid(format!("cannot sum {t}")))?;
                     Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty }
                 }
-                _ => Acc::SumF { s: Vec::new(), n: Vec::new() },
+                _ => Acc::SumF { off: layout.words(2) },
             },
             AggFn::Min | AggFn::Max => {
                 let ty = key_type(column_type()?);
                 let max = func == AggFn::Max;
                 if crate::keys::ordered_u64(&arrow_array::new_empty_array(&ty)).is_some() {
-                    Acc::ExtremeWord { max, ty, v: Vec::new(), set: Vec::new() }
+                    Acc::ExtremeWord { max, ty, off: layout.words(1), set: layout.flag() }
                 } else {
                     Acc::Extreme { max, values: RowValues::new(&ty)? }
                 }
             }
-            AggFn::Mean | AggFn::Var | AggFn::Std => {
-                Acc::Moments { n: Vec::new(), mean: Vec::new(), m2: Vec::new() }
-            }
+            AggFn::Mean => Acc::Mean { off: layout.words(2) },
+            AggFn::Var | AggFn::Std => Acc::Moments { off: layout.words(3) },
             AggFn::NUnique => Acc::Distinct(Vec::new()),
             AggFn::First | AggFn::Last => {
                 Acc::Pick { last: func == AggFn::Last, values: RowValues::new(column_type()?)? }
@@ -293,70 +398,50 @@ impl Acc {
         })
     }
 
-    /// Bytes this accumulator holds, for the memory budget: exact for the per-group vectors
-    /// (by capacity); values kept per row (distinct sets, quantile values, row-encoded min, max,
-    /// first, last) are estimated at 24 bytes for each of the `rows` aggregated, which bounds
-    /// them without walking every group.
+    /// Bytes this accumulator holds outside the [`Slab`], for the memory budget: exact for the
+    /// per-group vectors (by capacity); values kept per row (distinct sets, quantile values,
+    /// row-encoded min, max, first, last) are estimated at 24 bytes for each of the `rows`
+    /// aggregated, which bounds them without walking every group.
     pub(crate) fn bytes(&self, rows: u64) -> u64 {
         let cap = |len: usize, width: usize| (len * width) as u64;
         match self {
-            Acc::Count(n) => cap(n.capacity(), 8),
-            Acc::SumI { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
-            Acc::SumU { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
-            Acc::SumF { s, n } => cap(s.capacity(), 8) + cap(n.capacity(), 8),
             Acc::SumDecimal { s, n, .. } => cap(s.capacity(), 32) + cap(n.capacity(), 8),
-            Acc::ExtremeWord { v, set, .. } => cap(v.capacity(), 8) + cap(set.capacity(), 1),
-            Acc::Moments { n, .. } => cap(n.capacity(), 24),
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
                 cap(values.v.capacity(), 16) + (24 * rows).min(cap(values.v.len(), 64))
             }
             Acc::Distinct(sets) => cap(sets.capacity(), 48) + 24 * rows,
             Acc::Quantile { values, .. } => cap(values.capacity(), 24) + 24 * rows,
+            _ => 0,
         }
     }
 
+    /// Makes room for `groups` groups outside the [`Slab`] (which the caller grows).
     pub(crate) fn grow(&mut self, groups: usize) {
         match self {
-            Acc::Count(n) => n.resize(groups, 0),
-            Acc::SumI { s, n } => {
-                s.resize(groups, 0);
-                n.resize(groups, 0);
-            }
-            Acc::SumU { s, n } => {
-                s.resize(groups, 0);
-                n.resize(groups, 0);
-            }
             Acc::SumDecimal { s, n, .. } => {
                 s.resize(groups, i256::ZERO);
                 n.resize(groups, 0);
             }
-            Acc::SumF { s, n } => {
-                s.resize(groups, 0.0);
-                n.resize(groups, 0);
-            }
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.v.resize(groups, None),
-            Acc::ExtremeWord { v, set, .. } => {
-                v.resize(groups, 0);
-                set.resize(groups, false);
-            }
-            Acc::Moments { n, mean, m2 } => {
-                n.resize(groups, 0.0);
-                mean.resize(groups, 0.0);
-                m2.resize(groups, 0.0);
-            }
             Acc::Distinct(sets) => sets.resize_with(groups, HashSet::new),
             Acc::Quantile { values, .. } => values.resize_with(groups, Vec::new),
+            _ => {}
         }
     }
 
     /// Adds raw values (`col` None: count rows).
-    pub(crate) fn update(&mut self, gids: &[u32], col: Option<&ArrayRef>) -> Result<(), OperatorError> {
-        if let Acc::Count(n) = self {
+    pub(crate) fn update(
+        &mut self,
+        slab: &mut Slab,
+        gids: &[u32],
+        col: Option<&ArrayRef>,
+    ) -> Result<(), OperatorError> {
+        if let Acc::Count { off } = self {
             // Logical nulls: a dictionary's null values and a Null-typed column count as null.
             let nulls = col.map(|c| c.logical_nulls());
             for (i, g) in gids.iter().enumerate() {
                 if nulls.as_ref().is_none_or(|n| n.as_ref().is_none_or(|b| b.is_valid(i))) {
-                    n[*g as usize] += 1;
+                    row(slab, *g)?[*off] += 1;
                 }
             }
             return Ok(());
@@ -365,9 +450,10 @@ impl Acc {
         // Dictionary-encoded values aggregate as their values.
         let c = &crate::keys::decoded(c)?;
         match self {
-            Acc::Count(_) => {}
-            Acc::SumI { s, n } => add_exact::<Int64Type>(s, Some(n), gids, c, "int64")?,
-            Acc::SumU { s, n } => add_exact::<UInt64Type>(s, Some(n), gids, c, "uint64")?,
+            Acc::Count { .. } => {}
+            Acc::SumI { off } => add_exact::<Int64Type>(slab, *off, true, gids, c, "int64")?,
+            Acc::SumU { off } => add_exact::<UInt64Type>(slab, *off, true, gids, c, "uint64")?,
+            Acc::SumF { off } | Acc::Mean { off } => add_f64(slab, *off, true, gids, c)?,
             Acc::SumDecimal { s, n, .. } => {
                 for (v, g) in decimals(c)?.into_iter().zip(gids) {
                     if let Some(v) = v {
@@ -379,30 +465,21 @@ impl Acc {
                     }
                 }
             }
-            Acc::SumF { s, n } => {
-                if let Some(c) = f64_column(c)? {
-                    each(c.as_primitive::<Float64Type>(), |i, v| {
-                        let g = gids[i] as usize;
-                        s[g] += v;
-                        n[g] += 1;
-                        Ok(())
-                    })?;
-                }
-            }
-            Acc::ExtremeWord { max, v, set, .. } => {
+            Acc::ExtremeWord { max, off, set, .. } => {
                 let values = key_column(c)?;
                 let images = crate::keys::ordered_u64(&values).ok_or_else(|| {
                     invalid(format!("cannot compare values of type {}", values.data_type()))
                 })?;
                 let nulls = values.logical_nulls();
-                let max = *max;
+                let (max, off, set) = (*max, *off, *set);
                 for (i, (u, g)) in images.into_iter().zip(gids).enumerate() {
-                    let g = *g as usize;
-                    if nulls.as_ref().is_none_or(|b| b.is_valid(i))
-                        && (!set[g] || if max { u > v[g] } else { u < v[g] })
-                    {
-                        v[g] = u;
-                        set[g] = true;
+                    if nulls.as_ref().is_some_and(|b| b.is_null(i)) {
+                        continue;
+                    }
+                    let row = row(slab, *g)?;
+                    if !flag_set(row, set) || if max { u > row[off] } else { u < row[off] } {
+                        row[off] = u;
+                        set_flag(row, set);
                     }
                 }
             }
@@ -420,14 +497,21 @@ impl Acc {
                     }
                 }
             }
-            Acc::Moments { n, mean, m2 } => {
+            Acc::Moments { off } => {
+                let off = *off;
                 if let Some(c) = f64_column(c)? {
                     each(c.as_primitive::<Float64Type>(), |i, x| {
-                        let g = gids[i] as usize;
-                        n[g] += 1.0;
-                        let d = x - mean[g];
-                        mean[g] += d / n[g];
-                        m2[g] += d * (x - mean[g]);
+                        let row = row(slab, gids[i])?;
+                        let (mut n, mut mean, mut m2) = (
+                            f64::from_word(row[off]),
+                            f64::from_word(row[off + 1]),
+                            f64::from_word(row[off + 2]),
+                        );
+                        n += 1.0;
+                        let d = x - mean;
+                        mean += d / n;
+                        m2 += d * (x - mean);
+                        row[off..off + 3].copy_from_slice(&[n.word(), mean.word(), m2.word()]);
                         Ok(())
                     })?;
                 }
@@ -450,35 +534,53 @@ impl Acc {
 
 impl Acc {
     /// A fresh accumulator for partial states whose first column has type `ty`.
-    pub(crate) fn for_states(func: AggFn, ty: &DataType) -> Result<Acc, OperatorError> {
+    pub(crate) fn for_states(func: AggFn, ty: &DataType, layout: &mut Layout) -> Result<Acc, OperatorError> {
         match (func, ty) {
             (AggFn::Sum, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
                 Ok(Acc::SumDecimal { s: Vec::new(), n: Vec::new(), ty: ty.clone() })
             }
-            (other, _) => Acc::for_input(other, Some(ty), None),
+            (other, _) => Acc::for_input(other, Some(ty), None, layout),
         }
     }
 
     /// Number of partial-state columns.
     pub(crate) fn state_width(func: AggFn) -> usize {
         match func {
-            AggFn::Sum => 2,
-            AggFn::Mean | AggFn::Var | AggFn::Std => 3,
+            AggFn::Sum | AggFn::Mean => 2,
+            AggFn::Var | AggFn::Std => 3,
             _ => 1,
         }
     }
 
+    /// The suffix of the first partial-state column's name after the output's.
+    pub(crate) fn first_state(func: AggFn) -> &'static str {
+        match func {
+            AggFn::Sum | AggFn::Mean => ".sum",
+            AggFn::Var | AggFn::Std => ".n",
+            _ => "",
+        }
+    }
+
     /// Merges partial states (`cols`, as made by [`Acc::states`]).
-    pub(crate) fn merge(&mut self, gids: &[u32], cols: &[ArrayRef]) -> Result<(), OperatorError> {
+    pub(crate) fn merge(
+        &mut self,
+        slab: &mut Slab,
+        gids: &[u32],
+        cols: &[ArrayRef],
+    ) -> Result<(), OperatorError> {
         match self {
-            Acc::Count(n) => add_counts(n, gids, &cols[0])?,
-            Acc::SumI { s, n } => {
-                add_exact::<Int64Type>(s, None, gids, &cols[0], "int64")?;
-                add_counts(n, gids, &cols[1])?;
+            Acc::Count { off } => add_counts(slab, *off, gids, &cols[0])?,
+            Acc::SumI { off } => {
+                add_exact::<Int64Type>(slab, *off, false, gids, &cols[0], "int64")?;
+                add_counts(slab, *off + 1, gids, &cols[1])?;
             }
-            Acc::SumU { s, n } => {
-                add_exact::<UInt64Type>(s, None, gids, &cols[0], "uint64")?;
-                add_counts(n, gids, &cols[1])?;
+            Acc::SumU { off } => {
+                add_exact::<UInt64Type>(slab, *off, false, gids, &cols[0], "uint64")?;
+                add_counts(slab, *off + 1, gids, &cols[1])?;
+            }
+            Acc::SumF { off } | Acc::Mean { off } => {
+                add_f64(slab, *off, false, gids, &cols[0])?;
+                add_counts(slab, *off + 1, gids, &cols[1])?;
             }
             Acc::SumDecimal { s, n, .. } => {
                 for (v, g) in decimals(&cols[0])?.into_iter().zip(gids) {
@@ -487,19 +589,16 @@ impl Acc {
                         .checked_add(v.unwrap_or(i256::ZERO))
                         .ok_or_else(|| invalid("decimal sum overflows 256 bits".into()))?;
                 }
-                add_counts(n, gids, &cols[1])?;
+                let c = as_type(&cols[1], &DataType::Int64, true)?;
+                each(c.as_primitive::<Int64Type>(), |i, k| {
+                    let g = gids[i] as usize;
+                    n[g] = n[g].checked_add(k).ok_or_else(|| invalid("count overflows int64".into()))?;
+                    Ok(())
+                })?;
             }
-            Acc::SumF { s, n } => {
-                if let Some(c) = f64_column(&cols[0])? {
-                    each(c.as_primitive::<Float64Type>(), |i, v| {
-                        s[gids[i] as usize] += v;
-                        Ok(())
-                    })?;
-                }
-                add_counts(n, gids, &cols[1])?;
-            }
-            Acc::Extreme { .. } | Acc::ExtremeWord { .. } => self.update(gids, Some(&cols[0]))?,
-            Acc::Moments { n, mean, m2 } => {
+            Acc::Extreme { .. } | Acc::ExtremeWord { .. } => self.update(slab, gids, Some(&cols[0]))?,
+            Acc::Moments { off } => {
+                let off = *off;
                 let state = |c: &ArrayRef| as_type(c, &DataType::Float64, false);
                 let (nb, mb, qb) = (state(&cols[0])?, state(&cols[1])?, state(&cols[2])?);
                 let (nb, mb, qb) = (
@@ -510,17 +609,22 @@ impl Acc {
                 let at =
                     |a: &arrow_array::Float64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0.0 };
                 for (i, g) in gids.iter().enumerate() {
-                    let g = *g as usize;
                     let (nb, mb, qb) = (at(nb, i), at(mb, i), at(qb, i));
                     if nb == 0.0 {
                         continue;
                     }
-                    let na = n[g];
+                    // Chan, Golub and LeVeque (1979): two groups' moments combined.
+                    let row = row(slab, *g)?;
+                    let (na, mean, m2) = (
+                        f64::from_word(row[off]),
+                        f64::from_word(row[off + 1]),
+                        f64::from_word(row[off + 2]),
+                    );
                     let total = na + nb;
-                    let delta = mb - mean[g];
-                    mean[g] += delta * nb / total;
-                    m2[g] += qb + delta * delta * na * nb / total;
-                    n[g] = total;
+                    let delta = mb - mean;
+                    let mean = mean + delta * nb / total;
+                    let m2 = m2 + qb + delta * delta * na * nb / total;
+                    row[off..off + 3].copy_from_slice(&[total.word(), mean.word(), m2.word()]);
                 }
             }
             Acc::Distinct(_) | Acc::Pick { .. } | Acc::Quantile { .. } => {
@@ -532,32 +636,20 @@ impl Acc {
         Ok(())
     }
 
-    /// The min/max column of [`Acc::ExtremeWord`]: null for a group without values.
-    fn word_column(&self) -> Result<ArrayRef, OperatorError> {
-        let Acc::ExtremeWord { ty, v, set, .. } = self else {
-            return Err(invalid("not a min or max".into()));
-        };
-        let nulls = arrow_buffer::NullBuffer::from(set.as_slice());
-        crate::keys::from_ordered_u64(ty, v, Some(nulls))
-            .ok_or_else(|| invalid(format!("cannot keep values of type {ty}")))
-    }
-
     /// The sum column: null for a group without values.
-    fn sum_column(&self) -> Result<ArrayRef, OperatorError> {
-        let seen = |n: &[i64], i: usize| n.get(i).is_some_and(|k| *k > 0);
+    fn sum_column(&self, slab: &Slab, r: Range<usize>) -> Result<ArrayRef, OperatorError> {
+        fn sums<T: Word>(slab: &Slab, off: usize, r: Range<usize>) -> impl Iterator<Item = Option<T>> + '_ {
+            words::<T>(slab, off, r.clone())
+                .zip(words::<i64>(slab, off + 1, r.clone()))
+                .map(|(s, n)| (n > 0).then_some(s))
+        }
         Ok(match self {
-            Acc::SumI { s, n } => {
-                Arc::new(Int64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
-            }
-            Acc::SumU { s, n } => {
-                Arc::new(UInt64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
-            }
-            Acc::SumF { s, n } => {
-                Arc::new(Float64Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v))))
-            }
+            Acc::SumI { off } => Arc::new(Int64Array::from_iter(sums::<i64>(slab, *off, r))),
+            Acc::SumU { off } => Arc::new(UInt64Array::from_iter(sums::<u64>(slab, *off, r))),
+            Acc::SumF { off } => Arc::new(Float64Array::from_iter(sums::<f64>(slab, *off, r))),
             Acc::SumDecimal { s, n, ty } => {
-                let wide =
-                    Decimal256Array::from_iter(s.iter().enumerate().map(|(i, v)| seen(n, i).then_some(*v)));
+                let (s, n) = (part(s, r.clone())?, part(n, r)?);
+                let wide = Decimal256Array::from_iter(s.iter().zip(n).map(|(v, k)| (*k > 0).then_some(*v)));
                 let (p, sc) = match ty {
                     DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => (*p, *s),
                     t => return Err(invalid(format!("not a decimal sum type: {t}"))),
@@ -572,64 +664,104 @@ impl Acc {
         })
     }
 
-    /// Partial-state columns, named after `name`.
-    pub(crate) fn states(&self, name: &str) -> Result<Vec<(Field, ArrayRef)>, OperatorError> {
+    /// The min/max column of [`Acc::ExtremeWord`]: null for a group without values.
+    fn word_column(&self, slab: &Slab, r: Range<usize>) -> Result<ArrayRef, OperatorError> {
+        let Acc::ExtremeWord { ty, off, set, .. } = self else {
+            return Err(invalid("not a min or max".into()));
+        };
+        let v: Vec<u64> = slab.column(*off, r.clone()).collect();
+        let nulls = arrow_buffer::NullBuffer::from_iter(slab.flags(*set, r));
+        crate::keys::from_ordered_u64(ty, &v, Some(nulls))
+            .ok_or_else(|| invalid(format!("cannot keep values of type {ty}")))
+    }
+
+    /// Partial-state columns of the groups `r`, named after `name`.
+    pub(crate) fn states(
+        &self,
+        slab: &Slab,
+        name: &str,
+        r: Range<usize>,
+    ) -> Result<Vec<(Field, ArrayRef)>, OperatorError> {
         let f = |suffix: &str, t: &DataType| Field::new(format!("{name}{suffix}"), t.clone(), true);
+        let ints = |off: usize| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(words::<i64>(slab, off, r.clone())))
+        };
+        let floats = |off: usize| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(words::<f64>(slab, off, r.clone())))
+        };
         Ok(match self {
-            Acc::Count(n) => {
-                vec![(f("", &DataType::Int64), Arc::new(Int64Array::from(n.clone())) as ArrayRef)]
+            Acc::Count { off } => vec![(f("", &DataType::Int64), ints(*off))],
+            Acc::SumI { off } | Acc::SumU { off } | Acc::SumF { off } => {
+                let sum = self.sum_column(slab, r.clone())?;
+                vec![(f(".sum", sum.data_type()), sum), (f(".n", &DataType::Int64), ints(*off + 1))]
             }
-            Acc::SumI { n, .. } | Acc::SumU { n, .. } | Acc::SumF { n, .. } | Acc::SumDecimal { n, .. } => {
-                let sum = self.sum_column()?;
+            Acc::SumDecimal { n, .. } => {
+                let sum = self.sum_column(slab, r.clone())?;
                 vec![
                     (f(".sum", sum.data_type()), sum),
-                    (f(".n", &DataType::Int64), Arc::new(Int64Array::from(n.clone()))),
+                    (f(".n", &DataType::Int64), Arc::new(Int64Array::from(part(n, r)?.to_vec()))),
                 ]
             }
+            Acc::Mean { off } => vec![
+                (f(".sum", &DataType::Float64), floats(*off)),
+                (f(".n", &DataType::Int64), ints(*off + 1)),
+            ],
             Acc::Extreme { values, .. } | Acc::Pick { values, .. } => {
-                vec![(f("", &values.ty), values.column()?)]
+                vec![(f("", &values.ty), values.column(r)?)]
             }
-            Acc::ExtremeWord { ty, .. } => vec![(f("", ty), self.word_column()?)],
-            Acc::Moments { n, mean, m2 } => vec![
-                (f(".n", &DataType::Float64), Arc::new(Float64Array::from(n.clone()))),
-                (f(".mean", &DataType::Float64), Arc::new(Float64Array::from(mean.clone()))),
-                (f(".m2", &DataType::Float64), Arc::new(Float64Array::from(m2.clone()))),
+            Acc::ExtremeWord { ty, .. } => vec![(f("", ty), self.word_column(slab, r)?)],
+            Acc::Moments { off } => vec![
+                (f(".n", &DataType::Float64), floats(*off)),
+                (f(".mean", &DataType::Float64), floats(*off + 1)),
+                (f(".m2", &DataType::Float64), floats(*off + 2)),
             ],
             Acc::Distinct(sets) => {
                 vec![(
                     f("", &DataType::Int64),
-                    Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from_iter_values(part(sets, r)?.iter().map(|s| s.len() as i64))),
                 )]
             }
             Acc::Quantile { .. } => return Err(invalid("quantiles have no partial states".into())),
         })
     }
 
-    /// The final value column.
-    pub(crate) fn finish(&self, func: AggFn, name: &str) -> Result<(Field, ArrayRef), OperatorError> {
+    /// The final value column of the groups `r`.
+    pub(crate) fn finish(
+        &self,
+        slab: &Slab,
+        func: AggFn,
+        name: &str,
+        r: Range<usize>,
+    ) -> Result<(Field, ArrayRef), OperatorError> {
         let field = |t: &DataType| Field::new(name, t.clone(), true);
         let col: ArrayRef = match self {
-            Acc::Count(n) => Arc::new(Int64Array::from(n.clone())),
+            Acc::Count { off } => Arc::new(Int64Array::from_iter_values(words::<i64>(slab, *off, r.clone()))),
             Acc::SumI { .. } | Acc::SumU { .. } | Acc::SumF { .. } | Acc::SumDecimal { .. } => {
-                self.sum_column()?
+                self.sum_column(slab, r)?
             }
-            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column()?,
-            Acc::ExtremeWord { .. } => self.word_column()?,
+            Acc::Mean { off } => Arc::new(Float64Array::from_iter(
+                words::<f64>(slab, *off, r.clone())
+                    .zip(words::<i64>(slab, *off + 1, r.clone()))
+                    .map(|(s, n)| (n > 0).then(|| s / n as f64)),
+            )),
+            Acc::Extreme { values, .. } | Acc::Pick { values, .. } => values.column(r)?,
+            Acc::ExtremeWord { .. } => self.word_column(slab, r)?,
             Acc::Quantile { q, values } => {
-                Arc::new(Float64Array::from_iter(values.iter().map(|v| quantile(v, *q))))
+                Arc::new(Float64Array::from_iter(part(values, r)?.iter().map(|v| quantile(v, *q))))
             }
-            Acc::Moments { n, mean, m2 } => {
-                let values: Vec<Option<f64>> = (0..n.len())
-                    .map(|g| match func {
-                        AggFn::Mean => (n[g] > 0.0).then_some(mean[g]),
-                        AggFn::Var => (n[g] > 1.0).then(|| m2[g] / (n[g] - 1.0)),
-                        _ => (n[g] > 1.0).then(|| (m2[g] / (n[g] - 1.0)).sqrt()),
-                    })
-                    .collect();
-                Arc::new(Float64Array::from(values))
+            Acc::Moments { off } => {
+                let std = func == AggFn::Std;
+                Arc::new(Float64Array::from_iter(
+                    words::<f64>(slab, *off, r.clone()).zip(words::<f64>(slab, *off + 2, r.clone())).map(
+                        |(n, m2)| {
+                            let var = (n > 1.0).then(|| m2 / (n - 1.0));
+                            if std { var.map(f64::sqrt) } else { var }
+                        },
+                    ),
+                ))
             }
             Acc::Distinct(sets) => {
-                Arc::new(Int64Array::from(sets.iter().map(|s| s.len() as i64).collect::<Vec<_>>()))
+                Arc::new(Int64Array::from_iter_values(part(sets, r)?.iter().map(|s| s.len() as i64)))
             }
         };
         Ok((field(col.data_type()), col))

@@ -49,6 +49,7 @@ pub mod registry;
 pub mod setops;
 pub mod shuffle;
 pub mod sinks;
+mod slab;
 pub mod sort;
 pub mod spill;
 pub mod storage;

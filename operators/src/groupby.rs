@@ -7,8 +7,12 @@
 //! ```
 //!
 //! Pre-aggregation is used when every aggregate can be split into partial states that merge
-//! exactly: count and sum (sum and count of values), min and max, mean/var/std (count, mean and
-//! sum of squared deviations, merged with Chan's formula). `nunique`, `first`, `last`, `median`
+//! exactly: count and sum (sum and count of values), min and max, mean (sum and count), var/std
+//! (count, mean and sum of squared deviations, merged with Chan's formula). A partial stage that
+//! finds nearly every row a group of its own hands on the states it has, then the raw rows
+//! (projected to the keys and aggregate inputs); the final stage takes both kinds of batch,
+//! told apart by the schema metadata of states. The fixed-width states of a group sit in one
+//! row of words ([`crate::slab`]). `nunique`, `first`, `last`, `median`
 //! and `quantile` need every raw row of a group on one rank, so a pipeline using them shuffles
 //! raw rows; `median` and `quantile` are exact: the rank owning a group holds its values (as
 //! f64) and interpolates linearly between the two nearest ranks of the sorted values
@@ -87,14 +91,32 @@ pub fn decomposable(aggs: &[Agg]) -> bool {
 }
 
 struct State {
-    key_idx: Vec<usize>,
-    /// Input column of each aggregate (raw mode) or its first state column (final mode).
-    inputs: Vec<Option<usize>>,
+    /// Where raw rows and partial states have their columns (each known once such a batch
+    /// came; a final stage gets both when a partial stage stopped pre-aggregating).
+    raw: Option<Columns>,
+    states: Option<Columns>,
     groups: Groups,
     accs: Vec<Acc>,
     /// The fixed-width states of `accs`, a row per group.
     slab: Slab,
     key_fields: Vec<Field>,
+}
+
+/// The key columns of one kind of input batch, and each aggregate's input column there (raw
+/// mode) or its first state column (states).
+#[derive(Clone)]
+struct Columns {
+    keys: Vec<usize>,
+    inputs: Vec<Option<usize>>,
+}
+
+/// Schema metadata marking a batch of partial states: a final stage also takes the raw rows a
+/// partial stage hands on once pre-aggregating does not pay.
+const STATES_MARK: &str = "updraft.group_by.states";
+
+/// True when `schema` is that of partial states.
+fn is_states(schema: &Schema) -> bool {
+    schema.metadata().contains_key(STATES_MARK)
 }
 
 /// The groups seen so far: their keys, and a hash table from key to group id (ids in order of
@@ -253,8 +275,9 @@ pub struct GroupBy {
     result: Option<Drain>,
     /// Rows received so far (partial mode), until the probe below.
     rows_in: usize,
-    /// Partial mode found too little to pre-aggregate: each row goes on as its own states.
-    passthrough: bool,
+    /// Partial mode found too little to pre-aggregate: rows go on as they are, projected to
+    /// these columns (keys and aggregate inputs), and the final stage aggregates them.
+    passthrough: Option<Vec<usize>>,
     mem: Reservation,
     /// Rows aggregated into the table since it was last emptied.
     rows_held: u64,
@@ -281,8 +304,8 @@ pub const SPILL_PARTITIONS: u32 = 32;
 const MAX_SPILL_LEVEL: u32 = 4;
 
 /// Rows a partial aggregation sees before it checks whether pre-aggregating pays off, and the
-/// ratio of groups to rows above which it stops (each later row then leaves as its own partial
-/// states, without a hash lookup; the final stage merges them as usual). The values of
+/// ratio of groups to rows above which it stops (each later row then leaves as it is, without a
+/// hash lookup; the final stage aggregates it as a complete stage would). The values of
 /// DataFusion's `skip_partial_aggregation_probe_rows_threshold` and `..._ratio_threshold`.
 const PROBE_ROWS: usize = 100_000;
 const SKIP_RATIO: f64 = 0.8;
@@ -297,7 +320,7 @@ impl GroupBy {
             st: None,
             result: None,
             rows_in: 0,
-            passthrough: false,
+            passthrough: None,
             mem,
             rows_held: 0,
             level: 0,
@@ -317,7 +340,7 @@ impl GroupBy {
     /// (partial) or spills it (complete, final).
     fn account(&mut self, out: &mut Output) -> Result<(), OperatorError> {
         let Some(st) = &self.st else { return Ok(()) };
-        if st.key_idx.is_empty() {
+        if self.p.keys.is_empty() {
             return Ok(());
         }
         // Twice the table: room for its vectors' next doubling and for the copies a spill makes
@@ -399,72 +422,19 @@ impl GroupBy {
         Ok(Flow::Idle)
     }
 
-    fn init(&self, schema: &Schema) -> Result<State, OperatorError> {
-        let name = &self.p.name;
-        let key_idx = column_indices(schema, &self.p.keys, &format!("`{name}`: key"))?;
-        // Keys compare, and come out, as their values (a dictionary-encoded key is decoded).
-        let key_fields: Vec<Field> = key_idx
-            .iter()
-            .map(|&i| {
-                let f = schema.field(i);
-                f.clone().with_data_type(key_type(f.data_type())).with_nullable(true)
-            })
-            .collect();
+    /// A table for batches of `schema` (partial states when `states`).
+    fn init(&self, schema: &Schema, states: bool) -> Result<State, OperatorError> {
+        let (cols, accs, layout, key_fields) = columns_of(&self.p, schema, states)?;
         let groups = Groups::new(&key_fields)?;
-        let mut inputs = Vec::new();
-        let mut accs = Vec::new();
-        let mut layout = Layout::default();
-        for a in &self.p.aggs {
-            if self.mode == Mode::Final {
-                let state = format!("{}{}", a.output, Acc::first_state(a.func));
-                let i = column_indices(
-                    schema,
-                    std::slice::from_ref(&state),
-                    &format!("`{name}`: partial state"),
-                )?[0];
-                inputs.push(Some(i));
-                accs.push(Acc::for_states(a.func, schema.field(i).data_type(), &mut layout)?);
-            } else {
-                let i = match &a.column {
-                    Some(c) => Some(
-                        column_indices(schema, std::slice::from_ref(c), &format!("`{name}`: aggregate"))?[0],
-                    ),
-                    None => None,
-                };
-                let ty = i.map(|i| schema.field(i).data_type());
-                if let (
-                    Some(ty),
-                    AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std | AggFn::Median | AggFn::Quantile,
-                ) = (ty, a.func)
-                    && !(key_type(ty).is_numeric() || key_type(ty) == DataType::Null)
-                {
-                    return Err(invalid(format!(
-                        "`{name}`: {} = {}({}) needs a numeric column, but `{}` is {ty}",
-                        a.output,
-                        a.func.name(),
-                        a.column.as_deref().unwrap_or(""),
-                        a.column.as_deref().unwrap_or("")
-                    )));
-                }
-                accs.push(Acc::for_input(a.func, ty, a.quantile, &mut layout).map_err(|e| {
-                    invalid(format!(
-                        "`{name}`: {} = {}({}): {e}",
-                        a.output,
-                        a.func.name(),
-                        a.column.as_deref().unwrap_or("")
-                    ))
-                })?);
-                inputs.push(i);
-            }
-        }
         let slab = Slab::new(&layout);
-        Ok(State { key_idx, inputs, groups, accs, slab, key_fields })
+        let (raw, states) = if states { (None, Some(cols)) } else { (Some(cols), None) };
+        Ok(State { raw, states, groups, accs, slab, key_fields })
     }
 
     /// The table, to be read out: its groups' final values (partial states in partial mode).
     fn take_table(&mut self) -> Option<Drain> {
         let mut st = self.st.take()?;
-        let whole = st.key_idx.is_empty();
+        let whole = self.p.keys.is_empty();
         // A whole-table aggregate has its one group even when no row came.
         let rows = if !whole {
             st.groups.len()
@@ -488,7 +458,7 @@ impl GroupBy {
         if n > 0 || d.at == 0 {
             let range = d.at..d.at + n;
             let keys =
-                if d.st.key_idx.is_empty() { Vec::new() } else { d.st.groups.columns(range.clone())? };
+                if self.p.keys.is_empty() { Vec::new() } else { d.st.groups.columns(range.clone())? };
             out.emit(self.batch_of(&d.st, keys, range, self.mode == Mode::Partial)?);
         }
         d.at += n;
@@ -501,16 +471,6 @@ impl GroupBy {
             while self.emit_next(&mut d, out)? == Flow::More {}
         }
         Ok(())
-    }
-
-    /// Every row of `batch` as its own group's partial states (partial mode, after the probe).
-    fn row_states(&self, batch: &RecordBatch) -> Result<RecordBatch, OperatorError> {
-        let mut st = self.init(&batch.schema())?;
-        let n = batch.num_rows();
-        let gids: Vec<u32> = (0..n as u32).collect();
-        update_groups(&mut st, &self.p, self.mode, batch, &gids, n)?;
-        let keys = st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<Vec<_>, _>>()?;
-        self.batch_of(&st, keys, 0..n, true)
     }
 
     /// The output batch of the groups `range`: their `key_cols`, then each aggregate's partial
@@ -537,18 +497,90 @@ impl GroupBy {
                 cols.push(c);
             }
         }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let metadata = if states {
+            std::collections::HashMap::from([(STATES_MARK.to_string(), "1".to_string())])
+        } else {
+            Default::default()
+        };
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, metadata));
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(schema, cols, &options)?)
     }
 }
 
-/// Adds `batch`, whose row `i` belongs to group `gids[i]`, to every aggregate (raw values, or
-/// partial states in final mode); `groups` is the number of groups so far.
+/// Where batches of `schema` (partial states when `states`, else raw rows) have the keys and
+/// each aggregate's input, with the accumulators, slab layout and key fields they imply (the
+/// same for both kinds: a state column has the type its accumulator outputs).
+///
+/// # Errors
+/// A key or input column missing, or of a type its aggregate cannot take.
+fn columns_of(
+    p: &GroupParams,
+    schema: &Schema,
+    states: bool,
+) -> Result<(Columns, Vec<Acc>, Layout, Vec<Field>), OperatorError> {
+    let name = &p.name;
+    let key_idx = column_indices(schema, &p.keys, &format!("`{name}`: key"))?;
+    // Keys compare, and come out, as their values (a dictionary-encoded key is decoded).
+    let key_fields: Vec<Field> = key_idx
+        .iter()
+        .map(|&i| {
+            let f = schema.field(i);
+            f.clone().with_data_type(key_type(f.data_type())).with_nullable(true)
+        })
+        .collect();
+    let mut inputs = Vec::new();
+    let mut accs = Vec::new();
+    let mut layout = Layout::default();
+    for a in &p.aggs {
+        if states {
+            let state = format!("{}{}", a.output, Acc::first_state(a.func));
+            let i =
+                column_indices(schema, std::slice::from_ref(&state), &format!("`{name}`: partial state"))?[0];
+            inputs.push(Some(i));
+            accs.push(Acc::for_states(a.func, schema.field(i).data_type(), &mut layout)?);
+        } else {
+            let i = match &a.column {
+                Some(c) => {
+                    Some(column_indices(schema, std::slice::from_ref(c), &format!("`{name}`: aggregate"))?[0])
+                }
+                None => None,
+            };
+            let ty = i.map(|i| schema.field(i).data_type());
+            if let (
+                Some(ty),
+                AggFn::Sum | AggFn::Mean | AggFn::Var | AggFn::Std | AggFn::Median | AggFn::Quantile,
+            ) = (ty, a.func)
+                && !(key_type(ty).is_numeric() || key_type(ty) == DataType::Null)
+            {
+                return Err(invalid(format!(
+                    "`{name}`: {} = {}({}) needs a numeric column, but `{}` is {ty}",
+                    a.output,
+                    a.func.name(),
+                    a.column.as_deref().unwrap_or(""),
+                    a.column.as_deref().unwrap_or("")
+                )));
+            }
+            accs.push(Acc::for_input(a.func, ty, a.quantile, &mut layout).map_err(|e| {
+                invalid(format!(
+                    "`{name}`: {} = {}({}): {e}",
+                    a.output,
+                    a.func.name(),
+                    a.column.as_deref().unwrap_or("")
+                ))
+            })?);
+            inputs.push(i);
+        }
+    }
+    Ok((Columns { keys: key_idx, inputs }, accs, layout, key_fields))
+}
+
+/// Adds `batch`, whose row `i` belongs to group `gids[i]`, to every aggregate (partial states
+/// when `cols` are those of states, else raw values); `groups` is the number of groups so far.
 fn update_groups(
     st: &mut State,
     p: &GroupParams,
-    mode: Mode,
+    (states, cols): (bool, &Columns),
     batch: &RecordBatch,
     gids: &[u32],
     groups: usize,
@@ -559,22 +591,19 @@ fn update_groups(
     for start in (0..gids.len()).step_by(CHUNK_ROWS) {
         let len = CHUNK_ROWS.min(gids.len() - start);
         let chunk = &gids[start..start + len];
-        for ((acc, input), a) in st.accs.iter_mut().zip(&st.inputs).zip(&p.aggs) {
+        for ((acc, input), a) in st.accs.iter_mut().zip(&cols.inputs).zip(&p.aggs) {
             let context = |e: OperatorError| {
                 invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
             };
-            match mode {
-                Mode::Final => {
-                    let first = input.unwrap_or(0);
-                    let width = Acc::state_width(a.func);
-                    let cols: Vec<ArrayRef> =
-                        (first..first + width).map(|i| batch.column(i).slice(start, len)).collect();
-                    acc.merge(&mut st.slab, chunk, &cols).map_err(context)?;
-                }
-                _ => {
-                    let col = input.map(|i| batch.column(i).slice(start, len));
-                    acc.update(&mut st.slab, chunk, col.as_ref()).map_err(context)?;
-                }
+            if states {
+                let first = input.unwrap_or(0);
+                let width = Acc::state_width(a.func);
+                let cols: Vec<ArrayRef> =
+                    (first..first + width).map(|i| batch.column(i).slice(start, len)).collect();
+                acc.merge(&mut st.slab, chunk, &cols).map_err(context)?;
+            } else {
+                let col = input.map(|i| batch.column(i).slice(start, len));
+                acc.update(&mut st.slab, chunk, col.as_ref()).map_err(context)?;
             }
         }
     }
@@ -587,31 +616,43 @@ const CHUNK_ROWS: usize = 2048;
 
 impl Operator for GroupBy {
     fn on_batch(&mut self, _port: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
-        if self.passthrough {
-            out.emit(self.row_states(&batch)?);
+        if let Some(columns) = &self.passthrough {
+            out.emit(batch.project(columns)?);
             return Ok(());
         }
+        // Only a final stage takes partial states (a raw input's metadata proves nothing else).
+        let states = self.mode == Mode::Final && is_states(&batch.schema());
         if self.st.is_none() {
-            self.st = Some(self.init(&batch.schema())?);
+            self.st = Some(self.init(&batch.schema(), states)?);
         }
         let Some(st) = self.st.as_mut() else { return Ok(()) };
-        if st.key_idx.is_empty() {
+        let slot = if states { &mut st.states } else { &mut st.raw };
+        let cols = match slot {
+            Some(cols) => cols.clone(),
+            None => slot.insert(columns_of(&self.p, &batch.schema(), states)?.0).clone(),
+        };
+        if self.p.keys.is_empty() {
             // A whole-table aggregate: every row in group 0.
             let gids = vec![0u32; batch.num_rows()];
-            return update_groups(st, &self.p, self.mode, &batch, &gids, 1);
+            return update_groups(st, &self.p, (states, &cols), &batch, &gids, 1);
         }
         let key_cols: Vec<ArrayRef> =
-            st.key_idx.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
+            cols.keys.iter().map(|&i| key_column(batch.column(i))).collect::<Result<_, _>>()?;
         let gids = st.groups.ids(&key_cols)?;
         let groups = st.groups.len();
-        update_groups(st, &self.p, self.mode, &batch, &gids, groups)?;
+        update_groups(st, &self.p, (states, &cols), &batch, &gids, groups)?;
         self.rows_held += batch.num_rows() as u64;
         self.account(out)?;
         if self.mode == Mode::Partial && self.rows_in < PROBE_ROWS {
             self.rows_in += batch.num_rows();
             if self.rows_in >= PROBE_ROWS && groups as f64 > SKIP_RATIO * self.rows_in as f64 {
-                // Nearly every row is a group of its own: hand on what is held, stop hashing.
-                self.passthrough = true;
+                // Nearly every row is a group of its own: hand on what is held, then the rows
+                // themselves (only the columns the final stage aggregates), without hashing.
+                let mut columns: Vec<usize> =
+                    cols.keys.iter().copied().chain(cols.inputs.iter().flatten().copied()).collect();
+                columns.sort_unstable();
+                columns.dedup();
+                self.passthrough = Some(columns);
                 self.emit_table(out)?;
             }
         }

@@ -28,11 +28,11 @@ pub fn held_bytes(batch: &RecordBatch) -> u64 {
     batch.columns().iter().map(|c| data_bytes(&c.to_data())).sum()
 }
 
-/// `schema` with every field nullable (the schema of every spill file).
+/// `schema` with every field nullable, its metadata kept (the schema of every spill file).
 pub fn nullable(schema: &Schema) -> SchemaRef {
     let fields: Vec<arrow_schema::Field> =
         schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    Arc::new(Schema::new(fields))
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The schema of `batches` (which have the same columns) with a field nullable when it is in

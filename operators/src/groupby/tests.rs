@@ -244,10 +244,13 @@ fn a_partial_aggregation_that_stops_hashing_still_merges_to_the_complete_answer(
         while flow == Flow::More {
             flow = op.resume(&mut out).expect("resume");
         }
-        (op.passthrough, out.drain().map(|(_, b)| b).collect::<Vec<_>>())
+        (op.passthrough.is_some(), out.drain().map(|(_, b)| b).collect::<Vec<_>>())
     };
     let (skipped, partial) = drive(Mode::Partial, parts.clone());
     assert!(skipped, "the partial stage stops hashing");
+    // The states of the probe's groups, then the raw rows themselves.
+    assert!(is_states(&partial[0].schema()), "states first");
+    assert!(partial.iter().skip(1).all(|b| !is_states(&b.schema())), "then raw rows");
     let (_, merged) = drive(Mode::Final, partial);
     let (_, complete) = drive(Mode::Complete, parts);
     let all = |b: Vec<RecordBatch>| {

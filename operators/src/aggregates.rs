@@ -429,6 +429,53 @@ impl Acc {
         }
     }
 
+    /// Adds raw values (`col` None: count rows) all to group 0, as a whole-table aggregate does,
+    /// with Arrow's vectorised kernels; false (nothing done) for an aggregate without such a
+    /// path, which then goes through [`Acc::update`].
+    ///
+    /// # Errors
+    /// As [`Acc::update`].
+    pub(crate) fn update_whole(
+        &mut self,
+        slab: &mut Slab,
+        rows: usize,
+        col: Option<&ArrayRef>,
+    ) -> Result<bool, OperatorError> {
+        use arrow_arith::aggregate::{sum, sum_checked};
+        let overflow = |t: &str| invalid(format!("integer sum overflows {t}"));
+        let valid = |a: &dyn Array| (a.len() - a.null_count()) as i64;
+        slab.grow(1);
+        let row = row(slab, 0)?;
+        match (&*self, col) {
+            (Acc::Count { off }, None) => add_count(row, *off, rows as i64)?,
+            // Logical nulls: a dictionary's null values and a Null-typed column count as null.
+            (Acc::Count { off }, Some(c)) => add_count(row, *off, (c.len() - c.logical_null_count()) as i64)?,
+            (Acc::SumI { off }, Some(c)) => {
+                let c = as_type(&crate::keys::decoded(c)?, &DataType::Int64, true)?;
+                let a = c.as_primitive::<Int64Type>();
+                let s = sum_checked(a).map_err(|_| overflow("int64"))?.unwrap_or(0);
+                row[*off] = i64::from_word(row[*off]).checked_add(s).ok_or_else(|| overflow("int64"))?.word();
+                add_count(row, off + 1, valid(a))?;
+            }
+            (Acc::SumU { off }, Some(c)) => {
+                let c = as_type(&crate::keys::decoded(c)?, &DataType::UInt64, true)?;
+                let a = c.as_primitive::<UInt64Type>();
+                let s = sum_checked(a).map_err(|_| overflow("uint64"))?.unwrap_or(0);
+                row[*off] = row[*off].checked_add(s).ok_or_else(|| overflow("uint64"))?;
+                add_count(row, off + 1, valid(a))?;
+            }
+            (Acc::SumF { off } | Acc::Mean { off }, Some(c)) => {
+                if let Some(c) = f64_column(&crate::keys::decoded(c)?)? {
+                    let a = c.as_primitive::<Float64Type>();
+                    row[*off] = (f64::from_word(row[*off]) + sum(a).unwrap_or(0.0)).word();
+                    add_count(row, off + 1, valid(a))?;
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Adds raw values (`col` None: count rows).
     pub(crate) fn update(
         &mut self,

@@ -586,15 +586,26 @@ fn update_groups(
     groups: usize,
 ) -> Result<(), OperatorError> {
     let name = &p.name;
+    let context = |a: &Agg, e: OperatorError| {
+        invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
+    };
     st.slab.grow(groups);
     st.accs.iter_mut().for_each(|acc| acc.grow(groups));
+    // A whole-table aggregate of raw rows: sums and counts by Arrow's kernels, in one go.
+    let mut done = vec![false; st.accs.len()];
+    if p.keys.is_empty() && !states {
+        for (((acc, input), a), done) in st.accs.iter_mut().zip(&cols.inputs).zip(&p.aggs).zip(&mut done) {
+            let col = input.map(|i| batch.column(i));
+            *done = acc.update_whole(&mut st.slab, batch.num_rows(), col).map_err(|e| context(a, e))?;
+        }
+    }
     for start in (0..gids.len()).step_by(CHUNK_ROWS) {
         let len = CHUNK_ROWS.min(gids.len() - start);
         let chunk = &gids[start..start + len];
-        for ((acc, input), a) in st.accs.iter_mut().zip(&cols.inputs).zip(&p.aggs) {
-            let context = |e: OperatorError| {
-                invalid(format!("`{name}`: {}({}): {e}", a.func.name(), a.column.as_deref().unwrap_or("")))
-            };
+        for (((acc, input), a), _) in
+            st.accs.iter_mut().zip(&cols.inputs).zip(&p.aggs).zip(&done).filter(|(_, done)| !**done)
+        {
+            let context = |e: OperatorError| context(a, e);
             if states {
                 let first = input.unwrap_or(0);
                 let width = Acc::state_width(a.func);

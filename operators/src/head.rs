@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::Schema;
-use arrow_select::concat::concat_batches;
 use updraft_runtime::{Flow, Operator, OperatorError, Output, Rank};
 
 const RANK_MARK: &str = "updraft.head.rank";
@@ -129,13 +128,24 @@ impl Operator for GatherHead {
         let batches: Vec<RecordBatch> = std::mem::take(&mut self.by_rank).into_values().flatten().collect();
         let Some(first) = batches.first() else { return Ok(Flow::Idle) };
         let schema = Arc::new(Schema::new(first.schema().fields().clone()));
-        let plain: Vec<RecordBatch> = batches
-            .iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
-            .collect::<Result<_, _>>()?;
-        let all = concat_batches(&schema, &plain)?;
-        let (start, len) = self.range.within(all.num_rows());
-        out.emit(all.slice(start, len));
+        let total = batches.iter().map(RecordBatch::num_rows).sum();
+        let (start, len) = self.range.within(total);
+        // The rows [start, start + len) as slices of the batches that hold them (never one
+        // concatenation: no offset limit on the input's strings); one batch at least, for the
+        // schema.
+        let (mut at, mut emitted) = (0, false);
+        for b in &batches {
+            let (lo, hi) = (start.max(at), (start + len).min(at + b.num_rows()));
+            if lo < hi {
+                let plain = RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())?;
+                out.emit(plain.slice(lo - at, hi - lo));
+                emitted = true;
+            }
+            at += b.num_rows();
+        }
+        if !emitted {
+            out.emit(RecordBatch::new_empty(schema));
+        }
         Ok(Flow::Idle)
     }
 }

@@ -21,24 +21,25 @@
 //! probing, from a matched-bitmap. Other names that clash get
 //! the configured suffixes. The table and its key handling are in [`crate::hash_table`].
 //!
-//! The collected sides are held against the worker's memory budget, at twice their size (they
-//! are concatenated before matching). When the budget refuses, the join becomes a grace hash
+//! The collected sides are held against the worker's memory budget: their batches, the column
+//! being concatenated (`table.rs`: a side is made one array per column, a column at a time, with
+//! 64-bit offsets where 32-bit ones would overflow), key copies and the matcher's arrays. When
+//! the budget refuses, the join becomes a grace hash
 //! join (`grace.rs`): both sides go to partitioned spill files and the partitions are joined
 //! one after another, each as above.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use arrow_select::concat::concat_batches;
-use arrow_select::take::take;
 use arrow_select::zip::zip;
 use updraft_config::{JoinAlgorithm, JoinHow};
 use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Reservation};
 
 use crate::hash_table::{END, JoinKeys, PartitionTable, Partitions, join_keys, partition_bits};
 use crate::partition::{column_indices, describe_columns as describe, same_columns};
+use crate::table::{Table, row_ids};
 
 /// Join parameters.
 #[derive(Debug, Clone)]
@@ -74,8 +75,8 @@ pub struct Join {
 
 /// Both sides collected; pairs of row ids come from the matcher and are assembled here.
 struct Matching {
-    left: RecordBatch,
-    right: RecordBatch,
+    left: Table,
+    right: Table,
     right_keep: Vec<usize>,
     schema: SchemaRef,
     /// Output key columns taken from the right row when there is no left row (right and full
@@ -156,10 +157,21 @@ impl Join {
         self
     }
 
-    /// Bytes a held batch costs: itself, its copy in the concatenated side, and the matcher's
-    /// 16 bytes a row (hash, partition position, chain link).
-    fn cost(batch: &RecordBatch) -> u64 {
-        2 * crate::spill::held_bytes(batch) + 16 * batch.num_rows() as u64
+    /// Bytes a held batch costs: itself, its share of the column being concatenated (a side
+    /// is concatenated a column at a time, each column's parts dropped once it is made: its
+    /// largest column), the row-format copy of its keys when there are several (at most twice
+    /// their size) and the matcher's 16 bytes a row (hash, partition position, chain link).
+    fn cost(&self, port: usize, batch: &RecordBatch) -> u64 {
+        let on = if port == 0 { &self.p.left_on } else { &self.p.right_on };
+        let bytes = |c: &ArrayRef| crate::spill::data_bytes(&c.to_data());
+        let widest = batch.columns().iter().map(bytes).max().unwrap_or(0);
+        let schema = batch.schema();
+        let keys: u64 = if on.len() > 1 {
+            on.iter().filter_map(|k| schema.index_of(k).ok()).map(|i| 2 * bytes(batch.column(i))).sum()
+        } else {
+            0
+        };
+        crate::spill::held_bytes(batch) + widest + keys + 16 * batch.num_rows() as u64
     }
 
     /// Holds `batch` of side `port`, or sends it to the partition files once spilling.
@@ -167,7 +179,7 @@ impl Join {
         if let Some(g) = &mut self.grace {
             return g.add(port, &batch);
         }
-        if self.mem.try_grow(Self::cost(&batch)).is_ok() {
+        if self.mem.try_grow(self.cost(port, &batch)).is_ok() {
             self.sides[port].push(batch);
             return Ok(());
         }
@@ -193,7 +205,12 @@ impl Join {
                 self.grace = None;
                 return Ok(Flow::Idle);
             };
-            let need: u64 = sides.iter().flatten().map(Self::cost).sum();
+            let need: u64 = sides
+                .iter()
+                .enumerate()
+                .flat_map(|(port, bs)| bs.iter().map(move |b| (port, b)))
+                .map(|(port, b)| self.cost(port, b))
+                .sum();
             self.mem.try_grow(need).map_err(|_| {
                 self.mem.exhausted_error(
                     need,
@@ -225,9 +242,10 @@ impl Join {
         if port == 0 { "left" } else { "right" }
     }
 
-    /// All batches of one side as one batch. Batches from different ranks must have the same
-    /// column names and types; nullability is widened and metadata dropped.
-    fn concat(&self, port: usize) -> Result<RecordBatch, OperatorError> {
+    /// All batches of one side as one table (`crate::table`: concatenated a column at a time).
+    /// Batches from different ranks must have the same column names and types; nullability is
+    /// widened and metadata dropped.
+    fn side(&mut self, port: usize) -> Result<Table, OperatorError> {
         let batches = &self.sides[port];
         let first = batches[0].schema();
         let mut nullable: Vec<bool> = first.fields().iter().map(|f| f.is_nullable()).collect();
@@ -252,12 +270,7 @@ impl Join {
             .zip(nullable)
             .map(|(f, n)| Field::new(f.name(), f.data_type().clone(), n))
             .collect();
-        let schema = Arc::new(Schema::new(fields));
-        let batches = batches
-            .iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(concat_batches(&schema, &batches)?)
+        Table::new(Arc::new(Schema::new(fields)), std::mem::take(&mut self.sides[port]))
     }
 
     fn prepare(&mut self) -> Result<Option<Matching>, OperatorError> {
@@ -276,8 +289,8 @@ impl Join {
             }
             return Ok(None);
         }
-        let left = self.concat(0)?;
-        let right = self.concat(1)?;
+        let left = self.side(0)?;
+        let right = self.side(1)?;
         self.sides = [Vec::new(), Vec::new()];
         let lk = column_indices(&left.schema(), &self.p.left_on, &format!("`{}`: left key", self.p.name))?;
         let rk = column_indices(&right.schema(), &self.p.right_on, &format!("`{}`: right key", self.p.name))?;
@@ -289,8 +302,8 @@ impl Join {
             &self.p.suffixes,
             self.p.how.preserves(),
         );
-        let lcols: Vec<ArrayRef> = lk.iter().map(|&i| left.column(i).clone()).collect();
-        let rcols: Vec<ArrayRef> = rk.iter().map(|&i| right.column(i).clone()).collect();
+        let lcols: Vec<ArrayRef> = lk.iter().map(|&i| left.column(i)).collect();
+        let rcols: Vec<ArrayRef> = rk.iter().map(|&i| right.column(i)).collect();
         let (left_keys, right_keys) =
             join_keys(&lcols, &rcols, &self.p.name, (&self.p.left_on, &self.p.right_on))?;
         let (keep_left, keep_right) = self.p.how.preserves();
@@ -616,16 +629,6 @@ impl Merge {
     }
 }
 
-/// Row ids for `take`; `None` (the missing row of an outer join) becomes a null. Without one,
-/// the ids are one plain buffer (no validity to build).
-fn indices(idx: Vec<Option<u32>>) -> UInt32Array {
-    if idx.iter().all(Option::is_some) {
-        UInt32Array::from(idx.into_iter().map(|i| i.unwrap_or_default()).collect::<Vec<u32>>())
-    } else {
-        UInt32Array::from(idx)
-    }
-}
-
 impl Matching {
     fn batch(
         &self,
@@ -634,10 +637,10 @@ impl Matching {
     ) -> Result<RecordBatch, OperatorError> {
         let has_left = (!self.coalesce.is_empty())
             .then(|| BooleanArray::from(left_idx.iter().map(Option::is_some).collect::<Vec<bool>>()));
-        let (li, ri) = (indices(left_idx), indices(right_idx));
+        let (li, ri) = (row_ids(left_idx), row_ids(right_idx));
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for c in self.left.columns() {
-            cols.push(take(c.as_ref(), &li, None)?);
+        for c in 0..self.left.schema().fields().len() {
+            cols.push(self.left.gather(c, &li)?);
         }
         for &(out, r) in &self.coalesce {
             let ty = self.schema.field(out).data_type();
@@ -645,14 +648,13 @@ impl Matching {
             // never a value silently turned null.
             let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
             let from_left = arrow_cast::cast_with_options(&cols[out], ty, &exact)?;
-            let from_right =
-                arrow_cast::cast_with_options(&take(self.right.column(r).as_ref(), &ri, None)?, ty, &exact)?;
+            let from_right = arrow_cast::cast_with_options(&self.right.gather(r, &ri)?, ty, &exact)?;
             if let Some(has_left) = &has_left {
                 cols[out] = zip(has_left, &from_left, &from_right)?;
             }
         }
         for &i in &self.right_keep {
-            cols.push(take(self.right.column(i).as_ref(), &ri, None)?);
+            cols.push(self.right.gather(i, &ri)?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
     }

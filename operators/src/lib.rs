@@ -53,6 +53,7 @@ mod slab;
 pub mod sort;
 pub mod spill;
 pub mod storage;
+mod table;
 pub mod unify;
 
 pub use planner::{PlanContext, build_plan, build_plan_with};

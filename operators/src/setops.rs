@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::SchemaRef;
-use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use std::sync::Arc;
 
@@ -193,13 +192,17 @@ impl Operator for SetOp {
         if self.ended < self.inputs || !matches!(self.kind, SetKind::Intersect | SetKind::Subtract) {
             return Ok(Flow::Idle);
         }
-        let Some(schema) = self.first.first().map(RecordBatch::schema) else { return Ok(Flow::Idle) };
-        let all = concat_batches(&schema, &self.first)?;
-        self.first.clear();
-        let keys = self.keys(&all)?;
+        // Batch by batch, in arrival order (never one concatenation: no offset limit on the
+        // input's strings); the first batch goes out even when empty, for the schema.
         let want = self.kind == SetKind::Intersect;
-        let (second, seen) = (&self.second, &mut self.seen);
-        out.emit(Self::filter(&all, keys, |k| second.contains(&k) == want && seen.insert(k))?);
+        for (i, b) in std::mem::take(&mut self.first).into_iter().enumerate() {
+            let keys = self.keys(&b)?;
+            let (second, seen) = (&self.second, &mut self.seen);
+            let kept = Self::filter(&b, keys, |k| second.contains(&k) == want && seen.insert(k))?;
+            if i == 0 || kept.num_rows() > 0 {
+                out.emit(kept);
+            }
+        }
         Ok(Flow::Idle)
     }
 }

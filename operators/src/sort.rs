@@ -17,15 +17,14 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{OwnedRow, RowConverter, SortField};
 use arrow_schema::{Schema, SchemaRef, SortOptions};
-use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Rank, Reservation};
 
-use crate::chunked::Chunked;
 use crate::keys::{key_column, key_type};
 use crate::merge::RunMerge;
 use crate::partition::column_indices;
 use crate::spill::{SpillBuffer, SpillFile, SpillWriter};
+use crate::table::Table;
 
 /// Rows per batch of a sorted run on disk. The merge holds one batch (and its keys in row
 /// format) of every run: at 8,192 rows of a few columns, a few hundred KiB per run.
@@ -348,7 +347,7 @@ pub struct LocalSort {
     keys: Vec<SortKey>,
     batch_rows: usize,
     data: Vec<RecordBatch>,
-    result: Option<Chunked>,
+    result: Option<Sorted>,
     mem: Reservation,
     runs: Vec<SpillFile>,
     merge: Option<RunMerge>,
@@ -375,17 +374,14 @@ impl LocalSort {
         self
     }
 
-    /// Everything held, sorted, as one batch of `schema` (the held batches are released).
-    fn sort_held(&mut self, schema: &SchemaRef) -> Result<RecordBatch, OperatorError> {
-        let batches: Vec<RecordBatch> = std::mem::take(&mut self.data)
-            .into_iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec()))
-            .collect::<Result<_, _>>()?;
-        let all = concat_batches(schema, &batches)?;
-        drop(batches);
+    /// Everything held, sorted, under `schema` (the held batches are released): one table
+    /// ([`Table`]: a column at a time, 64-bit offsets where 32-bit ones would overflow) and the
+    /// order of its rows, gathered a batch at a time.
+    fn sort_held(&mut self, schema: &SchemaRef) -> Result<Sorted, OperatorError> {
+        let table = Table::new(Arc::clone(schema), std::mem::take(&mut self.data))?;
         let what = format!("`{}`: sort key", self.name);
-        let order = sorted_order(&all, &self.keys, &what)?;
-        Ok(take_record_batch(&all, &UInt32Array::from(order))?)
+        let order = sorted_order(&table.wide_batch()?, &self.keys, &what)?;
+        Ok(Sorted { table, order, at: 0 })
     }
 
     /// Sorts what is held into a run on disk (batches of `batch_rows`) and releases it.
@@ -394,14 +390,11 @@ impl LocalSort {
         let schema = crate::spill::nullable(&first.schema());
         let what = format!("{}-run{}", self.name, self.runs.len());
         let mut writer = SpillWriter::create(self.mem.pool(), &what, &schema)?;
-        let sorted = self.sort_held(&schema)?;
+        let mut sorted = self.sort_held(&schema)?;
         // Runs are written in small batches: the merge holds one batch of every run at once.
         let step = self.batch_rows.min(RUN_BATCH_ROWS);
-        let mut at = 0;
-        while at < sorted.num_rows() {
-            let n = step.min(sorted.num_rows() - at);
-            writer.write(&sorted.slice(at, n))?;
-            at += n;
+        while let Some(b) = sorted.next(step)? {
+            writer.write(&b)?;
         }
         drop(sorted);
         self.mem.free();
@@ -432,9 +425,7 @@ impl Operator for LocalSort {
             }
             // Ranks may disagree on nullability: a column is nullable if any batch says so.
             let schema = crate::spill::widened(&self.data);
-            let sorted = self.sort_held(&schema)?;
-            self.mem.free();
-            self.result = Some(Chunked::new(sorted, self.batch_rows));
+            self.result = Some(self.sort_held(&schema)?);
             return Ok(Flow::More);
         }
         self.spill_run()?;
@@ -457,7 +448,41 @@ impl Operator for LocalSort {
             }
             return Ok(Flow::More);
         }
-        Ok(Chunked::resume(&mut self.result, out))
+        let Some(sorted) = &mut self.result else { return Ok(Flow::Idle) };
+        // An empty result still emits one empty batch, for its schema.
+        let first = sorted.at == 0;
+        match sorted.next(self.batch_rows)? {
+            Some(b) => out.emit(b),
+            None if first => out.emit(RecordBatch::new_empty(sorted.table.schema())),
+            None => {}
+        }
+        if sorted.at < sorted.order.len() {
+            return Ok(Flow::More);
+        }
+        self.result = None;
+        self.mem.free();
+        Ok(Flow::Idle)
+    }
+}
+
+/// Held rows in sorted order, handed out a batch at a time.
+struct Sorted {
+    table: Table,
+    order: Vec<u32>,
+    /// Rows handed out.
+    at: usize,
+}
+
+impl Sorted {
+    /// The next (at most) `rows` rows in order; `None` after the last.
+    fn next(&mut self, rows: usize) -> Result<Option<RecordBatch>, OperatorError> {
+        let n = rows.max(1).min(self.order.len() - self.at);
+        if n == 0 {
+            return Ok(None);
+        }
+        let ids = UInt32Array::from(self.order[self.at..self.at + n].to_vec());
+        self.at += n;
+        Ok(Some(self.table.gather_batch(&ids)?))
     }
 }
 
@@ -514,7 +539,7 @@ mod tests {
             }
             let got: Vec<RecordBatch> = out.drain().map(|(_, b)| b).collect();
             assert!(got.iter().all(|b| b.num_rows() <= 4));
-            let all = concat_batches(&got[0].schema(), &got).expect("concat");
+            let all = arrow_select::concat::concat_batches(&got[0].schema(), &got).expect("concat");
             assert_eq!(values(&all, 0), want_k);
             assert_eq!(values(&all, 1).into_iter().map(|v| v.unwrap_or(-1)).collect::<Vec<_>>(), want_v);
         }

@@ -20,12 +20,14 @@ use updraft_runtime::{MemoryPool, OperatorError, Reservation};
 /// Bytes of Arrow buffers `batch` holds (sliced buffers count their visible length, not the
 /// allocation they point into: a batch decoded from a frame shares the frame's allocation).
 pub fn held_bytes(batch: &RecordBatch) -> u64 {
-    fn data_bytes(d: &ArrayData) -> u64 {
-        let own: usize = d.buffers().iter().map(arrow_buffer::Buffer::len).sum();
-        let nulls = d.nulls().map_or(0, |n| n.buffer().len());
-        (own + nulls) as u64 + d.child_data().iter().map(data_bytes).sum::<u64>()
-    }
     batch.columns().iter().map(|c| data_bytes(&c.to_data())).sum()
+}
+
+/// Bytes of Arrow buffers one array holds, counted as [`held_bytes`] does.
+pub fn data_bytes(d: &ArrayData) -> u64 {
+    let own: usize = d.buffers().iter().map(arrow_buffer::Buffer::len).sum();
+    let nulls = d.nulls().map_or(0, |n| n.buffer().len());
+    (own + nulls) as u64 + d.child_data().iter().map(data_bytes).sum::<u64>()
 }
 
 /// `schema` with every field nullable, its metadata kept (the schema of every spill file).

@@ -368,3 +368,64 @@ fn many_groups_over_many_chunks_and_slab_blocks_equal_a_direct_computation() {
     let merged = run(&mut GroupBy::new(params(aggs), Mode::Final), states);
     assert_close(&by_key(&merged), &expected);
 }
+
+#[test]
+fn whole_table_sums_and_counts_by_kernels_equal_a_direct_computation_and_overflow_is_an_error() {
+    let n = 5_000usize;
+    let v: Vec<Option<i64>> = (0..n).map(|i| (i % 7 != 0).then_some(i as i64 * 3 - 7_000)).collect();
+    let f: Vec<Option<f64>> = (0..n).map(|i| (i % 5 != 0).then_some(i as f64 / 8.0 - 100.0)).collect();
+    let u: Vec<u64> = (0..n).map(|i| i as u64 * 11).collect();
+    let dict: ArrayRef = Arc::new(
+        arrow_array::DictionaryArray::try_new(
+            arrow_array::Int32Array::from((0..n as i32).map(|i| i % 3).collect::<Vec<_>>()),
+            Arc::new(Int64Array::from(vec![Some(5), None, Some(-2)])) as ArrayRef,
+        )
+        .expect("dict"),
+    );
+    let batch = RecordBatch::try_from_iter(vec![
+        ("v", Arc::new(Int64Array::from(v.clone())) as ArrayRef),
+        ("f", Arc::new(Float64Array::from(f.clone())) as ArrayRef),
+        ("u", Arc::new(arrow_array::UInt64Array::from(u.clone())) as ArrayRef),
+        ("d", dict),
+        ("z", arrow_array::new_null_array(&DataType::Null, n)),
+    ])
+    .expect("batch");
+    let aggs = vec![
+        agg(AggFn::Count, None, "rows"),
+        agg(AggFn::Count, Some("v"), "cv"),
+        agg(AggFn::Count, Some("d"), "cd"),
+        agg(AggFn::Count, Some("z"), "cz"),
+        agg(AggFn::Sum, Some("v"), "sv"),
+        agg(AggFn::Sum, Some("u"), "su"),
+        agg(AggFn::Sum, Some("d"), "sd"),
+        agg(AggFn::Sum, Some("f"), "sf"),
+        agg(AggFn::Mean, Some("f"), "mf"),
+        agg(AggFn::Sum, Some("z"), "sz"),
+        agg(AggFn::Min, Some("v"), "lo"),
+    ];
+    let whole = |aggs: Vec<Agg>| GroupParams { keys: vec![], ..params(aggs) };
+    // Two batches, the second a slice: the kernels see offsets too.
+    let got =
+        run(&mut GroupBy::new(whole(aggs.clone()), Mode::Complete), vec![batch.clone(), batch.slice(1, 10)]);
+    let vs: Vec<i64> = v.iter().flatten().copied().chain(v[1..11].iter().flatten().copied()).collect();
+    let fs: Vec<f64> = f.iter().flatten().copied().chain(f[1..11].iter().flatten().copied()).collect();
+    let ds: Vec<i64> = (0..n).chain(1..11).filter_map(|i| [Some(5), None, Some(-2)][i % 3]).collect();
+    let sf: f64 = fs.iter().sum();
+    let int = |c: usize| got.column(c).as_primitive::<Int64Type>().value(0);
+    let float = |c: usize| got.column(c).as_primitive::<Float64Type>().value(0);
+    assert_eq!(got.num_rows(), 1);
+    assert_eq!((int(0), int(1), int(2), int(3)), ((n + 10) as i64, vs.len() as i64, ds.len() as i64, 0));
+    assert_eq!(int(4), vs.iter().sum::<i64>());
+    let su: u64 = u.iter().chain(&u[1..11]).sum();
+    assert_eq!(got.column(5).as_primitive::<arrow_array::types::UInt64Type>().value(0), su);
+    assert_eq!(int(6), ds.iter().sum::<i64>());
+    assert!((float(7) - sf).abs() <= 1e-9 * sf.abs());
+    assert!((float(8) - sf / fs.len() as f64).abs() <= 1e-9);
+    assert!(got.column(9).is_null(0), "the sum of no values is null");
+    assert_eq!(int(10), *vs.iter().min().expect("values"));
+    let big = input(vec![None, None], vec![Some(i64::MAX), Some(1)]);
+    let e = GroupBy::new(whole(vec![agg(AggFn::Sum, Some("v"), "s")]), Mode::Complete)
+        .on_batch(0, big, &mut Output::default())
+        .expect_err("overflow");
+    assert!(e.to_string().contains("overflows int64") && e.to_string().contains("sum(v)"), "{e}");
+}

@@ -153,13 +153,17 @@ pub fn partition_of(hash: u64, n: u32) -> u32 {
 /// rows of partition `p` in their original order (`None` when it has none).
 ///
 /// # Errors
-/// Unknown key columns, or key types that cannot be hashed.
+/// Key types that cannot be hashed (with more than one partition: one takes every row as it is).
 pub fn hash_partition(
     batch: &RecordBatch,
     keys: &[usize],
     n: u32,
 ) -> Result<Vec<Option<RecordBatch>>, OperatorError> {
     let rows = batch.num_rows();
+    if n <= 1 {
+        // One partition: every row, unhashed.
+        return Ok(vec![(rows > 0).then(|| batch.clone())]);
+    }
     let cols: Vec<ArrayRef> = keys.iter().map(|&k| batch.column(k).clone()).collect();
     let hashes = hash_rows(&cols, rows)?;
     let parts: Vec<u32> = hashes.iter().map(|h| partition_of(*h, n)).collect();

@@ -175,15 +175,13 @@ enum Outcome {
     Unpunched(usize),
 }
 
-/// The pairs named in the workers' "no link to ranks [..]" errors.
-fn unpunched_pairs(errors: &[(u32, String)]) -> usize {
+/// The pairs the workers reported without a link at the mesh deadline (rank, its unlinked
+/// peers), each pair counted once.
+fn unpunched_pairs(unlinked: &[(u32, Vec<u32>)]) -> usize {
     let mut pairs = std::collections::BTreeSet::new();
-    for (rank, e) in errors {
-        let Some(list) = e.split("no link to ranks [").nth(1).and_then(|r| r.split(']').next()) else {
-            continue;
-        };
-        for peer in list.split(',').filter_map(|p| p.trim().parse::<u32>().ok()) {
-            pairs.insert((peer.min(*rank), peer.max(*rank)));
+    for (rank, peers) in unlinked {
+        for peer in peers {
+            pairs.insert((*peer.min(rank), *peer.max(rank)));
         }
     }
     pairs.len()
@@ -241,7 +239,12 @@ fn run_once(
         })
         .collect();
     if !errors.is_empty() {
-        let pairs = unpunched_pairs(&errors);
+        let unlinked: Vec<(u32, Vec<u32>)> = outputs
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(o, rank)| Some((rank, o.as_ref()?.unlinked.clone())))
+            .collect();
+        let pairs = unpunched_pairs(&unlinked);
         if pairs > 0 {
             return Ok(Outcome::Unpunched(pairs));
         }
@@ -259,14 +262,9 @@ mod tests {
 
     #[test]
     fn unpunched_pairs_are_counted_once_from_both_sides() {
-        let errors = vec![
-            (0, "making links: no link to ranks [3, 5] within 10s (rank 3: 40 attempts)".to_string()),
-            (3, "making links: no link to ranks [0] within 10s".to_string()),
-            (5, "making links: no link to ranks [0, 7] within 10s".to_string()),
-            (2, "rank 0 aborted the job".to_string()),
-        ];
+        let unlinked = vec![(0, vec![3, 5]), (3, vec![0]), (5, vec![0, 7]), (2, vec![])];
         // (0,3), (0,5), (5,7).
-        assert_eq!(unpunched_pairs(&errors), 3);
-        assert_eq!(unpunched_pairs(&[(1, "lost rank 2".to_string())]), 0);
+        assert_eq!(unpunched_pairs(&unlinked), 3);
+        assert_eq!(unpunched_pairs(&[(1, vec![])]), 0);
     }
 }

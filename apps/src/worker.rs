@@ -108,6 +108,10 @@ pub struct WorkerOutput {
     pub report: Option<WorkerReport>,
     /// The whole job's report (rank 0 only).
     pub job: Option<JobReport>,
+    /// Ranks this worker had no link to at the mesh deadline, when that failed its job (a job
+    /// with a relay sends through it instead and does not fail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlinked: Vec<u32>,
 }
 
 /// Environment variable a launcher sets to the number of workers it starts on this machine,
@@ -206,6 +210,7 @@ pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8], stop: &Stop, si
         error_class: None,
         report: None,
         job: None,
+        unlinked: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -235,8 +240,18 @@ pub fn run(args: &WorkerArgs, spec: PipelineSpec, secret: &[u8], stop: &Stop, si
     if let Err(e) = result {
         out.error = Some(format!("{e:#}"));
         out.error_class = Some(classify(&e));
+        out.unlinked = unlinked_ranks(&e);
     }
     out
+}
+
+/// The ranks a failed mesh left without a link, when `e` is (or was caused by) that failure.
+fn unlinked_ranks(e: &anyhow::Error) -> Vec<u32> {
+    e.chain()
+        .find_map(|c| {
+            c.downcast_ref::<PunchError>().map(|PunchError::Unreachable { missing, .. }| missing.clone())
+        })
+        .unwrap_or_default()
 }
 
 /// Waits for SIGTERM or SIGINT, and names it.
@@ -629,4 +644,39 @@ async fn agree_inputs(
         .collect::<Result<Vec<_>, String>>()
         .map_err(anyhow::Error::msg)?;
     agree(spec, &listing, &reports).map_err(|e| anyhow::Error::from(e).context("inputs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_mesh_names_its_unlinked_ranks_in_the_output() {
+        let mesh = PunchError::Unreachable {
+            missing: vec![3, 9],
+            after: Duration::from_secs(3),
+            attempts: "rank 3: 12".into(),
+            nat: "cone".into(),
+        };
+        let e = anyhow::Error::new(mesh).context("making links");
+        assert_eq!(unlinked_ranks(&e), vec![3, 9]);
+        assert!(unlinked_ranks(&anyhow::anyhow!("lost rank 2")).is_empty());
+        let out = WorkerOutput {
+            rank: 1,
+            pid: 7,
+            error: Some(format!("{e:#}")),
+            error_class: Some(classify(&e)),
+            report: None,
+            job: None,
+            unlinked: unlinked_ranks(&e),
+        };
+        let back: WorkerOutput =
+            serde_json::from_str(&serde_json::to_string(&out).expect("json")).expect("parse");
+        assert_eq!(back.unlinked, vec![3, 9]);
+        assert_eq!(back.error_class, Some(FailureClass::Link));
+        // Older outputs without the field still parse.
+        let old: WorkerOutput =
+            serde_json::from_str(r#"{"rank":0,"pid":1,"error":null,"report":null,"job":null}"#).expect("old");
+        assert!(old.unlinked.is_empty());
+    }
 }

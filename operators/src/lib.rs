@@ -12,11 +12,11 @@
 //! | [`partition`] | row hashing and hash partitioning (the kernel of a shuffle) |
 //! | [`shuffle`] | hash partition + all-to-all exchange |
 //! | [`join`] + [`hash_table`] | local joins (hash and sort-merge; inner, left, right, full) |
-//! | [`groupby`] | group-by with partial and final aggregation |
+//! | [`groupby`] | group-by with partial and final aggregation (states in rows: `slab`) |
+//! | `table` | collected batches as one table a column at a time (join sides, local sort) |
 //! | [`sort`], [`head`] | sample sort; first rows in rank order |
 //! | [`setops`] | union, intersect, subtract, distinct |
 //! | [`expr`] | filter and project expressions |
-//! | [`chunked`] | results emitted a batch at a time |
 //! | [`spill`], [`merge`] | spill files (Arrow IPC, LZ4) and the k-way merge of sorted runs |
 //! | [`sinks`] | Parquet, CSV and IPC files, and a summary (row count, checksums) |
 //! | [`outputs`] | part-file names, temporary files and the commit of a job's outputs |
@@ -28,7 +28,6 @@
 pub mod aggregates;
 pub mod check;
 pub mod checksum;
-pub mod chunked;
 pub mod expr;
 pub mod files;
 #[doc(hidden)]

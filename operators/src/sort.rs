@@ -337,7 +337,7 @@ fn sorted_order(batch: &RecordBatch, keys: &[SortKey], what: &str) -> Result<Vec
 /// memory budget.
 ///
 /// ```text
-///  batches held (reserving three times their size: sorting makes two copies)
+///  batches held (reserving twice their size: sorting concatenates them into one table)
 ///    ── budget refused ──▶ sort what is held, write it as a sorted run (spill file), free it
 ///  end: nothing spilled ─▶ sort in memory, emit in slices
 ///       runs spilled ────▶ the rest as one more run; k-way merge of the runs (crate::merge)
@@ -405,9 +405,10 @@ impl LocalSort {
 
 impl Operator for LocalSort {
     fn on_batch(&mut self, _: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
-        // Sorting what is held takes as much again twice (the concatenated input and the sorted
-        // copy) and 24 bytes a row of keys and row ids.
-        let need = 3 * crate::spill::held_bytes(&batch) + 24 * batch.num_rows() as u64;
+        // Sorting what is held takes as much again (the table its batches are concatenated
+        // into, a column at a time; output is gathered a batch at a time) and 24 bytes a row of
+        // keys and row ids.
+        let need = 2 * crate::spill::held_bytes(&batch) + 24 * batch.num_rows() as u64;
         if self.mem.try_grow(need).is_err() {
             self.spill_run()?;
             self.mem.try_grow(need).map_err(|_| {

@@ -239,11 +239,8 @@ fn run_once(
         })
         .collect();
     if !errors.is_empty() {
-        let unlinked: Vec<(u32, Vec<u32>)> = outputs
-            .iter()
-            .zip(0u32..)
-            .filter_map(|(o, rank)| Some((rank, o.as_ref()?.unlinked.clone())))
-            .collect();
+        let unlinked: Vec<(u32, Vec<u32>)> =
+            outputs.iter().flatten().map(|o| (o.rank, o.unlinked.clone())).collect();
         let pairs = unpunched_pairs(&unlinked);
         if pairs > 0 {
             return Ok(Outcome::Unpunched(pairs));

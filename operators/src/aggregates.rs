@@ -295,7 +295,7 @@ where
             .map_err(|_| invalid(format!("integer sum overflows {type_name}")))?;
         row[off] = s.word();
         if count {
-            row[off + 1] += 1;
+            add_count(row, off + 1, 1)?;
         }
         Ok(())
     })
@@ -318,7 +318,7 @@ fn add_f64(
         let row = row(slab, gids[i])?;
         row[off] = (f64::from_word(row[off]) + v).word();
         if count {
-            row[off + 1] += 1;
+            add_count(row, off + 1, 1)?;
         }
         Ok(())
     })
@@ -326,9 +326,18 @@ fn add_f64(
 
 /// Adds the counts in `col` (partial states: a count per row) to the groups `gids`, at word
 /// `off`.
+///
+/// # Errors
+/// A negative count (states come from other workers: checked, not trusted), or a total beyond
+/// int64.
 fn add_counts(slab: &mut Slab, off: usize, gids: &[u32], col: &ArrayRef) -> Result<(), OperatorError> {
     let c = as_type(col, &DataType::Int64, true)?;
-    each(c.as_primitive::<Int64Type>(), |i, k| add_count(row(slab, gids[i])?, off, k))
+    each(c.as_primitive::<Int64Type>(), |i, k| {
+        if k < 0 {
+            return Err(invalid(format!("a partial state holds a negative count ({k})")));
+        }
+        add_count(row(slab, gids[i])?, off, k)
+    })
 }
 
 /// Word `off` of the groups `range` of `slab` as `T`.
@@ -429,9 +438,10 @@ impl Acc {
         }
     }
 
-    /// Adds raw values (`col` None: count rows) all to group 0, as a whole-table aggregate does,
-    /// with Arrow's vectorised kernels; false (nothing done) for an aggregate without such a
-    /// path, which then goes through [`Acc::update`].
+    /// Adds raw values (`col` None: count rows) all to group 0, as a whole-table aggregate does:
+    /// folded into one running value in row order (the same additions, overflow checks and
+    /// float rounding as [`Acc::update`], without a group lookup per row); false (nothing done)
+    /// for an aggregate without such a path, which then goes through [`Acc::update`].
     ///
     /// # Errors
     /// As [`Acc::update`].
@@ -441,9 +451,20 @@ impl Acc {
         rows: usize,
         col: Option<&ArrayRef>,
     ) -> Result<bool, OperatorError> {
-        use arrow_arith::aggregate::{sum, sum_checked};
+        use arrow_array::ArrowNativeTypeOp;
         let overflow = |t: &str| invalid(format!("integer sum overflows {t}"));
         let valid = |a: &dyn Array| (a.len() - a.null_count()) as i64;
+        /// `start` plus each valid value of `a` in turn, checked.
+        fn fold<T: arrow_array::ArrowPrimitiveType>(
+            a: &arrow_array::PrimitiveArray<T>,
+            start: T::Native,
+            add: impl Fn(T::Native, T::Native) -> Option<T::Native>,
+        ) -> Option<T::Native> {
+            match a.nulls() {
+                None => a.values().iter().try_fold(start, |s, v| add(s, *v)),
+                Some(n) => n.valid_indices().try_fold(start, |s, i| add(s, a.value(i))),
+            }
+        }
         slab.grow(1);
         let row = row(slab, 0)?;
         match (&*self, col) {
@@ -453,21 +474,22 @@ impl Acc {
             (Acc::SumI { off }, Some(c)) => {
                 let c = as_type(&crate::keys::decoded(c)?, &DataType::Int64, true)?;
                 let a = c.as_primitive::<Int64Type>();
-                let s = sum_checked(a).map_err(|_| overflow("int64"))?.unwrap_or(0);
-                row[*off] = i64::from_word(row[*off]).checked_add(s).ok_or_else(|| overflow("int64"))?.word();
+                let s = fold(a, i64::from_word(row[*off]), |s, v| s.add_checked(v).ok());
+                row[*off] = s.ok_or_else(|| overflow("int64"))?.word();
                 add_count(row, off + 1, valid(a))?;
             }
             (Acc::SumU { off }, Some(c)) => {
                 let c = as_type(&crate::keys::decoded(c)?, &DataType::UInt64, true)?;
                 let a = c.as_primitive::<UInt64Type>();
-                let s = sum_checked(a).map_err(|_| overflow("uint64"))?.unwrap_or(0);
-                row[*off] = row[*off].checked_add(s).ok_or_else(|| overflow("uint64"))?;
+                row[*off] =
+                    fold(a, row[*off], |s, v| s.add_checked(v).ok()).ok_or_else(|| overflow("uint64"))?;
                 add_count(row, off + 1, valid(a))?;
             }
             (Acc::SumF { off } | Acc::Mean { off }, Some(c)) => {
                 if let Some(c) = f64_column(&crate::keys::decoded(c)?)? {
                     let a = c.as_primitive::<Float64Type>();
-                    row[*off] = (f64::from_word(row[*off]) + sum(a).unwrap_or(0.0)).word();
+                    let s = fold(a, f64::from_word(row[*off]), |s, v| Some(s + v)).unwrap_or(f64::NAN);
+                    row[*off] = s.word();
                     add_count(row, off + 1, valid(a))?;
                 }
             }
@@ -488,7 +510,7 @@ impl Acc {
             let nulls = col.map(|c| c.logical_nulls());
             for (i, g) in gids.iter().enumerate() {
                 if nulls.as_ref().is_none_or(|n| n.as_ref().is_none_or(|b| b.is_valid(i))) {
-                    row(slab, *g)?[*off] += 1;
+                    add_count(row(slab, *g)?, *off, 1)?;
                 }
             }
             return Ok(());
@@ -639,6 +661,9 @@ impl Acc {
                 let c = as_type(&cols[1], &DataType::Int64, true)?;
                 each(c.as_primitive::<Int64Type>(), |i, k| {
                     let g = gids[i] as usize;
+                    if k < 0 {
+                        return Err(invalid(format!("a partial state holds a negative count ({k})")));
+                    }
                     n[g] = n[g].checked_add(k).ok_or_else(|| invalid("count overflows int64".into()))?;
                     Ok(())
                 })?;
@@ -657,6 +682,9 @@ impl Acc {
                     |a: &arrow_array::Float64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0.0 };
                 for (i, g) in gids.iter().enumerate() {
                     let (nb, mb, qb) = (at(nb, i), at(mb, i), at(qb, i));
+                    if !(nb >= 0.0 && nb.is_finite()) {
+                        return Err(invalid(format!("a partial state holds a count of {nb}")));
+                    }
                     if nb == 0.0 {
                         continue;
                     }

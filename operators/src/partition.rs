@@ -161,8 +161,8 @@ pub fn hash_partition(
 ) -> Result<Vec<Option<RecordBatch>>, OperatorError> {
     let rows = batch.num_rows();
     if n <= 1 {
-        // One partition: every row, unhashed.
-        return Ok(vec![(rows > 0).then(|| batch.clone())]);
+        // One partition: every row, unhashed (none: no partition).
+        return Ok((0..n).map(|_| (rows > 0).then(|| batch.clone())).collect());
     }
     let cols: Vec<ArrayRef> = keys.iter().map(|&k| batch.column(k).clone()).collect();
     let hashes = hash_rows(&cols, rows)?;

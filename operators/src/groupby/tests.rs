@@ -412,3 +412,45 @@ fn whole_table_sums_and_counts_by_kernels_equal_a_direct_computation_and_overflo
         .expect_err("overflow");
     assert!(e.to_string().contains("overflows int64") && e.to_string().contains("sum(v)"), "{e}");
 }
+
+#[test]
+fn whole_table_sums_add_in_row_order_as_grouped_ones_do() {
+    let whole = |aggs: Vec<Agg>| GroupParams { keys: vec![], ..params(aggs) };
+    // The running sum leaves int64 and comes back: fine row by row, so fine here too.
+    let ints =
+        vec![input(vec![None], vec![Some(-1)]), input(vec![None, None], vec![Some(i64::MAX), Some(1)])];
+    let got = run(&mut GroupBy::new(whole(vec![agg(AggFn::Sum, Some("v"), "s")]), Mode::Complete), ints);
+    assert_eq!(got.column(0).as_primitive::<Int64Type>().value(0), i64::MAX);
+    // Floats: each 1.0 added to 1e16 rounds away, in row order.
+    let f = RecordBatch::try_from_iter(vec![(
+        "f",
+        Arc::new(Float64Array::from(vec![1e16, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])) as ArrayRef,
+    )])
+    .expect("batch");
+    let got = run(&mut GroupBy::new(whole(vec![agg(AggFn::Sum, Some("f"), "s")]), Mode::Complete), vec![f]);
+    assert_eq!(got.column(0).as_primitive::<Float64Type>().value(0), 1e16);
+}
+
+#[test]
+fn negative_counts_in_partial_states_are_refused() {
+    let aggs =
+        vec![agg(AggFn::Count, None, "n"), agg(AggFn::Sum, Some("v"), "s"), agg(AggFn::Std, Some("v"), "sd")];
+    let states = run(
+        &mut GroupBy::new(params(aggs.clone()), Mode::Partial),
+        vec![input(vec![Some(1)], vec![Some(4)])],
+    );
+    for (column, negative) in [("n", 0), ("s.n", 1), ("sd.n", 2)] {
+        let i = states.schema().index_of(column).expect("state column");
+        let mut cols = states.columns().to_vec();
+        cols[i] = if negative == 2 {
+            Arc::new(Float64Array::from(vec![-1.0])) as ArrayRef
+        } else {
+            Arc::new(Int64Array::from(vec![-1])) as ArrayRef
+        };
+        let bad = RecordBatch::try_new(states.schema(), cols).expect("batch");
+        let e = GroupBy::new(params(aggs.clone()), Mode::Final)
+            .on_batch(0, bad, &mut Output::default())
+            .expect_err("negative count");
+        assert!(e.to_string().contains("count"), "{column}: {e}");
+    }
+}

@@ -25,8 +25,8 @@ mod units;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use operator_spec::{
-    AggFn, AggSpec, BuiltinOnly, CustomSpec, JoinAlgorithm, JoinHow, JoinSpec, OperatorCatalog, OperatorKind,
-    OperatorSpec, SetOpKind, SortKeySpec,
+    AggFn, AggSpec, BuiltinOnly, CustomSpec, JoinAlgorithm, JoinBuild, JoinHow, JoinSpec, OperatorCatalog,
+    OperatorKind, OperatorSpec, SetOpKind, SortKeySpec,
 };
 pub use pipeline::{
     CsvOptions, FileFormat, MissingColumns, ParquetCompression, PipelineSpec, SinkKind, SinkSpec,

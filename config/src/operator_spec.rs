@@ -158,6 +158,8 @@ pub struct JoinSpec {
     pub how: JoinHow,
     /// How matches are found.
     pub algorithm: JoinAlgorithm,
+    /// Which side a hash join builds its table on.
+    pub build: JoinBuild,
     /// Suffixes appended to clashing non-key column names (left, right).
     pub suffixes: (String, String),
 }
@@ -352,6 +354,20 @@ impl JoinHow {
     }
 }
 
+/// The build side of a hash join: the side held in a table, while the other (the probe side)
+/// streams through it batch by batch and is never held whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinBuild {
+    /// The side with fewer input bytes by the plan's estimate (the files of the sources it
+    /// reads, or the rows of generated ones); when a side has no estimate, both sides are
+    /// collected and the table is built on the one with fewer rows.
+    Auto,
+    /// The left side.
+    Left,
+    /// The right side.
+    Right,
+}
+
 /// Join algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinAlgorithm {
@@ -432,6 +448,18 @@ pub(crate) fn read_operator(
                     JoinAlgorithm::Hash
                 }
             };
+            let build = match t.opt_str("build").as_deref() {
+                None | Some("auto") => JoinBuild::Auto,
+                Some("left") => JoinBuild::Left,
+                Some("right") => JoinBuild::Right,
+                Some(other) => {
+                    t.error(
+                        "build",
+                        format!("unknown build side `{other}`; expected one of: auto, left, right"),
+                    );
+                    JoinBuild::Auto
+                }
+            };
             let suffixes = match t.opt_str_list("suffixes") {
                 None => ("_left".to_string(), "_right".to_string()),
                 Some(s) if s.len() == 2 && s[0] != s[1] => (s[0].clone(), s[1].clone()),
@@ -440,7 +468,18 @@ pub(crate) fn read_operator(
                     (String::new(), String::new())
                 }
             };
-            t.finish(&["kind", "left", "right", "on", "left_on", "right_on", "how", "algorithm", "suffixes"]);
+            t.finish(&[
+                "kind",
+                "left",
+                "right",
+                "on",
+                "left_on",
+                "right_on",
+                "how",
+                "algorithm",
+                "build",
+                "suffixes",
+            ]);
             OperatorKind::Join(JoinSpec {
                 left: left?,
                 right: right?,
@@ -448,6 +487,7 @@ pub(crate) fn read_operator(
                 right_on,
                 how,
                 algorithm,
+                build,
                 suffixes,
             })
         }

@@ -58,6 +58,10 @@ pub struct JoinParams {
     pub algorithm: JoinAlgorithm,
     /// Rows per output batch.
     pub batch_rows: usize,
+    /// `Some(port)`: a hash join builds its table on that input (0 left, 1 right) and streams
+    /// the other through it (`stream.rs`); `None`: both inputs are collected and the table
+    /// built on the one with fewer rows.
+    pub build: Option<usize>,
 }
 
 /// The join operator. Port 0 is the left input, port 1 the right.
@@ -69,6 +73,8 @@ pub struct Join {
     mem: Reservation,
     /// Set once the sides outgrew the memory budget.
     grace: Option<grace::Grace>,
+    /// Set once the build side is indexed and the probe side streams through it.
+    streamed: Option<stream::Streamed>,
     /// A batch (possibly empty) has been emitted: the consumers know the schema.
     emitted: bool,
 }
@@ -77,13 +83,18 @@ pub struct Join {
 struct Matching {
     left: Table,
     right: Table,
-    right_keep: Vec<usize>,
+    assembly: Assembly,
+    matcher: Matcher,
+    started: bool,
+}
+
+/// How output rows are made from pairs of left and right row ids.
+struct Assembly {
     schema: SchemaRef,
+    right_keep: Vec<usize>,
     /// Output key columns taken from the right row when there is no left row (right and full
     /// joins): (output column, right column).
     coalesce: Vec<(usize, usize)>,
-    matcher: Matcher,
-    started: bool,
 }
 
 enum Matcher {
@@ -147,6 +158,7 @@ impl Join {
             state: None,
             mem,
             grace: None,
+            streamed: None,
             emitted: false,
         }
     }
@@ -160,7 +172,9 @@ impl Join {
     /// Bytes a held batch costs: itself, its share of the column being concatenated (a side
     /// is concatenated a column at a time, each column's parts dropped once it is made: its
     /// largest column), the row-format copy of its keys when there are several (at most twice
-    /// their size) and the matcher's 16 bytes a row (hash, partition position, chain link).
+    /// their size) and the matcher's 16 bytes a row (hash, partition position, chain link);
+    /// 32 on a streamed build side, whose index is sorted in two passes (12 bytes a row each)
+    /// and has up to 8 bytes of bucket offsets a row.
     fn cost(&self, port: usize, batch: &RecordBatch) -> u64 {
         let on = if port == 0 { &self.p.left_on } else { &self.p.right_on };
         let bytes = |c: &ArrayRef| crate::spill::data_bytes(&c.to_data());
@@ -171,7 +185,40 @@ impl Join {
         } else {
             0
         };
-        crate::spill::held_bytes(batch) + widest + keys + 16 * batch.num_rows() as u64
+        let per_row = if self.streams() && self.p.build == Some(port) { 32 } else { 16 };
+        crate::spill::held_bytes(batch) + widest + keys + per_row * batch.num_rows() as u64
+    }
+
+    /// True for a hash join whose build side the plan named.
+    fn streams(&self) -> bool {
+        self.p.build.is_some() && self.p.algorithm == JoinAlgorithm::Hash
+    }
+
+    /// Indexes the build side once it has ended and a probe batch (which gives the probe
+    /// side's columns) has come, queueing the probe batches held so far. True when streaming.
+    fn try_stream(&mut self, out: &mut Output) -> Result<bool, OperatorError> {
+        let Some(build) = self.p.build.filter(|_| self.streams()) else { return Ok(false) };
+        let probe = 1 - build;
+        if self.streamed.is_some() {
+            return Ok(true);
+        }
+        if self.grace.is_some()
+            || !self.ended[build]
+            || self.sides[build].is_empty()
+            || self.sides[probe].is_empty()
+        {
+            return Ok(false);
+        }
+        let table = self.side(build)?;
+        let first = self.sides[probe][0].schema();
+        let mut s = stream::Streamed::new(&self.p, build, table, &first)?;
+        for b in std::mem::take(&mut self.sides[probe]) {
+            s.push(b)?;
+        }
+        s.probe_ended = self.ended[probe];
+        self.streamed = Some(s);
+        out.more();
+        Ok(true)
     }
 
     /// Holds `batch` of side `port`, or sends it to the partition files once spilling.
@@ -229,7 +276,7 @@ impl Join {
                     return Ok(Flow::More);
                 }
                 Some(m) if !self.emitted => {
-                    out.emit(RecordBatch::new_empty(Arc::clone(&m.schema)));
+                    out.emit(RecordBatch::new_empty(Arc::clone(&m.assembly.schema)));
                     self.emitted = true;
                 }
                 _ => {}
@@ -320,7 +367,13 @@ impl Join {
                 Matcher::Merge(Merge::new(left_keys, right_keys, keep_left, keep_right))
             }
         };
-        Ok(Some(Matching { left, right, right_keep, schema, coalesce, matcher, started: false }))
+        Ok(Some(Matching {
+            left,
+            right,
+            assembly: Assembly { schema, right_keep, coalesce },
+            matcher,
+            started: false,
+        }))
     }
 }
 
@@ -629,9 +682,12 @@ impl Merge {
     }
 }
 
-impl Matching {
+impl Assembly {
+    /// The output rows pairing `left_idx` rows of `left` with `right_idx` rows of `right`
+    /// (`None`: the missing row of an outer join).
     fn batch(
         &self,
+        (left, right): (&Table, &Table),
         left_idx: Vec<Option<u32>>,
         right_idx: Vec<Option<u32>>,
     ) -> Result<RecordBatch, OperatorError> {
@@ -639,8 +695,8 @@ impl Matching {
             .then(|| BooleanArray::from(left_idx.iter().map(Option::is_some).collect::<Vec<bool>>()));
         let (li, ri) = (row_ids(left_idx), row_ids(right_idx));
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for c in 0..self.left.schema().fields().len() {
-            cols.push(self.left.gather(c, &li)?);
+        for c in 0..left.schema().fields().len() {
+            cols.push(left.gather(c, &li)?);
         }
         for &(out, r) in &self.coalesce {
             let ty = self.schema.field(out).data_type();
@@ -648,32 +704,52 @@ impl Matching {
             // never a value silently turned null.
             let exact = arrow_cast::CastOptions { safe: false, ..Default::default() };
             let from_left = arrow_cast::cast_with_options(&cols[out], ty, &exact)?;
-            let from_right = arrow_cast::cast_with_options(&self.right.gather(r, &ri)?, ty, &exact)?;
+            let from_right = arrow_cast::cast_with_options(&right.gather(r, &ri)?, ty, &exact)?;
             if let Some(has_left) = &has_left {
                 cols[out] = zip(has_left, &from_left, &from_right)?;
             }
         }
         for &i in &self.right_keep {
-            cols.push(self.right.gather(i, &ri)?);
+            cols.push(right.gather(i, &ri)?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
     }
 }
 
 impl Operator for Join {
-    fn on_batch(&mut self, port: usize, batch: RecordBatch, _: &mut Output) -> Result<(), OperatorError> {
+    fn on_batch(&mut self, port: usize, batch: RecordBatch, out: &mut Output) -> Result<(), OperatorError> {
         if port > 1 {
             return Err(OperatorError::Invalid(format!(
                 "`{}`: a join has two inputs, got port {port}",
                 self.p.name
             )));
         }
-        self.hold(port, batch)
+        if let Some(s) = &mut self.streamed {
+            if port != s.probe_port() {
+                return Err(OperatorError::Invalid(format!(
+                    "`{}`: a batch of the build side after it ended",
+                    self.p.name
+                )));
+            }
+            s.push(batch)?;
+            out.more();
+            return Ok(());
+        }
+        self.hold(port, batch)?;
+        self.try_stream(out)?;
+        Ok(())
     }
 
     fn on_end(&mut self, port: usize, out: &mut Output) -> Result<Flow, OperatorError> {
         if let Some(e) = self.ended.get_mut(port) {
             *e = true;
+        }
+        if let Some(s) = &mut self.streamed {
+            s.probe_ended |= port == s.probe_port();
+            return Ok(Flow::More);
+        }
+        if self.try_stream(out)? {
+            return Ok(Flow::More);
         }
         if !(self.ended[0] && self.ended[1]) {
             return Ok(Flow::Idle);
@@ -686,7 +762,7 @@ impl Operator for Join {
         match &self.state {
             Some(p) if !p.matcher.done() => Ok(Flow::More),
             Some(p) => {
-                out.emit(RecordBatch::new_empty(Arc::clone(&p.schema)));
+                out.emit(RecordBatch::new_empty(Arc::clone(&p.assembly.schema)));
                 self.mem.free();
                 Ok(Flow::Idle)
             }
@@ -695,6 +771,22 @@ impl Operator for Join {
     }
 
     fn resume(&mut self, out: &mut Output) -> Result<Flow, OperatorError> {
+        if let Some(s) = &mut self.streamed {
+            if let Some(batch) = s.next(self.p.batch_rows.max(1))? {
+                out.emit(batch);
+                self.emitted = true;
+                return Ok(Flow::More);
+            }
+            if s.done() {
+                if !self.emitted {
+                    out.emit(RecordBatch::new_empty(s.schema()));
+                    self.emitted = true;
+                }
+                self.streamed = None;
+                self.mem.free();
+            }
+            return Ok(Flow::Idle);
+        }
         let Some(p) = &mut self.state else { return Ok(Flow::Idle) };
         let first = !p.started;
         p.started = true;
@@ -703,7 +795,7 @@ impl Operator for Join {
         // At most `batch_rows` rows per call; an empty batch only when nothing matched at all,
         // so that consumers still learn the schema.
         if !l.is_empty() || (first && done) {
-            out.emit(p.batch(l, r)?);
+            out.emit(p.assembly.batch((&p.left, &p.right), l, r)?);
             self.emitted = true;
         }
         if !done {
@@ -716,5 +808,6 @@ impl Operator for Join {
 }
 
 mod grace;
+mod stream;
 #[cfg(test)]
 mod tests;

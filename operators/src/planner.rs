@@ -5,10 +5,10 @@
 //! sinks. A join gets a shuffle stage in front of each input (`<join>.shuffle-left`,
 //! `<join>.shuffle-right`), and any stage that reads a shuffle reads it from every rank.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use updraft_config::{OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
+use updraft_config::{JoinAlgorithm, JoinBuild, OperatorKind, PipelineSpec, SetOpKind, SinkKind, SourceKind};
 use updraft_runtime::plan::{InputPlan, Phase, PhysicalPlan, StagePlan};
 use updraft_runtime::{JobError, MemoryPool};
 
@@ -59,14 +59,75 @@ impl Builder {
         let inputs = inputs.iter().map(|&from| InputPlan { from, exchange: self.shuffles[from] }).collect();
         let i = self.plan.stages.len();
         self.shuffles.push(false);
-        self.plan.stages.push(StagePlan { name: name.clone(), phase, operator, inputs });
+        self.plan.stages.push(StagePlan { name: name.clone(), phase, operator, inputs, start_after: None });
         self.index.insert(name, i);
         i
+    }
+
+    /// The source stages `stage` reads from, directly or not (itself if it is one).
+    fn sources_of(&self, stage: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut sources = BTreeSet::new();
+        let mut todo = vec![stage];
+        while let Some(s) = todo.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            let inputs = &self.plan.stages[s].inputs;
+            if inputs.is_empty() {
+                sources.insert(s);
+            }
+            todo.extend(inputs.iter().map(|i| i.from));
+        }
+        sources
+    }
+
+    /// The sources that input `port` of `stage` waits for: those it reads, and, for each of
+    /// them that starts after another input ends, the sources that input waits for.
+    fn waits_for(&self, stage: usize, port: usize) -> BTreeSet<usize> {
+        let mut all = BTreeSet::new();
+        let mut todo = vec![(stage, port)];
+        while let Some((s, p)) = todo.pop() {
+            for src in self.sources_of(self.plan.stages[s].inputs[p].from) {
+                if all.insert(src)
+                    && let Some(after) = self.plan.stages[src].start_after
+                {
+                    todo.push(after);
+                }
+            }
+        }
+        all
+    }
+
+    /// Makes the sources only the probe side of hash join `join` reads start once its build
+    /// input `build` has ended on this worker, so that probe batches stream through the table
+    /// instead of piling up while it is built. A source the build side reads (a self-join), or
+    /// that already waits for another join, starts as it would; so does one whose wait could
+    /// close a circle (a build side that waits, through other joins, for this probe side).
+    fn start_probe_after_build(&mut self, join: usize, build: usize) {
+        let probe_from = self.plan.stages[join].inputs[1 - build].from;
+        let build_waits = self.waits_for(join, build);
+        for s in self.sources_of(probe_from) {
+            if self.plan.stages[s].start_after.is_none() && !build_waits.contains(&s) {
+                self.plan.stages[s].start_after = Some((join, build));
+            }
+        }
     }
 
     fn lookup(&self, name: &str) -> Result<usize, JobError> {
         self.index.get(name).copied().ok_or_else(|| JobError::Plan(format!("unknown stage `{name}`")))
     }
+}
+
+/// Total size of `files` when all are local and readable (objects in S3 are not sized here).
+fn local_bytes(files: &[crate::storage::Location]) -> Option<u64> {
+    files
+        .iter()
+        .map(|f| match f {
+            crate::storage::Location::Local(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            crate::storage::Location::S3 { .. } => None,
+        })
+        .sum()
 }
 
 /// Builds the plan for one worker, with the built-in operators only.
@@ -90,7 +151,14 @@ pub fn build_plan_with(
     let batch_rows = spec.runtime.batch_rows;
     let mut b = Builder { plan: PhysicalPlan::default(), index: HashMap::new(), shuffles: Vec::new() };
     let scans = crate::pushdown::scans(spec);
+    // Input bytes of each source stage, for the choice of a join's build side (`None`:
+    // unknown).
+    let mut source_bytes: Vec<Option<u64>> = Vec::new();
     for s in &spec.sources {
+        source_bytes.push(match &s.kind {
+            SourceKind::Generate { rows, .. } => rows.checked_mul(16),
+            SourceKind::Files { .. } => ctx.inputs.sources.get(&s.name).and_then(|i| local_bytes(&i.files)),
+        });
         let op: Box<dyn updraft_runtime::Operator> = match &s.kind {
             SourceKind::Generate { rows, unique_factor, seed } => Box::new(Generate::new(GenerateSpec {
                 rows: *rows,
@@ -309,6 +377,21 @@ pub fn build_plan_with(
                 b.shuffles[i] = true;
             }
             OperatorKind::Join(j) => {
+                let sides = [b.lookup(&j.left)?, b.lookup(&j.right)?];
+                let build = match j.build {
+                    JoinBuild::Left => Some(0),
+                    JoinBuild::Right => Some(1),
+                    JoinBuild::Auto => {
+                        let estimate = |stage: usize| {
+                            b.sources_of(stage).iter().map(|&s| source_bytes[s]).sum::<Option<u64>>()
+                        };
+                        match (estimate(sides[0]), estimate(sides[1])) {
+                            // Ties build on the right.
+                            (Some(l), Some(r)) => Some(if l < r { 0 } else { 1 }),
+                            _ => None,
+                        }
+                    }
+                };
                 let mut inputs = Vec::new();
                 for (side, input, keys) in [("left", &j.left, &j.left_on), ("right", &j.right, &j.right_on)] {
                     let from = b.lookup(input)?;
@@ -330,13 +413,17 @@ pub fn build_plan_with(
                     batch_rows,
                     how: j.how,
                     algorithm: j.algorithm,
+                    build,
                 };
-                b.push(
+                let at = b.push(
                     o.name.clone(),
                     Phase::Join,
                     Box::new(Join::new(params).with_memory(ctx.memory)),
                     &inputs,
                 );
+                if let Some(port) = build.filter(|_| j.algorithm == JoinAlgorithm::Hash) {
+                    b.start_probe_after_build(at, port);
+                }
             }
             OperatorKind::Custom(c) => {
                 let Some(factory) = registry.get(&c.kind) else {
@@ -440,5 +527,50 @@ input = "j"
         let edges = plan.edges().expect("edges");
         assert_eq!(edges.len(), 5);
         assert!(edges.iter().filter(|e| e.exchange).count() == 2);
+    }
+
+    /// Each stage's `start_after`, by name: (stage, waited-for stage, port).
+    fn waits(toml: &str) -> Vec<(String, String, usize)> {
+        let spec = updraft_config::parse_pipeline(toml, "t").expect("valid");
+        let inputs = JobInputs::default();
+        let outputs = JobOutputs::new(&spec, 0, 1, "0000000000000000");
+        let memory = MemoryPool::unbounded();
+        let ctx = PlanContext { rank: 0, world: 1, inputs: &inputs, outputs: &outputs, memory: &memory };
+        let plan = build_plan(&spec, ctx).expect("plan");
+        plan.stages
+            .iter()
+            .filter_map(|s| {
+                s.start_after.map(|(j, port)| (s.name.clone(), plan.stages[j].name.clone(), port))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_side_source_starts_after_the_build_side_ends() {
+        let join = |l_rows: u64, r_rows: u64, extra: &str| {
+            format!(
+                "[source.l]\nkind = \"generate\"\nrows = {l_rows}\n[source.r]\nkind = \"generate\"\nrows = {r_rows}\n\
+                 [operator.j]\nkind = \"join\"\nleft = \"l\"\nright = \"r\"\non = [\"key\"]\n{extra}\n\
+                 [sink.s]\nkind = \"summary\"\ninput = \"j\"\n"
+            )
+        };
+        let w = |s: &str, j: &str, p: usize| (s.to_string(), j.to_string(), p);
+        // The smaller side builds (ties: the right); its sources are not held back.
+        assert_eq!(waits(&join(10, 10, "")), vec![w("l", "j", 1)]);
+        assert_eq!(waits(&join(5, 10, "")), vec![w("r", "j", 0)]);
+        assert_eq!(waits(&join(5, 10, "build = \"right\"")), vec![w("l", "j", 1)]);
+        // Sort-merge needs both sides at once.
+        assert_eq!(waits(&join(5, 10, "algorithm = \"sort_merge\"")), vec![]);
+        // A self-join: the one source feeds the build side too.
+        let own = "[source.l]\nkind = \"generate\"\nrows = 10\n[operator.j]\nkind = \"join\"\nleft = \"l\"\n\
+                   right = \"l\"\non = [\"key\"]\n[sink.s]\nkind = \"summary\"\ninput = \"j\"\n";
+        assert_eq!(waits(own), vec![]);
+        // Two joins whose build sides are each other's probe sources: only the first waits.
+        let crossed = "[source.a]\nkind = \"generate\"\nrows = 10\n[source.b]\nkind = \"generate\"\nrows = 10\n\
+                       [operator.j1]\nkind = \"join\"\nleft = \"a\"\nright = \"b\"\non = [\"key\"]\n\
+                       [operator.j2]\nkind = \"join\"\nleft = \"b\"\nright = \"a\"\non = [\"key\"]\n\
+                       [operator.u]\nkind = \"union\"\ninputs = [\"j1\", \"j2\"]\n\
+                       [sink.s]\nkind = \"summary\"\ninput = \"u\"\n";
+        assert_eq!(waits(crossed), vec![w("a", "j1", 1)]);
     }
 }

@@ -95,6 +95,7 @@ fn operators_holding_more_than_2_gib_of_strings_give_every_row() {
         suffixes: ("_l".into(), "_r".into()),
         how: JoinHow::Inner,
         algorithm: JoinAlgorithm::Hash,
+        build: Some(1),
         batch_rows: 64,
     };
     let mut inputs: Vec<(usize, RecordBatch)> = input().into_iter().map(|b| (0, b)).collect();

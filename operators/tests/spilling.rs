@@ -69,16 +69,40 @@ fn drive(
     ports: usize,
     inputs: Vec<(usize, RecordBatch)>,
 ) -> Result<Vec<RecordBatch>, OperatorError> {
+    drive_ending(op, inputs, &[], ports)
+}
+
+/// Feeds `inputs` (port, batch) to `op`, ending the ports in `early` first (before any input),
+/// then the others up to `ports`; calls `resume` whenever the operator asks, as the runtime does.
+fn drive_ending(
+    op: &mut dyn Operator,
+    inputs: Vec<(usize, RecordBatch)>,
+    early: &[usize],
+    ports: usize,
+) -> Result<Vec<RecordBatch>, OperatorError> {
     let mut out = Output::default();
-    for (port, b) in inputs {
+    let more = |op: &mut dyn Operator, mut flow: Flow, out: &mut Output| {
+        while flow == Flow::More || out.take_more() {
+            flow = op.resume(out)?;
+        }
+        Ok::<(), OperatorError>(())
+    };
+    let (first, rest): (Vec<_>, Vec<_>) = inputs.into_iter().partition(|(port, _)| early.contains(port));
+    for (port, b) in first {
         op.on_batch(port, b, &mut out)?;
+        more(op, Flow::Idle, &mut out)?;
     }
-    let mut flow = Flow::Idle;
-    for port in 0..ports {
-        flow = op.on_end(port, &mut out)?;
+    for &port in early {
+        let flow = op.on_end(port, &mut out)?;
+        more(op, flow, &mut out)?;
     }
-    while flow == Flow::More {
-        flow = op.resume(&mut out)?;
+    for (port, b) in rest {
+        op.on_batch(port, b, &mut out)?;
+        more(op, Flow::Idle, &mut out)?;
+    }
+    for port in (0..ports).filter(|p| !early.contains(p)) {
+        let flow = op.on_end(port, &mut out)?;
+        more(op, flow, &mut out)?;
     }
     Ok(out.drain().map(|(_, b)| b).collect())
 }
@@ -128,6 +152,7 @@ fn join_params(how: JoinHow, algorithm: JoinAlgorithm) -> JoinParams {
         suffixes: ("_l".into(), "_r".into()),
         how,
         algorithm,
+        build: None,
         batch_rows: 4096,
     }
 }
@@ -182,16 +207,51 @@ fn expected_join(left: &[(Option<i64>, i64)], right: &[(Option<i64>, i64)], how:
 }
 
 #[test]
+fn a_probe_side_larger_than_the_budget_streams_through_the_build_side_without_spilling() {
+    // 2,000 build rows (about 50 KiB held with the index) against 600,000 probe rows (about 9.6
+    // MiB) under a 1 MiB budget: only the build side is held.
+    let build = table(21, 4, 500, 3_000);
+    let probe = table(22, 300, 2000, 3_000);
+    for how in [JoinHow::Inner, JoinHow::Left, JoinHow::Right, JoinHow::Full] {
+        let (base, pool) = pool(1 << 20);
+        let mut p = join_params(how, JoinAlgorithm::Hash);
+        p.build = Some(1);
+        let mut join = Join::new(p).with_memory(&pool);
+        let inputs: Vec<(usize, RecordBatch)> =
+            build.iter().map(|b| (1, b.clone())).chain(probe.iter().map(|b| (0, b.clone()))).collect();
+        let out = drive_ending(&mut join, inputs, &[1], 2).expect("joined");
+        assert_eq!(pool.spilled().1, 0, "{how:?}: nothing spilled");
+        assert_eq!(join_rows(&out), expected_join(&pairs(&probe), &pairs(&build), how), "{how:?}");
+        drop(join);
+        drop(pool);
+        assert_eq!(left_behind(&base), 0);
+    }
+}
+
+#[test]
 fn a_grace_hash_join_equals_the_join_of_the_values_for_every_kind() {
     let left = table(11, 30, 2000, 20_000);
     let right = table(12, 30, 2000, 20_000);
+    // Collected (build side chosen at the end), sort-merge, and a named build side: its rows
+    // arriving with the probe side's, or all before them (spilling once the build side alone
+    // outgrows the budget).
+    let modes = [
+        (JoinAlgorithm::Hash, None, false),
+        (JoinAlgorithm::SortMerge, None, false),
+        (JoinAlgorithm::Hash, Some(1), false),
+        (JoinAlgorithm::Hash, Some(0), true),
+    ];
     for how in [JoinHow::Inner, JoinHow::Left, JoinHow::Full] {
-        for algorithm in [JoinAlgorithm::Hash, JoinAlgorithm::SortMerge] {
+        for (algorithm, build, build_first) in modes {
             let (base, pool) = pool(512 << 10);
-            let mut join = Join::new(join_params(how, algorithm)).with_memory(&pool);
+            let mut p = join_params(how, algorithm);
+            p.build = build;
+            let mut join = Join::new(p).with_memory(&pool);
             let inputs: Vec<(usize, RecordBatch)> =
                 left.iter().zip(&right).flat_map(|(l, r)| [(0, l.clone()), (1, r.clone())]).collect();
-            let out = drive(&mut join, 2, inputs).expect("joined");
+            let early: Vec<usize> = build.filter(|_| build_first).into_iter().collect();
+            let out = drive_ending(&mut join, inputs, &early, 2).expect("joined");
+            let algorithm = (algorithm, build);
             assert!(pool.spilled().1 > 0, "{how:?} {algorithm:?} spilled");
             assert_eq!(
                 join_rows(&out),

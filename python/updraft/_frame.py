@@ -347,9 +347,12 @@ class Frame:
         how: str = "inner",
         algorithm: str = "hash",
         suffixes: Tuple[str, str] = ("_left", "_right"),
+        build: str = "auto",
     ) -> "Frame":
         """Joins `other` on `on` (or `left_on`/`right_on`); `how` is inner, left, right or
-        full; `algorithm` hash or sort_merge. A key named alike on both sides is one column."""
+        full; `algorithm` hash or sort_merge; `build` the side a hash join holds in its table
+        (left, right, or auto: the smaller input). A key named alike on both sides is one
+        column."""
         listify = lambda v: [v] if isinstance(v, str) else (list(v) if v is not None else None)
         return self._then(
             "join",
@@ -359,6 +362,7 @@ class Frame:
             right_on=listify(right_on),
             how=how,
             algorithm=algorithm,
+            build=build,
             suffixes=list(suffixes),
         )
 

@@ -160,6 +160,8 @@ pub struct OperatorActor {
     reported: bool,
     failed: bool,
     me_addr: Option<Recipient<ToOperator>>,
+    /// Stages to start when an input port ends (port, stage).
+    dependents: Vec<(usize, Recipient<ToOperator>)>,
     out: Output,
     stats: OperatorStats,
     rows_in: metrics::Counter,
@@ -197,6 +199,7 @@ impl OperatorActor {
             reported: false,
             failed: false,
             me_addr: None,
+            dependents: Vec::new(),
             out: Output::default(),
             stats,
             rows_in: metrics::counter!(names::OPERATOR_ROWS_IN, "operator" => label.clone()),
@@ -297,6 +300,9 @@ impl OperatorActor {
                         let p = &mut self.setup.inputs[port];
                         p.ended += 1;
                         if p.ended == p.expected {
+                            for (_, dependent) in self.dependents.extract_if(.., |(at, _)| *at == port) {
+                                dependent.do_send(ToOperator::Start);
+                            }
                             let (op, out) = (&mut self.op, &mut self.out);
                             guarded(|| op.on_end(port, out)).map(|f| self.more = f == Flow::More)
                         } else {
@@ -321,6 +327,9 @@ impl OperatorActor {
             } else {
                 return;
             };
+            if self.out.take_more() {
+                self.more = true;
+            }
             let elapsed = t0.elapsed();
             self.stats.busy_us += elapsed.as_micros() as u64;
             self.call_seconds.record(elapsed.as_secs_f64());
@@ -466,6 +475,14 @@ impl Handler<ToOperator> for OperatorActor {
                     self.more = true;
                 }
             }
+            ToOperator::StartAfter { port, dependent } => match self.setup.inputs.get(port) {
+                Some(p) if p.ended == p.expected => dependent.do_send(ToOperator::Start),
+                Some(_) => self.dependents.push((port, dependent)),
+                None => self.fail(
+                    format!("a stage waits for input {port}, which this stage lacks"),
+                    FailureClass::Operator,
+                ),
+            },
             ToOperator::Local { edge, port, from, batch, guard } => {
                 let Some(s) = self.sender(port, from) else {
                     return self.protocol(edge, from, "local batch for an unknown port".into());

@@ -78,6 +78,7 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
     let edges = plan.edges()?;
     let n = plan.stages.len();
     let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
+    let starts_after: Vec<Option<(usize, usize)>> = plan.stages.iter().map(|s| s.start_after).collect();
     let (events, mut rx) = EventSink::channel(EventSink::capacity(n, ctx.world));
     let mut addrs: Vec<Option<Addr<OperatorActor>>> = vec![None; n];
     let mut arbiters = Vec::with_capacity(n);
@@ -130,8 +131,17 @@ pub async fn run_job(plan: PhysicalPlan, ctx: JobContext) -> Result<JobOutcome, 
     ctx.transport
         .install
         .do_send(InstallRoutes { routes: Routes { consumers, producers }, events: events.clone() });
-    for addr in &addrs {
-        addr.do_send(ToOperator::Start);
+    // A stage that starts after another's input ended is announced to that stage before any
+    // stage starts, so the input cannot end unseen.
+    for (i, after) in starts_after.iter().enumerate() {
+        if let Some((stage, port)) = *after {
+            addrs[stage].do_send(ToOperator::StartAfter { port, dependent: addrs[i].clone().recipient() });
+        }
+    }
+    for (addr, after) in addrs.iter().zip(&starts_after) {
+        if after.is_none() {
+            addr.do_send(ToOperator::Start);
+        }
     }
 
     let mut driver = Driver {

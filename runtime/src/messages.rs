@@ -19,6 +19,14 @@ use crate::wire::OutFrame;
 pub enum ToOperator {
     /// Routes are installed: sources may start.
     Start,
+    /// Send [`ToOperator::Start`] to `dependent` once input `port` of this stage has ended (at
+    /// once if it has).
+    StartAfter {
+        /// Input port of this stage.
+        port: usize,
+        /// The stage to start.
+        dependent: Recipient<ToOperator>,
+    },
     /// A batch from a producer on this worker (zero-copy).
     Local {
         /// Channel.

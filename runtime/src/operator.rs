@@ -41,9 +41,22 @@ pub enum Target {
 #[derive(Debug, Default)]
 pub struct Output {
     batches: Vec<(Target, RecordBatch)>,
+    more: bool,
 }
 
 impl Output {
+    /// Asks for [`Operator::resume`] after this call, as returning [`Flow::More`] does: for
+    /// [`Operator::on_batch`], which returns nothing, when one input batch makes more output
+    /// than one call should emit (a join's probe batch whose keys match many rows).
+    pub fn more(&mut self) {
+        self.more = true;
+    }
+
+    /// Whether [`Output::more`] was called since the last time this was asked.
+    pub fn take_more(&mut self) -> bool {
+        std::mem::take(&mut self.more)
+    }
+
     /// Emits a batch to this worker's consumers.
     pub fn emit(&mut self, batch: RecordBatch) {
         self.batches.push((Target::Local, batch));

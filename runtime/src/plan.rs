@@ -76,6 +76,11 @@ pub struct StagePlan {
     pub operator: Box<dyn Operator>,
     /// Inputs in port order.
     pub inputs: Vec<InputPlan>,
+    /// `Some((stage, port))`: this stage (a source) starts only once input `port` of that
+    /// stage has ended on this worker, so that its rows are not held while that input is
+    /// still arriving (a hash join's probe side waits for its build side). `None`: it starts
+    /// with the job.
+    pub start_after: Option<(usize, usize)>,
 }
 
 /// A whole plan in topological order.
@@ -113,6 +118,14 @@ impl PhysicalPlan {
                     return Err(JobError::Plan(format!(
                         "stage `{}` reads stage {} which does not come before it",
                         stage.name, input.from
+                    )));
+                }
+                if let Some((after, port)) = stage.start_after
+                    && self.stages.get(after).is_none_or(|s| port >= s.inputs.len())
+                {
+                    return Err(JobError::Plan(format!(
+                        "stage `{}` starts after input {port} of stage {after}, which does not exist",
+                        stage.name
                     )));
                 }
                 edges.push(Edge {

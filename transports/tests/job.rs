@@ -30,6 +30,7 @@ fn stage(name: &str, phase: Phase, op: Box<dyn updraft_runtime::Operator>, input
         phase,
         operator: op,
         inputs: inputs.iter().map(|&from| InputPlan { from, exchange: false }).collect(),
+        start_after: None,
     }
 }
 

@@ -15,28 +15,67 @@ fn params(on: &[&str], batch_rows: usize) -> JoinParams {
         batch_rows,
         how: JoinHow::Inner,
         algorithm: JoinAlgorithm::Hash,
+        build: None,
     }
 }
 
-const ALGORITHMS: [JoinAlgorithm; 2] = [JoinAlgorithm::Hash, JoinAlgorithm::SortMerge];
+/// How a test's join runs: its algorithm, the build side the plan named (`None`: chosen once
+/// both sides are collected), and whether the probe side's batches arrive only after the build
+/// side ended (streamed through the index) or all before (held, then streamed).
+#[derive(Debug, Clone, Copy)]
+struct Mode(JoinAlgorithm, Option<usize>, bool);
 
-fn with(algorithm: JoinAlgorithm, mut p: JoinParams) -> Join {
-    p.algorithm = algorithm;
-    Join::new(p)
+const ALGORITHMS: [Mode; 6] = [
+    Mode(JoinAlgorithm::Hash, None, false),
+    Mode(JoinAlgorithm::SortMerge, None, false),
+    Mode(JoinAlgorithm::Hash, Some(0), false),
+    Mode(JoinAlgorithm::Hash, Some(0), true),
+    Mode(JoinAlgorithm::Hash, Some(1), false),
+    Mode(JoinAlgorithm::Hash, Some(1), true),
+];
+
+struct Case {
+    join: Join,
+    probe_after_build: bool,
 }
 
-fn run(j: &mut Join, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
+fn with(mode: Mode, mut p: JoinParams) -> Case {
+    p.algorithm = mode.0;
+    p.build = mode.1;
+    Case { join: Join::new(p), probe_after_build: mode.2 }
+}
+
+/// Calls `resume` for as long as the join asks, as the runtime does.
+fn drive(j: &mut Join, mut flow: Flow, out: &mut Output) {
+    while flow == Flow::More || out.take_more() {
+        flow = j.resume(out).expect("resume");
+    }
+}
+
+fn run(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
     let mut out = Output::default();
-    for b in left {
-        j.on_batch(0, b, &mut out).expect("left");
+    let j = &mut case.join;
+    let mut sides = [left, right];
+    // The probe side's batches after the build side ended, or both sides' before either ends.
+    let order = match j.p.build {
+        Some(b) if case.probe_after_build => [b, 1 - b],
+        _ => [0, 1],
+    };
+    for port in order {
+        for b in std::mem::take(&mut sides[port]) {
+            j.on_batch(port, b, &mut out).expect("batch");
+            drive(j, Flow::Idle, &mut out);
+        }
+        if case.probe_after_build {
+            let flow = j.on_end(port, &mut out).expect("end");
+            drive(j, flow, &mut out);
+        }
     }
-    for b in right {
-        j.on_batch(1, b, &mut out).expect("right");
-    }
-    j.on_end(0, &mut out).expect("end left");
-    let mut flow = j.on_end(1, &mut out).expect("end right");
-    while flow == Flow::More {
-        flow = j.resume(&mut out).expect("resume");
+    if !case.probe_after_build {
+        let flow = j.on_end(0, &mut out).expect("end left");
+        drive(j, flow, &mut out);
+        let flow = j.on_end(1, &mut out).expect("end right");
+        drive(j, flow, &mut out);
     }
     out.drain().map(|(_, b)| b).collect()
 }
@@ -124,7 +163,7 @@ fn a_hot_key_is_emitted_in_bounded_batches() {
 }
 
 fn joined(
-    algorithm: JoinAlgorithm,
+    algorithm: Mode,
     how: JoinHow,
     left: RecordBatch,
     right: RecordBatch,
@@ -224,7 +263,7 @@ fn sort_merge_output_is_in_key_order_with_null_keys_last() {
     let right = kv(keys.iter().rev().copied().collect(), (0..500).collect());
     let mut p = params(&["key"], 64);
     p.how = JoinHow::Full;
-    let out = run(&mut with(JoinAlgorithm::SortMerge, p), vec![left], vec![right]);
+    let out = run(&mut with(ALGORITHMS[1], p), vec![left], vec![right]);
     let got: Vec<Option<i64>> = out
         .iter()
         .flat_map(|b| {
@@ -263,7 +302,13 @@ fn string_and_multi_column_keys() {
 fn an_empty_side_gives_an_empty_batch_with_the_schema() {
     let left = kv(vec![Some(1)], vec![1]);
     let right = kv(vec![], vec![]);
-    let out = run(&mut Join::new(params(&["key"], 10)), vec![left], vec![right]);
+    for mode in ALGORITHMS {
+        let out = run(&mut with(mode, params(&["key"], 10)), vec![left.clone()], vec![right.clone()]);
+        assert_eq!(out.len(), 1, "{mode:?}");
+        assert_eq!(out[0].num_rows(), 0);
+        assert_eq!(out[0].schema().fields().len(), 3);
+    }
+    let out = run(&mut with(ALGORITHMS[0], params(&["key"], 10)), vec![left], vec![right]);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].num_rows(), 0);
     assert_eq!(out[0].schema().fields().len(), 3);
@@ -305,4 +350,103 @@ fn mismatched_key_types_are_reported() {
     j.on_end(0, &mut out).expect("end");
     let e = j.on_end(1, &mut out).expect_err("types differ").to_string();
     assert!(e.contains("Utf8 on the left but Int64 on the right"), "{e}");
+}
+
+#[test]
+fn key_type_and_column_errors_are_reported_whichever_side_builds() {
+    let strings = RecordBatch::try_from_iter(vec![("k", Arc::new(StringArray::from(vec!["1"])) as ArrayRef)])
+        .expect("batch");
+    let ints = RecordBatch::try_from_iter(vec![("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+        .expect("batch");
+    let wider = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+        ("extra", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+    ])
+    .expect("batch");
+    for mode in ALGORITHMS {
+        let mut case = with(mode, params(&["k"], 10));
+        let e = feed(&mut case, vec![strings.clone()], vec![ints.clone()]);
+        assert!(e.contains("Utf8 on the left but Int64 on the right"), "{mode:?}: {e}");
+        // Two ranks' batches of one side with different columns.
+        let mut case = with(mode, params(&["k"], 10));
+        let e = feed(&mut case, vec![ints.clone(), wider.clone()], vec![ints.clone()]);
+        assert!(e.contains("the left input has batches with different columns"), "{mode:?}: {e}");
+    }
+}
+
+/// Feeds each side in the order [`run`] does, ending each after its batches, and returns the
+/// first error as text (panics if there is none).
+fn feed(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> String {
+    let mut out = Output::default();
+    let j = &mut case.join;
+    let mut sides = [left, right];
+    let order = match j.p.build {
+        Some(b) if case.probe_after_build => [b, 1 - b],
+        _ => [0, 1],
+    };
+    let mut step = || -> Result<(), OperatorError> {
+        for port in order {
+            for b in std::mem::take(&mut sides[port]) {
+                j.on_batch(port, b, &mut out)?;
+                while out.take_more() {
+                    j.resume(&mut out)?;
+                }
+            }
+            let mut flow = j.on_end(port, &mut out)?;
+            while flow == Flow::More || out.take_more() {
+                flow = j.resume(&mut out)?;
+            }
+        }
+        Ok(())
+    };
+    match step() {
+        Ok(()) => panic!("an error was expected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn probe_batches_from_ranks_of_different_nullability_join_as_one_side() {
+    let strict = Arc::new(arrow_schema::Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("payload", DataType::Int64, false),
+    ]));
+    let first = RecordBatch::try_new(
+        strict,
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef, Arc::new(Int64Array::from(vec![10, 11]))],
+    )
+    .expect("batch");
+    let later = kv(vec![Some(1), None], vec![12, 13]);
+    let build = kv(vec![Some(1), Some(3)], vec![20, 21]);
+    for mode in ALGORITHMS {
+        let mut p = params(&["key"], 100);
+        p.how = JoinHow::Full;
+        let out = run(&mut with(mode, p), vec![first.clone(), later.clone()], vec![build.clone()]);
+        let got = joined_rows(&out);
+        // The unmatched right row's key comes from the right.
+        let want = vec![
+            (None, Some(13), None),
+            (Some(1), Some(10), Some(20)),
+            (Some(1), Some(12), Some(20)),
+            (Some(2), Some(11), None),
+            (Some(3), None, Some(21)),
+        ];
+        assert_eq!(got, want, "{mode:?}");
+    }
+}
+
+fn joined_rows(out: &[RecordBatch]) -> Vec<(Option<i64>, Option<i64>, Option<i64>)> {
+    let mut v: Vec<_> = out
+        .iter()
+        .flat_map(|b| {
+            let c = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+            let (k, l, r) = (c(0), c(1), c(2));
+            (0..b.num_rows()).map(move |i| {
+                let get = |a: &Int64Array| a.is_valid(i).then(|| a.value(i));
+                (get(&k), get(&l), get(&r))
+            })
+        })
+        .collect();
+    v.sort();
+    v
 }

@@ -119,14 +119,6 @@ impl Builder {
     }
 }
 
-/// A join whose larger input is estimated above this fraction of the memory limit (`1 / N`)
-/// streams its probe side by default (`build = "auto"`). Below, both sides are collected: the
-/// partitioned table then keeps every probe in cache, which measured faster (a 16M-row join on
-/// 2 workers: 2.0–2.2 s against 2.6–2.8 s streamed) while the whole index's probes miss the
-/// cache and the TLB. Input bytes are file sizes (compressed) or 16 bytes a generated row, so
-/// a quarter leaves room for the decoded sides.
-const STREAM_ABOVE: u64 = 4;
-
 /// Total size of `files` when all are local and readable (objects in S3 are not sized here).
 fn local_bytes(files: &[crate::storage::Location]) -> Option<u64> {
     files
@@ -395,9 +387,7 @@ pub fn build_plan_with(
                         };
                         match (estimate(sides[0]), estimate(sides[1])) {
                             // Ties build on the right.
-                            (Some(l), Some(r)) if l.max(r) > ctx.memory.limit() / STREAM_ABOVE => {
-                                Some(if l < r { 0 } else { 1 })
-                            }
+                            (Some(l), Some(r)) => Some(if l < r { 0 } else { 1 }),
                             _ => None,
                         }
                     }
@@ -539,16 +529,12 @@ input = "j"
         assert!(edges.iter().filter(|e| e.exchange).count() == 2);
     }
 
-    /// Each stage's `start_after`, by name: (stage, waited-for stage, port), planned under a
-    /// memory limit of 64 bytes (so that `build = "auto"` streams the generated inputs).
+    /// Each stage's `start_after`, by name: (stage, waited-for stage, port).
     fn waits(toml: &str) -> Vec<(String, String, usize)> {
-        waits_under(toml, MemoryPool::new(64, std::env::temp_dir()))
-    }
-
-    fn waits_under(toml: &str, memory: Arc<MemoryPool>) -> Vec<(String, String, usize)> {
         let spec = updraft_config::parse_pipeline(toml, "t").expect("valid");
         let inputs = JobInputs::default();
         let outputs = JobOutputs::new(&spec, 0, 1, "0000000000000000");
+        let memory = MemoryPool::unbounded();
         let ctx = PlanContext { rank: 0, world: 1, inputs: &inputs, outputs: &outputs, memory: &memory };
         let plan = build_plan(&spec, ctx).expect("plan");
         plan.stages
@@ -573,12 +559,7 @@ input = "j"
         assert_eq!(waits(&join(10, 10, "")), vec![w("l", "j", 1)]);
         assert_eq!(waits(&join(5, 10, "")), vec![w("r", "j", 0)]);
         assert_eq!(waits(&join(5, 10, "build = \"right\"")), vec![w("l", "j", 1)]);
-        // Inputs well within the memory limit are collected (no build side named), unless one is.
-        assert_eq!(waits_under(&join(10, 10, ""), MemoryPool::unbounded()), vec![]);
-        assert_eq!(
-            waits_under(&join(10, 10, "build = \"left\""), MemoryPool::unbounded()),
-            vec![w("r", "j", 0)]
-        );
+        assert_eq!(waits(&join(10, 10, "build = \"left\"")), vec![w("r", "j", 0)]);
         // Sort-merge needs both sides at once.
         assert_eq!(waits(&join(5, 10, "algorithm = \"sort_merge\"")), vec![]);
         // A self-join: the one source feeds the build side too.

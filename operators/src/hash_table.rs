@@ -421,22 +421,47 @@ impl BuildIndex {
     /// # Errors
     /// More rows than a `u32` row id can name.
     pub fn new(keys: &JoinKeys) -> Result<BuildIndex, OperatorError> {
-        let bits = keys.len().next_power_of_two().trailing_zeros();
+        let n = keys.len();
+        if n >= END as usize {
+            return Err(OperatorError::Invalid(format!(
+                "a join side of {n} rows on one worker is too large; use more workers"
+            )));
+        }
+        let bits = n.next_power_of_two().trailing_zeros();
         let top = bits.min(FIRST_PASS_BITS);
-        let parts = Partitions::new(keys, top)?;
         let low = bits - top;
+        let part = |h: u64| if top == 0 { 0 } else { (h >> (64 - top)) as usize };
         let local = |h: u64| if low == 0 { 0 } else { ((h << top) >> (64 - low)) as usize };
-        let total = parts.rows.len();
-        let mut offsets = vec![0u32; (1usize << bits) + 1];
+        // First pass: the valid rows grouped by the top bits, straight into the entries.
+        let mut starts = vec![0u32; (1 << top) + 1];
+        for i in (0..n).filter(|&i| keys.valid(i)) {
+            starts[part(keys.hash(i)) + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        let total = starts[1 << top] as usize;
         let mut entries = vec![Entry::default(); total];
+        let mut fill = starts.clone();
+        for i in (0..n).filter(|&i| keys.valid(i)) {
+            let hash = keys.hash(i);
+            let at = &mut fill[part(hash)];
+            entries[*at as usize] = Entry { hash, row: i as u32 };
+            *at += 1;
+        }
+        // Second pass, partition by partition: ordered by the next bits through a copy of the
+        // partition (a few thousand entries, in cache).
+        let mut offsets = vec![0u32; (1usize << bits) + 1];
+        let mut scratch: Vec<Entry> = Vec::new();
         let mut fill = vec![0u32; 1 << low];
-        for p in 0..parts.count() {
-            let range = parts.range(p);
+        for p in 0..1usize << top {
+            let range = starts[p] as usize..starts[p + 1] as usize;
+            scratch.clear();
+            scratch.extend_from_slice(&entries[range.clone()]);
             fill.fill(0);
-            for &h in &parts.hashes[range.clone()] {
-                fill[local(h)] += 1;
+            for e in &scratch {
+                fill[local(e.hash)] += 1;
             }
-            // Row counts fit u32: `Partitions::new` refused sides of END rows or more.
             let mut at = range.start as u32;
             for (b, f) in fill.iter_mut().enumerate() {
                 offsets[(p << low) + b] = at;
@@ -444,10 +469,9 @@ impl BuildIndex {
                 *f = at;
                 at += count;
             }
-            for e in range {
-                let h = parts.hashes[e];
-                let slot = &mut fill[local(h)];
-                entries[*slot as usize] = Entry { hash: h, row: parts.rows[e] };
+            for e in &scratch {
+                let slot = &mut fill[local(e.hash)];
+                entries[*slot as usize] = *e;
                 *slot += 1;
             }
         }

@@ -516,7 +516,7 @@ input = "j"
         assert_eq!(
             plan.describe(),
             vec![
-                "l [read] <- -",
+                "l [read] <- -, starts after input 1 of j ended",
                 "r [read] <- -",
                 "j.shuffle-left [partition+shuffle] <- l",
                 "j.shuffle-right [partition+shuffle] <- r",

@@ -153,8 +153,12 @@ impl PhysicalPlan {
                         if i.exchange { format!("{from} (all ranks)") } else { from.to_string() }
                     })
                     .collect();
+                let after = s.start_after.map_or_else(String::new, |(stage, port)| {
+                    let name = self.stages.get(stage).map_or("?", |st| st.name.as_str());
+                    format!(", starts after input {port} of {name} ended")
+                });
                 format!(
-                    "{} [{}] <- {}",
+                    "{} [{}] <- {}{after}",
                     s.name,
                     s.phase.label(),
                     if inputs.is_empty() { "-".to_string() } else { inputs.join(", ") }

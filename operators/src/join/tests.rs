@@ -46,13 +46,19 @@ fn with(mode: Mode, mut p: JoinParams) -> Case {
 }
 
 /// Calls `resume` for as long as the join asks, as the runtime does.
-fn drive(j: &mut Join, mut flow: Flow, out: &mut Output) {
+fn drive(j: &mut Join, mut flow: Flow, out: &mut Output) -> Result<(), OperatorError> {
     while flow == Flow::More || out.take_more() {
-        flow = j.resume(out).expect("resume");
+        flow = j.resume(out)?;
     }
+    Ok(())
 }
 
-fn run(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
+/// Runs the join over `left` and `right` as the case's mode says; the first error if any.
+fn try_run(
+    case: &mut Case,
+    left: Vec<RecordBatch>,
+    right: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, OperatorError> {
     let mut out = Output::default();
     let j = &mut case.join;
     let mut sides = [left, right];
@@ -63,21 +69,25 @@ fn run(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<
     };
     for port in order {
         for b in std::mem::take(&mut sides[port]) {
-            j.on_batch(port, b, &mut out).expect("batch");
-            drive(j, Flow::Idle, &mut out);
+            j.on_batch(port, b, &mut out)?;
+            drive(j, Flow::Idle, &mut out)?;
         }
         if case.probe_after_build {
-            let flow = j.on_end(port, &mut out).expect("end");
-            drive(j, flow, &mut out);
+            let flow = j.on_end(port, &mut out)?;
+            drive(j, flow, &mut out)?;
         }
     }
     if !case.probe_after_build {
-        let flow = j.on_end(0, &mut out).expect("end left");
-        drive(j, flow, &mut out);
-        let flow = j.on_end(1, &mut out).expect("end right");
-        drive(j, flow, &mut out);
+        for port in [0, 1] {
+            let flow = j.on_end(port, &mut out)?;
+            drive(j, flow, &mut out)?;
+        }
     }
-    out.drain().map(|(_, b)| b).collect()
+    Ok(out.drain().map(|(_, b)| b).collect())
+}
+
+fn run(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    try_run(case, left, right).expect("join")
 }
 
 fn pairs(batches: &[RecordBatch]) -> Vec<(i64, i64, i64)> {
@@ -374,35 +384,9 @@ fn key_type_and_column_errors_are_reported_whichever_side_builds() {
     }
 }
 
-/// Feeds each side in the order [`run`] does, ending each after its batches, and returns the
-/// first error as text (panics if there is none).
+/// The error a join gives (panics if there is none).
 fn feed(case: &mut Case, left: Vec<RecordBatch>, right: Vec<RecordBatch>) -> String {
-    let mut out = Output::default();
-    let j = &mut case.join;
-    let mut sides = [left, right];
-    let order = match j.p.build {
-        Some(b) if case.probe_after_build => [b, 1 - b],
-        _ => [0, 1],
-    };
-    let mut step = || -> Result<(), OperatorError> {
-        for port in order {
-            for b in std::mem::take(&mut sides[port]) {
-                j.on_batch(port, b, &mut out)?;
-                while out.take_more() {
-                    j.resume(&mut out)?;
-                }
-            }
-            let mut flow = j.on_end(port, &mut out)?;
-            while flow == Flow::More || out.take_more() {
-                flow = j.resume(&mut out)?;
-            }
-        }
-        Ok(())
-    };
-    match step() {
-        Ok(()) => panic!("an error was expected"),
-        Err(e) => e.to_string(),
-    }
+    try_run(case, left, right).map(|_| ()).expect_err("an error was expected").to_string()
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! finds nearly every row a group of its own hands on the states it has, then the raw rows
 //! (projected to the keys and aggregate inputs); the final stage takes both kinds of batch,
 //! told apart by the schema metadata of states. The fixed-width states of a group sit in one
-//! row of words ([`crate::slab`]). `nunique`, `first`, `last`, `median`
+//! row of words (`slab.rs`). `nunique`, `first`, `last`, `median`
 //! and `quantile` need every raw row of a group on one rank, so a pipeline using them shuffles
 //! raw rows; `median` and `quantile` are exact: the rank owning a group holds its values (as
 //! f64) and interpolates linearly between the two nearest ranks of the sorted values

@@ -280,7 +280,7 @@ impl JoinKeys {
 const ROWS_PER_PARTITION: usize = 8192;
 
 /// How many top hash bits split a build side of `rows` rows into partitions of about
-/// [`ROWS_PER_PARTITION`] rows (at most 2^14 partitions).
+/// `ROWS_PER_PARTITION` rows (at most 2^14 partitions).
 pub fn partition_bits(rows: usize) -> u32 {
     let parts = rows.div_ceil(ROWS_PER_PARTITION).next_power_of_two();
     parts.trailing_zeros().min(14)

@@ -21,6 +21,10 @@
 //! probing, from a matched-bitmap. Other names that clash get
 //! the configured suffixes. The table and its key handling are in [`crate::hash_table`].
 //!
+//! When the plan names the build side (`build`), the hash join streams the other side through
+//! an index of the whole build side instead of collecting it (`stream.rs`); the sort-merge join
+//! and a join without a named build side collect both, as above.
+//!
 //! The collected sides are held against the worker's memory budget: their batches, the column
 //! being concatenated (`table.rs`: a side is made one array per column, a column at a time, with
 //! 64-bit offsets where 32-bit ones would overflow), key copies and the matcher's arrays. When
@@ -173,8 +177,8 @@ impl Join {
     /// is concatenated a column at a time, each column's parts dropped once it is made: its
     /// largest column), the row-format copy of its keys when there are several (at most twice
     /// their size) and the matcher's 16 bytes a row (hash, partition position, chain link);
-    /// 32 on a streamed build side, whose index is sorted in two passes (12 bytes a row each)
-    /// and has up to 8 bytes of bucket offsets a row.
+    /// 32 on a streamed build side, whose index holds a (hash, row id) entry of 16 bytes and up
+    /// to 8 bytes of bucket offsets a row, the rest a margin for the partition being reordered.
     fn cost(&self, port: usize, batch: &RecordBatch) -> u64 {
         let on = if port == 0 { &self.p.left_on } else { &self.p.right_on };
         let bytes = |c: &ArrayRef| crate::spill::data_bytes(&c.to_data());

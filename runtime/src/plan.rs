@@ -113,19 +113,19 @@ impl PhysicalPlan {
     pub fn edges(&self) -> Result<Vec<Edge>, JobError> {
         let mut edges = Vec::new();
         for (to, stage) in self.stages.iter().enumerate() {
+            if let Some((after, port)) = stage.start_after
+                && self.stages.get(after).is_none_or(|s| port >= s.inputs.len())
+            {
+                return Err(JobError::Plan(format!(
+                    "stage `{}` starts after input {port} of stage {after}, which does not exist",
+                    stage.name
+                )));
+            }
             for (port, input) in stage.inputs.iter().enumerate() {
                 if input.from >= to {
                     return Err(JobError::Plan(format!(
                         "stage `{}` reads stage {} which does not come before it",
                         stage.name, input.from
-                    )));
-                }
-                if let Some((after, port)) = stage.start_after
-                    && self.stages.get(after).is_none_or(|s| port >= s.inputs.len())
-                {
-                    return Err(JobError::Plan(format!(
-                        "stage `{}` starts after input {port} of stage {after}, which does not exist",
-                        stage.name
                     )));
                 }
                 edges.push(Edge {

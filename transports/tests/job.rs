@@ -242,3 +242,67 @@ fn a_plan_reading_a_later_stage_is_refused() {
     plan.stages.push(stage("source", Phase::Read, Box::new(MemorySource::new(vec![], Arc::default())), &[]));
     assert!(matches!(run_alone(plan, RuntimeSettings::default()), Err(JobError::Plan(_))));
 }
+
+/// Counts the batches of each of its two inputs, and notes how many batches the second input's
+/// source had made when the first input ended.
+struct TwoInputs {
+    rows: Arc<Mutex<[usize; 2]>>,
+    second_made: Arc<AtomicUsize>,
+    at_first_end: Arc<Mutex<Option<usize>>>,
+}
+
+impl updraft_runtime::Operator for TwoInputs {
+    fn on_batch(
+        &mut self,
+        port: usize,
+        batch: RecordBatch,
+        _: &mut updraft_runtime::Output,
+    ) -> Result<(), updraft_runtime::OperatorError> {
+        self.rows.lock().expect("lock")[port] += batch.num_rows();
+        Ok(())
+    }
+
+    fn on_end(
+        &mut self,
+        port: usize,
+        _: &mut updraft_runtime::Output,
+    ) -> Result<updraft_runtime::Flow, updraft_runtime::OperatorError> {
+        if port == 0 {
+            *self.at_first_end.lock().expect("lock") = Some(self.second_made.load(Ordering::SeqCst));
+        }
+        Ok(updraft_runtime::Flow::Idle)
+    }
+}
+
+#[test]
+fn a_stage_planned_to_start_after_an_input_ends_starts_then_and_not_before() {
+    let second_made = Arc::new(AtomicUsize::new(0));
+    let rows = Arc::new(Mutex::new([0, 0]));
+    let at_first_end = Arc::new(Mutex::new(None));
+    let mut plan = PhysicalPlan::default();
+    let first: Vec<RecordBatch> = (0..50).map(|i| batch(i * 100, 100)).collect();
+    let second: Vec<RecordBatch> = (0..50).map(|i| batch(i * 10, 10)).collect();
+    plan.stages.push(stage("first", Phase::Read, Box::new(MemorySource::new(first, Arc::default())), &[]));
+    let mut late =
+        stage("second", Phase::Read, Box::new(MemorySource::new(second, Arc::clone(&second_made))), &[]);
+    late.start_after = Some((2, 0));
+    plan.stages.push(late);
+    let recorder = TwoInputs {
+        rows: Arc::clone(&rows),
+        second_made: Arc::clone(&second_made),
+        at_first_end: Arc::clone(&at_first_end),
+    };
+    plan.stages.push(stage("both", Phase::Other, Box::new(recorder), &[0, 1]));
+    run_alone(plan, RuntimeSettings::default()).expect("job succeeds");
+    assert_eq!(*at_first_end.lock().expect("lock"), Some(0), "the second source made nothing before");
+    assert_eq!(*rows.lock().expect("lock"), [5000, 500], "then every batch of both arrived");
+
+    // A wait on a port the stage lacks is refused before anything runs.
+    let mut plan = PhysicalPlan::default();
+    plan.stages.push(stage("first", Phase::Read, Box::new(MemorySource::new(vec![], Arc::default())), &[]));
+    let mut late = stage("second", Phase::Read, Box::new(MemorySource::new(vec![], Arc::default())), &[]);
+    late.start_after = Some((0, 0));
+    plan.stages.push(late);
+    let e = run_alone(plan, RuntimeSettings::default()).expect_err("refused");
+    assert!(e.to_string().contains("starts after input 0 of stage 0, which does not exist"), "{e}");
+}

@@ -243,8 +243,8 @@ fn a_plan_reading_a_later_stage_is_refused() {
     assert!(matches!(run_alone(plan, RuntimeSettings::default()), Err(JobError::Plan(_))));
 }
 
-/// Counts the batches of each of its two inputs, and notes how many batches the second input's
-/// source had made when the first input ended.
+/// Counts the rows of each of its two inputs, and notes the most batches the second input's
+/// source had made while a batch of the first input was taken (all come before its end).
 struct TwoInputs {
     rows: Arc<Mutex<[usize; 2]>>,
     second_made: Arc<AtomicUsize>,
@@ -259,17 +259,19 @@ impl updraft_runtime::Operator for TwoInputs {
         _: &mut updraft_runtime::Output,
     ) -> Result<(), updraft_runtime::OperatorError> {
         self.rows.lock().expect("lock")[port] += batch.num_rows();
+        if port == 0 {
+            let made = self.second_made.load(Ordering::SeqCst);
+            let mut seen = self.at_first_end.lock().expect("lock");
+            *seen = Some(seen.unwrap_or(0).max(made));
+        }
         Ok(())
     }
 
     fn on_end(
         &mut self,
-        port: usize,
+        _: usize,
         _: &mut updraft_runtime::Output,
     ) -> Result<updraft_runtime::Flow, updraft_runtime::OperatorError> {
-        if port == 0 {
-            *self.at_first_end.lock().expect("lock") = Some(self.second_made.load(Ordering::SeqCst));
-        }
         Ok(updraft_runtime::Flow::Idle)
     }
 }

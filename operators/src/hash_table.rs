@@ -306,11 +306,7 @@ impl Partitions {
     /// More rows than a `u32` row id can name.
     pub fn new(keys: &JoinKeys, bits: u32) -> Result<Partitions, OperatorError> {
         let n = keys.len();
-        if n >= END as usize {
-            return Err(OperatorError::Invalid(format!(
-                "a join side of {n} rows on one worker is too large; use more workers"
-            )));
-        }
+        fits_row_ids(n)?;
         let part = |h: u64| if bits == 0 { 0 } else { (h >> (64 - bits)) as usize };
         let mut offsets = vec![0usize; (1 << bits) + 1];
         let mut nulls = Vec::new();
@@ -357,12 +353,22 @@ impl Partitions {
     }
 }
 
+/// Refuses a join side of more rows than a `u32` row id (below [`END`]) can name.
+fn fits_row_ids(n: usize) -> Result<(), OperatorError> {
+    if n >= END as usize {
+        return Err(OperatorError::Invalid(format!(
+            "a join side of {n} rows on one worker is too large; use more workers"
+        )));
+    }
+    Ok(())
+}
+
 /// One hash index over a whole build side, which a probe side streams through batch by batch:
 /// the rows with a valid key ordered by the top `bits` bits of their hash (about one row a
 /// bucket), with the offset of each bucket's first row (a compressed-sparse-row table: a lookup
 /// reads one offset pair, then its bucket's hashes and row ids side by side). Sorted in two
-/// radix passes, the top bits first ([`Partitions`]), then within each partition, so that both
-/// passes scatter into ranges that stay in cache.
+/// radix passes, at most 12 top bits first, then the rest within each partition (through a
+/// copy of the partition), so that both passes scatter into ranges that stay in cache.
 pub struct BuildIndex {
     bits: u32,
     offsets: Vec<u32>,
@@ -422,11 +428,7 @@ impl BuildIndex {
     /// More rows than a `u32` row id can name.
     pub fn new(keys: &JoinKeys) -> Result<BuildIndex, OperatorError> {
         let n = keys.len();
-        if n >= END as usize {
-            return Err(OperatorError::Invalid(format!(
-                "a join side of {n} rows on one worker is too large; use more workers"
-            )));
-        }
+        fits_row_ids(n)?;
         let bits = n.next_power_of_two().trailing_zeros();
         let top = bits.min(FIRST_PASS_BITS);
         let low = bits - top;

@@ -42,6 +42,9 @@ use crate::partition::{column_indices, hash_rows, mix64, partition_of};
 use crate::slab::{Layout, Slab};
 use crate::spill::{SpillFile, SpillWriter};
 
+mod int_table;
+use int_table::IntTable;
+
 /// Which part of a split aggregation a stage does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -124,20 +127,9 @@ fn is_states(schema: &Schema) -> bool {
 enum Groups {
     /// One integer key column of at most 64 bits that fits an `i64` (every integer type but
     /// `UInt64`), by value; the null key is a group of its own.
-    Int { ty: DataType, values: Vec<i64>, null: Option<u32>, table: HashTable<(i64, u32)> },
+    Int { ty: DataType, values: Vec<i64>, null: Option<u32>, table: IntTable },
     /// Any other key set, in Arrow's row format, hashed with XXH3.
     Rows { conv: RowConverter, keys: Rows, table: HashTable<(u64, u32)> },
-}
-
-/// MurmurHash3's 64-bit finaliser (Appleby, 2008): every input bit moves every output bit, so
-/// the table's bucket bits (low) and tag bits (high) both vary with every key bit.
-fn mix(v: i64) -> u64 {
-    let mut k = v as u64;
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
 }
 
 impl Groups {
@@ -150,7 +142,7 @@ impl Groups {
                 ty: f.data_type().clone(),
                 values: Vec::new(),
                 null: None,
-                table: HashTable::new(),
+                table: IntTable::default(),
             });
         }
         let conv =
@@ -169,7 +161,7 @@ impl Groups {
     /// Bytes held: keys and table (an entry and its control byte per slot).
     fn bytes(&self) -> u64 {
         match self {
-            Groups::Int { values, table, .. } => (values.capacity() * 8 + table.capacity() * 17) as u64,
+            Groups::Int { values, table, .. } => values.capacity() as u64 * 8 + table.bytes(),
             Groups::Rows { keys, table, .. } => (keys.size() + table.capacity() * 17) as u64,
         }
     }
@@ -181,28 +173,21 @@ impl Groups {
             Groups::Int { values, null, table, .. } => {
                 let col = arrow_cast::cast(&key_cols[0], &DataType::Int64)?;
                 let col = col.as_primitive::<Int64Type>();
-                let mut gids = Vec::with_capacity(col.len());
-                for (i, v) in col.values().iter().enumerate() {
-                    let v = *v;
-                    let gid = if col.is_null(i) {
-                        *null.get_or_insert_with(|| {
-                            values.push(0);
+                let nulls = col.nulls();
+                let gids = table.ids(
+                    col.values(),
+                    |i| nulls.is_none_or(|n| n.is_valid(i)),
+                    |key| {
+                        let mut add = |v| {
+                            values.push(v);
                             (values.len() - 1) as u32
-                        })
-                    } else {
-                        let h = mix(v);
-                        match table.find(h, |(k, _)| *k == v) {
-                            Some((_, g)) => *g,
-                            None => {
-                                let g = values.len() as u32;
-                                values.push(v);
-                                table.insert_unique(h, (v, g), |(k, _)| mix(*k));
-                                g
-                            }
+                        };
+                        match key {
+                            Some(v) => add(v),
+                            None => *null.get_or_insert_with(|| add(0)),
                         }
-                    };
-                    gids.push(gid);
-                }
+                    },
+                );
                 Ok(gids)
             }
             Groups::Rows { conv, keys, table } => {
@@ -253,7 +238,7 @@ impl Groups {
     /// Drops the hash table (its groups stay, to be read out): once the input has ended.
     fn release_table(&mut self) {
         match self {
-            Groups::Int { table, .. } => *table = HashTable::new(),
+            Groups::Int { table, .. } => *table = IntTable::default(),
             Groups::Rows { table, .. } => *table = HashTable::new(),
         }
     }
@@ -602,6 +587,9 @@ fn update_groups(
     for start in (0..gids.len()).step_by(CHUNK_ROWS) {
         let len = CHUNK_ROWS.min(gids.len() - start);
         let chunk = &gids[start..start + len];
+        // The chunk's rows are fetched together, their misses overlapping, before the first
+        // aggregate reads them one by one.
+        chunk.iter().for_each(|&g| st.slab.prefetch(g as usize));
         for (((acc, input), a), _) in
             st.accs.iter_mut().zip(&cols.inputs).zip(&p.aggs).zip(&done).filter(|(_, done)| !**done)
         {

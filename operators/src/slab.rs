@@ -107,6 +107,15 @@ impl Slab {
         block.get_mut(at..at + w)
     }
 
+    /// Asks the CPU to bring the row of group `g` into its cache ahead of use (its first
+    /// cache line); nothing beyond the groups grown.
+    #[inline]
+    pub(crate) fn prefetch(&self, g: usize) {
+        if let Some(block) = self.blocks.get(g / BLOCK) {
+            crate::hash_table::prefetch(block, (g % BLOCK) * self.width);
+        }
+    }
+
     /// Word `off` of the groups `range` (clamped to the groups grown), in group order.
     pub(crate) fn column(&self, off: usize, range: Range<usize>) -> impl Iterator<Item = u64> + '_ {
         let w = self.width;

@@ -32,7 +32,6 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::take::take_record_batch;
-use hashbrown::HashTable;
 use updraft_config::AggFn;
 use updraft_runtime::{Flow, MemoryPool, Operator, OperatorError, Output, Reservation};
 
@@ -42,8 +41,8 @@ use crate::partition::{column_indices, hash_rows, mix64, partition_of};
 use crate::slab::{Layout, Slab};
 use crate::spill::{SpillFile, SpillWriter};
 
-mod int_table;
-use int_table::IntTable;
+mod table;
+use table::{GroupKeys, GroupTable};
 
 /// Which part of a split aggregation a stage does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +126,9 @@ fn is_states(schema: &Schema) -> bool {
 enum Groups {
     /// One integer key column of at most 64 bits that fits an `i64` (every integer type but
     /// `UInt64`), by value; the null key is a group of its own.
-    Int { ty: DataType, values: Vec<i64>, null: Option<u32>, table: IntTable },
+    Int { ty: DataType, values: Vec<i64>, null: Option<u32>, table: GroupTable },
     /// Any other key set, in Arrow's row format, hashed with XXH3.
-    Rows { conv: RowConverter, keys: Rows, table: HashTable<(u64, u32)> },
+    Rows { conv: RowConverter, keys: Rows, table: GroupTable },
 }
 
 impl Groups {
@@ -142,13 +141,13 @@ impl Groups {
                 ty: f.data_type().clone(),
                 values: Vec::new(),
                 null: None,
-                table: IntTable::default(),
+                table: GroupTable::default(),
             });
         }
         let conv =
             RowConverter::new(key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         let keys = conv.empty_rows(1024, 16 * 1024);
-        Ok(Groups::Rows { conv, keys, table: HashTable::new() })
+        Ok(Groups::Rows { conv, keys, table: GroupTable::default() })
     }
 
     fn len(&self) -> usize {
@@ -162,51 +161,36 @@ impl Groups {
     fn bytes(&self) -> u64 {
         match self {
             Groups::Int { values, table, .. } => values.capacity() as u64 * 8 + table.bytes(),
-            Groups::Rows { keys, table, .. } => (keys.size() + table.capacity() * 17) as u64,
+            Groups::Rows { keys, table, .. } => keys.size() as u64 + table.bytes(),
         }
     }
 
     /// The group id of each row of `key_cols` (key columns as [`key_column`] makes them), new
     /// groups added.
+    ///
+    /// # Errors
+    /// More groups than a `u32` id below the table's free mark can name.
     fn ids(&mut self, key_cols: &[ArrayRef]) -> Result<Vec<u32>, OperatorError> {
+        let rows = key_cols.first().map_or(0, |c| c.len());
+        if self.len() + rows >= u32::MAX as usize {
+            return Err(OperatorError::Invalid(format!(
+                "{} groups and a batch of {rows} rows on one worker: more than a group id can name; use more workers",
+                self.len()
+            )));
+        }
         match self {
             Groups::Int { values, null, table, .. } => {
                 let col = arrow_cast::cast(&key_cols[0], &DataType::Int64)?;
                 let col = col.as_primitive::<Int64Type>();
                 let nulls = col.nulls();
-                let gids = table.ids(
-                    col.values(),
-                    |i| nulls.is_none_or(|n| n.is_valid(i)),
-                    |key| {
-                        let mut add = |v| {
-                            values.push(v);
-                            (values.len() - 1) as u32
-                        };
-                        match key {
-                            Some(v) => add(v),
-                            None => *null.get_or_insert_with(|| add(0)),
-                        }
-                    },
-                );
-                Ok(gids)
+                let words: Vec<u64> = col.values().iter().map(|&v| v as u64).collect();
+                let mut keys = IntKeys { batch: col.values(), values, null };
+                Ok(table.ids(&words, |i| nulls.is_none_or(|n| n.is_valid(i)), &mut keys))
             }
             Groups::Rows { conv, keys, table } => {
-                let rows = conv.convert_columns(key_cols)?;
-                let mut gids = Vec::with_capacity(rows.num_rows());
-                for r in rows.iter() {
-                    let h = xxhash_rust::xxh3::xxh3_64(r.as_ref());
-                    let gid = match table.find(h, |(hh, g)| *hh == h && keys.row(*g as usize) == r) {
-                        Some((_, g)) => *g,
-                        None => {
-                            let g = keys.num_rows() as u32;
-                            keys.push(r);
-                            table.insert_unique(h, (h, g), |(hh, _)| *hh);
-                            g
-                        }
-                    };
-                    gids.push(gid);
-                }
-                Ok(gids)
+                let batch = conv.convert_columns(key_cols)?;
+                let words: Vec<u64> = batch.iter().map(|r| xxhash_rust::xxh3::xxh3_64(r.as_ref())).collect();
+                Ok(table.ids(&words, |_| true, &mut RowKeys { batch: &batch, keys }))
             }
         }
     }
@@ -238,10 +222,71 @@ impl Groups {
     /// Drops the hash table (its groups stay, to be read out): once the input has ended.
     fn release_table(&mut self) {
         match self {
-            Groups::Int { table, .. } => *table = IntTable::default(),
-            Groups::Rows { table, .. } => *table = HashTable::new(),
+            Groups::Int { table, .. } | Groups::Rows { table, .. } => *table = GroupTable::default(),
         }
     }
+}
+
+/// One integer key column, by value (its word is the key itself); the null key is a group of
+/// its own, outside the table.
+struct IntKeys<'a> {
+    batch: &'a [i64],
+    values: &'a mut Vec<i64>,
+    null: &'a mut Option<u32>,
+}
+
+impl GroupKeys for IntKeys<'_> {
+    fn hash(word: u64) -> u64 {
+        mix(word)
+    }
+    fn same(&self, _: usize, _: u32) -> bool {
+        true
+    }
+    fn add(&mut self, i: Option<usize>) -> u32 {
+        if i.is_none()
+            && let Some(g) = *self.null
+        {
+            return g;
+        }
+        self.values.push(i.map_or(0, |i| self.batch[i]));
+        let g = (self.values.len() - 1) as u32;
+        if i.is_none() {
+            *self.null = Some(g);
+        }
+        g
+    }
+}
+
+/// Any key set in Arrow's row format (its word is the row's XXH3 hash, null keys included).
+struct RowKeys<'a> {
+    batch: &'a Rows,
+    keys: &'a mut Rows,
+}
+
+impl GroupKeys for RowKeys<'_> {
+    fn hash(word: u64) -> u64 {
+        word
+    }
+    fn same(&self, i: usize, gid: u32) -> bool {
+        self.keys.row(gid as usize) == self.batch.row(i)
+    }
+    fn add(&mut self, i: Option<usize>) -> u32 {
+        // Every row is looked up (a null key is part of a row's bytes): `i` is always some.
+        let Some(i) = i else { return u32::MAX };
+        self.keys.push(self.batch.row(i));
+        (self.keys.num_rows() - 1) as u32
+    }
+}
+
+/// MurmurHash3's 64-bit finaliser (Appleby, 2008): every input bit moves every output bit, so
+/// the table's slot bits vary with every key bit.
+fn mix(word: u64) -> u64 {
+    let mut k = word;
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
 }
 
 /// The group-by operator.

@@ -23,6 +23,10 @@ const EMPTY: u32 = u32::MAX;
 /// found and 6 for a new key at 0.7 (Knuth, TAOCP vol. 3, 6.4), most within one cache line.
 const MAX_LOAD_TENTHS: usize = 7;
 
+/// Rows looked up between two checks of the load: the table grows at most this many keys
+/// ahead of those it holds (a table of a few groups stays small, whatever the batch size).
+const CHUNK: usize = 4096;
+
 /// The keys of a group-by: what the table asks of them while it looks up a batch.
 pub(super) trait GroupKeys {
     /// The slot position bits of `word`: the word itself when it is already a hash.
@@ -78,35 +82,51 @@ impl GroupTable {
         valid: impl Fn(usize) -> bool,
         keys: &mut K,
     ) -> Vec<u32> {
-        self.reserve::<K>(words.len());
-        let mask = self.slots.len() - 1;
-        let homes: Vec<usize> = words.iter().map(|&w| K::hash(w) as usize & mask).collect();
         let mut gids = Vec::with_capacity(words.len());
-        for (i, (&word, &home)) in words.iter().zip(&homes).enumerate() {
-            if let Some(&ahead) = homes.get(i + PREFETCH_AHEAD) {
-                prefetch(&self.slots, ahead);
-            }
-            if !valid(i) {
-                gids.push(keys.add(None));
-                continue;
-            }
-            let mut at = home;
-            let gid = loop {
-                let s = self.slots[at];
-                if s.gid == EMPTY {
-                    let gid = keys.add(Some(i));
-                    self.slots[at] = Slot { word, gid };
-                    self.len += 1;
-                    break gid;
+        let mut homes = Vec::with_capacity(CHUNK.min(words.len()));
+        for (start, chunk) in (0..).step_by(CHUNK).zip(words.chunks(CHUNK)) {
+            self.reserve::<K>(chunk.len());
+            let mask = self.slots.len() - 1;
+            homes.clear();
+            homes.extend(chunk.iter().map(|&w| K::hash(w) as usize & mask));
+            for (i, (&word, &home)) in chunk.iter().zip(&homes).enumerate() {
+                if let Some(&ahead) = homes.get(i + PREFETCH_AHEAD) {
+                    prefetch(&self.slots, ahead);
                 }
-                if s.word == word && keys.same(i, s.gid) {
-                    break s.gid;
-                }
-                at = (at + 1) & mask;
-            };
-            gids.push(gid);
+                gids.push(self.id(start + i, word, home, &valid, keys));
+            }
         }
         gids
+    }
+
+    /// The group id of row `i` of the batch, of key word `word` and home slot `home`.
+    #[inline]
+    fn id<K: GroupKeys>(
+        &mut self,
+        i: usize,
+        word: u64,
+        home: usize,
+        valid: impl Fn(usize) -> bool,
+        keys: &mut K,
+    ) -> u32 {
+        let mask = self.slots.len() - 1;
+        if !valid(i) {
+            return keys.add(None);
+        }
+        let mut at = home;
+        loop {
+            let s = self.slots[at];
+            if s.gid == EMPTY {
+                let gid = keys.add(Some(i));
+                self.slots[at] = Slot { word, gid };
+                self.len += 1;
+                return gid;
+            }
+            if s.word == word && keys.same(i, s.gid) {
+                return s.gid;
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
 
@@ -146,10 +166,11 @@ mod tests {
 
     #[test]
     fn ids_follow_first_appearance_across_growth_colliding_words_and_null_keys() {
-        // Many batches, so that the table doubles between them; at most 4 distinct lengths.
+        // Many batches, so that the table doubles between them, and one of several chunks; at
+        // most 4 distinct lengths.
         let batches: Vec<Vec<Option<String>>> = (0..40u64)
             .map(|b| {
-                (0..997u64)
+                (0..if b == 7 { 3 * CHUNK as u64 + 5 } else { 997 })
                     .map(|i| (i % 13 != 5).then(|| format!("{:x}", (i * 7919 + b * 31) % 5000 + 0x100)))
                     .collect()
             })
@@ -173,5 +194,16 @@ mod tests {
         assert_eq!(keys.groups.len(), want.len(), "one group per distinct key, null included");
         assert_eq!(t.len, want.len() - 1, "the null key is not in the table");
         assert!(t.len * 10 <= t.slots.len() * MAX_LOAD_TENTHS);
+    }
+
+    #[test]
+    fn a_few_groups_keep_a_small_table_whatever_the_batch_size() {
+        let batch: Vec<Option<String>> = (0..100_000).map(|i| Some(format!("k{}", i % 3))).collect();
+        let words = vec![2u64; batch.len()];
+        let mut t = GroupTable::default();
+        let mut keys = Strings { batch: &batch, groups: Vec::new(), null: None };
+        let gids = t.ids(&words, |_| true, &mut keys);
+        assert!(gids.iter().enumerate().all(|(i, g)| *g as usize == i % 3));
+        assert!(t.slots.len() <= 2 * CHUNK, "{} slots for 3 groups", t.slots.len());
     }
 }

@@ -279,7 +279,9 @@ impl GroupKeys for RowKeys<'_> {
 }
 
 /// MurmurHash3's 64-bit finaliser (Appleby, 2008): every input bit moves every output bit, so
-/// the table's slot bits vary with every key bit.
+/// the table's slot bits vary with every key bit. It is not the shuffle's hash
+/// ([`crate::partition::mix64`]): the keys a rank receives share bits of that hash, and the
+/// slots must not.
 fn mix(word: u64) -> u64 {
     let mut k = word;
     k ^= k >> 33;

@@ -157,7 +157,7 @@ impl Groups {
         }
     }
 
-    /// Bytes held: keys and table (an entry and its control byte per slot).
+    /// Bytes held: keys and table (16 bytes a slot).
     fn bytes(&self) -> u64 {
         match self {
             Groups::Int { values, table, .. } => values.capacity() as u64 * 8 + table.bytes(),
@@ -272,6 +272,7 @@ impl GroupKeys for RowKeys<'_> {
     }
     fn add(&mut self, i: Option<usize>) -> u32 {
         // Every row is looked up (a null key is part of a row's bytes): `i` is always some.
+        // Were it not, the id past every group makes the aggregates fail the batch, naming it.
         let Some(i) = i else { return u32::MAX };
         self.keys.push(self.batch.row(i));
         (self.keys.num_rows() - 1) as u32

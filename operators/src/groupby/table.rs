@@ -52,8 +52,9 @@ impl GroupTable {
         (self.slots.capacity() * std::mem::size_of::<Slot>()) as u64
     }
 
-    /// Makes room for `more` keys beyond those held, so that no insert of the next batch
-    /// grows the table: doubles it (re-placing every key) until they fit under the load limit.
+    /// Makes room for `more` keys beyond those held, so that no insert of the next chunk of
+    /// rows grows the table: doubles it (re-placing every key) until they fit under the load
+    /// limit.
     fn reserve<K: GroupKeys>(&mut self, more: usize) {
         let need = self.len + more;
         let mut cap = self.slots.len().max(16);
